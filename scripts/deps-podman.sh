@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs what the podman end-to-end tests need on a Debian 12 machine (see shared/MACHINE.md):
+# podman 4.3 and netavark (podman's network backend), runc (podman's crun 1.8 refuses these VMs' hybrid cgroups),
+# busybox-static (the test image's rootfs), iproute2, and containernetworking-plugins
+# (the CNI bridge/host-local peers a benchmark compares against).
+# Idempotent: installs nothing and skips `apt-get update` when every package is present.
+# Waits for the dpkg lock: other deps scripts may run apt-get at the same time.
+set -euo pipefail
+
+packages=(podman netavark runc busybox-static iproute2 containernetworking-plugins)
+
+missing=()
+for p in "${packages[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed$'; then
+        missing+=("$p")
+    fi
+done
+
+if [ "${#missing[@]}" -eq 0 ]; then
+    echo "deps-podman: already installed: ${packages[*]}"
+    exit 0
+fi
+
+echo "deps-podman: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get -o DPkg::Lock::Timeout=600 update -qq
+apt-get -o DPkg::Lock::Timeout=600 install -y -qq "${missing[@]}"
+command -v podman >/dev/null
+echo "deps-podman: $(podman --version)"
