@@ -1,0 +1,248 @@
+//! The OCI runtime state a hook receives on stdin, and the bits of the bundle's
+//! config.json weave reads, turned into typed values at the edge.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use thiserror::Error;
+
+/// Larger states are refused: runc's are a few hundred bytes, podman's a few KiB.
+pub const MAX_STATE_BYTES: u64 = 1024 * 1024;
+/// config.json files are read up to this size.
+pub const MAX_CONFIG_BYTES: u64 = 16 * 1024 * 1024;
+/// Longest container id accepted (runtimes use 64 hex digits).
+pub const MAX_ID_LEN: usize = 256;
+
+#[derive(Debug, Error)]
+pub enum OciError {
+    #[error("cannot read the OCI state from stdin: {0}")]
+    ReadState(#[source] std::io::Error),
+    #[error("the OCI state on stdin is larger than {MAX_STATE_BYTES} bytes")]
+    StateTooLarge,
+    #[error("the OCI state on stdin is empty (a hook gets the container state as JSON on stdin)")]
+    EmptyState,
+    #[error("the OCI state on stdin is not valid JSON: {0}")]
+    BadState(#[source] serde_json::Error),
+    #[error("invalid container id {0:?}: {1}")]
+    BadId(String, &'static str),
+    #[error("cannot read {0}: {1}")]
+    ReadConfig(PathBuf, #[source] std::io::Error),
+    #[error("{0} is larger than {MAX_CONFIG_BYTES} bytes")]
+    ConfigTooLarge(PathBuf),
+    #[error("{0} is not valid JSON: {1}")]
+    BadConfig(PathBuf, #[source] serde_json::Error),
+}
+
+/// A container id that is safe to use as a file name under the state directory.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ContainerId(String);
+
+impl ContainerId {
+    /// Accepts what runc accepts (`[A-Za-z0-9_+.-]+`), minus the names `.` and `..`.
+    pub fn parse(id: &str) -> Result<Self, OciError> {
+        let bad = |why| Err(OciError::BadId(id.to_string(), why));
+        if id.is_empty() {
+            return bad("it is empty");
+        }
+        if id.len() > MAX_ID_LEN {
+            return bad("it is longer than 256 bytes");
+        }
+        if id == "." || id == ".." {
+            return bad("it would name a directory");
+        }
+        if !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'+' | b'.' | b'-'))
+        {
+            return bad("only letters, digits, '_', '+', '.' and '-' are allowed");
+        }
+        Ok(Self(id.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ContainerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The lifecycle phase the state reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Creating,
+    Created,
+    Running,
+    Stopped,
+    Other,
+}
+
+/// The OCI state, typed.
+#[derive(Debug, Clone)]
+pub struct State {
+    pub id: ContainerId,
+    pub status: Status,
+    pub pid: Option<i32>,
+    pub bundle: Option<PathBuf>,
+    pub annotations: HashMap<String, String>,
+}
+
+#[derive(Deserialize)]
+struct RawState {
+    id: String,
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    pid: Option<i32>,
+    #[serde(default)]
+    bundle: Option<PathBuf>,
+    #[serde(default)]
+    annotations: Option<HashMap<String, String>>,
+}
+
+impl State {
+    /// Reads and parses the state from a reader (stdin in the binary).
+    pub fn read(input: impl Read) -> Result<Self, OciError> {
+        let mut text = Vec::new();
+        input
+            .take(MAX_STATE_BYTES + 1)
+            .read_to_end(&mut text)
+            .map_err(OciError::ReadState)?;
+        if text.len() as u64 > MAX_STATE_BYTES {
+            return Err(OciError::StateTooLarge);
+        }
+        Self::parse(&text)
+    }
+
+    pub fn parse(text: &[u8]) -> Result<Self, OciError> {
+        if text.iter().all(u8::is_ascii_whitespace) {
+            return Err(OciError::EmptyState);
+        }
+        let raw: RawState = serde_json::from_slice(text).map_err(OciError::BadState)?;
+        let status = match raw.status.as_str() {
+            "creating" => Status::Creating,
+            "created" => Status::Created,
+            "running" => Status::Running,
+            "stopped" => Status::Stopped,
+            _ => Status::Other,
+        };
+        Ok(Self {
+            id: ContainerId::parse(&raw.id)?,
+            status,
+            // pid 0 is what some runtimes send when there is no process.
+            pid: raw.pid.filter(|p| *p > 0),
+            bundle: raw.bundle.filter(|b| !b.as_os_str().is_empty()),
+            annotations: raw.annotations.unwrap_or_default(),
+        })
+    }
+}
+
+/// The parts of config.json weave looks at.
+#[derive(Debug, Default, Clone)]
+pub struct BundleConfig {
+    pub annotations: HashMap<String, String>,
+    pub env: Vec<String>,
+    pub hostname: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawConfig {
+    #[serde(default)]
+    annotations: Option<HashMap<String, String>>,
+    #[serde(default)]
+    process: Option<RawProcess>,
+    #[serde(default)]
+    hostname: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawProcess {
+    #[serde(default)]
+    env: Option<Vec<String>>,
+}
+
+impl BundleConfig {
+    /// Reads `<bundle>/config.json`.
+    pub fn read(bundle: &Path) -> Result<Self, OciError> {
+        let path = bundle.join("config.json");
+        let file = std::fs::File::open(&path).map_err(|e| OciError::ReadConfig(path.clone(), e))?;
+        let mut text = Vec::new();
+        file.take(MAX_CONFIG_BYTES + 1)
+            .read_to_end(&mut text)
+            .map_err(|e| OciError::ReadConfig(path.clone(), e))?;
+        if text.len() as u64 > MAX_CONFIG_BYTES {
+            return Err(OciError::ConfigTooLarge(path));
+        }
+        let raw: RawConfig =
+            serde_json::from_slice(&text).map_err(|e| OciError::BadConfig(path.clone(), e))?;
+        Ok(Self {
+            annotations: raw.annotations.unwrap_or_default(),
+            env: raw.process.and_then(|p| p.env).unwrap_or_default(),
+            hostname: raw.hostname.filter(|h| !h.is_empty()),
+        })
+    }
+
+    /// The value of an environment variable of the container's process.
+    pub fn env_var(&self, name: &str) -> Option<&str> {
+        self.env.iter().rev().find_map(|kv| {
+            kv.split_once('=')
+                .filter(|(k, _)| *k == name)
+                .map(|(_, v)| v)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runc_state() {
+        let s = State::parse(br#"{"ociVersion":"1.0.2-dev","id":"t1","status":"creating","pid":2362,"bundle":"/tmp/b1","annotations":{"weave.cidr":"10.2.0.1/24"}}"#).unwrap();
+        assert_eq!(s.id.as_str(), "t1");
+        assert_eq!(s.status, Status::Creating);
+        assert_eq!(s.pid, Some(2362));
+        assert_eq!(s.bundle.as_deref(), Some(Path::new("/tmp/b1")));
+        assert_eq!(s.annotations["weave.cidr"], "10.2.0.1/24");
+    }
+
+    #[test]
+    fn poststop_state_has_no_pid() {
+        let s = State::parse(br#"{"ociVersion":"1.0.2","id":"t1","status":"stopped","bundle":"/b"}"#).unwrap();
+        assert_eq!(s.status, Status::Stopped);
+        assert_eq!(s.pid, None);
+        assert!(s.annotations.is_empty());
+    }
+
+    #[test]
+    fn bad_states() {
+        assert!(matches!(State::parse(b""), Err(OciError::EmptyState)));
+        assert!(matches!(State::parse(b" \n"), Err(OciError::EmptyState)));
+        assert!(matches!(State::parse(b"{\"id\":"), Err(OciError::BadState(_))));
+        assert!(matches!(State::parse(b"[]"), Err(OciError::BadState(_))));
+        assert!(matches!(State::parse(b"{\"status\":\"creating\"}"), Err(OciError::BadState(_))));
+        assert!(matches!(State::parse(b"{\"id\":\"../../etc\"}"), Err(OciError::BadId(..))));
+        assert!(matches!(State::parse(b"{\"id\":\"..\"}"), Err(OciError::BadId(..))));
+        assert!(matches!(State::parse(b"{\"id\":\"a/b\"}"), Err(OciError::BadId(..))));
+        assert!(matches!(State::parse(b"{\"id\":\"\"}"), Err(OciError::BadId(..))));
+        assert!(matches!(State::parse(b"{\"id\":\"a\\u0000b\"}"), Err(OciError::BadId(..))));
+        let huge = format!("{{\"id\":\"t\",\"annotations\":{{\"x\":\"{}\"}}}}", "a".repeat(2 << 20));
+        assert!(matches!(State::read(huge.as_bytes()), Err(OciError::StateTooLarge)));
+    }
+
+    #[test]
+    fn env_lookup_takes_the_last_definition() {
+        let c = BundleConfig {
+            env: vec!["PATH=/bin".into(), "WEAVE_CIDR=net:default".into(), "WEAVE_CIDR=10.2.0.1/24".into()],
+            ..Default::default()
+        };
+        assert_eq!(c.env_var("WEAVE_CIDR"), Some("10.2.0.1/24"));
+        assert_eq!(c.env_var("WEAVE"), None);
+    }
+}
