@@ -43,7 +43,9 @@ pub enum CidrError {
     TooMany(usize),
     #[error("'none' cannot be combined with other entries")]
     NoneWithOthers,
-    #[error("entry '{0}' has no prefix length; write it as {0}/24 (or whatever the subnet's length is)")]
+    #[error(
+        "entry '{0}' has no prefix length; write it as {0}/24 (or whatever the subnet's length is)"
+    )]
     MissingPrefix(String),
     #[error("entry '{0}' is not an IPv4 address with prefix length (like 10.2.0.5/24)")]
     BadAddress(String),
@@ -110,7 +112,10 @@ fn parse_entry(entry: &str) -> Result<AddrRequest, CidrError> {
         Some((prefix, _)) if prefix.chars().all(|c| c.is_ascii_hexdigit()) => {
             Err(CidrError::Ipv6(entry.to_string()))
         }
-        Some((prefix, _)) => Err(CidrError::UnknownPrefix(entry.to_string(), prefix.to_string())),
+        Some((prefix, _)) => Err(CidrError::UnknownPrefix(
+            entry.to_string(),
+            prefix.to_string(),
+        )),
         None => parse_exact(entry, entry).map(AddrRequest::Exact),
     }
 }
@@ -163,7 +168,10 @@ fn parse_subnet(entry: &str, text: &str) -> Result<Ipv4Net, CidrError> {
         return Err(CidrError::NotASubnet(entry.to_string(), net.trunc()));
     }
     if net.prefix_len() > 30 {
-        return Err(CidrError::SubnetTooSmall(entry.to_string(), net.prefix_len()));
+        return Err(CidrError::SubnetTooSmall(
+            entry.to_string(),
+            net.prefix_len(),
+        ));
     }
     Ok(net)
 }
@@ -188,7 +196,9 @@ mod tests {
     fn allocation_forms() {
         assert_eq!(
             parse("net:10.2.0.0/24"),
-            Ok(CidrSpec::Attach(vec![AddrRequest::Allocate(net("10.2.0.0/24"))]))
+            Ok(CidrSpec::Attach(vec![AddrRequest::Allocate(net(
+                "10.2.0.0/24"
+            ))]))
         );
         let default = Ok(CidrSpec::Attach(vec![AddrRequest::DefaultRange]));
         assert_eq!(parse("net:default"), default);
@@ -228,7 +238,10 @@ mod tests {
     fn refusals_name_the_entry() {
         let cases: &[(&str, CidrError)] = &[
             ("10.2.0.5", CidrError::MissingPrefix("10.2.0.5".into())),
-            ("10.2.0.256/24", CidrError::BadAddress("10.2.0.256/24".into())),
+            (
+                "10.2.0.256/24",
+                CidrError::BadAddress("10.2.0.256/24".into()),
+            ),
             ("10.2.0.5/33", CidrError::BadAddress("10.2.0.5/33".into())),
             ("10.2.0.5/-1", CidrError::BadAddress("10.2.0.5/-1".into())),
             ("10.2.0.5/0", CidrError::ZeroPrefix("10.2.0.5/0".into())),
@@ -236,34 +249,80 @@ mod tests {
             ("10.2.0.٥/24", CidrError::BadAddress("10.2.0.٥/24".into())),
             ("10.2.0.5/２4", CidrError::BadAddress("10.2.0.5/２4".into())),
             ("10.2.0/24", CidrError::BadAddress("10.2.0/24".into())),
-            ("10.2.0.5/24;reboot", CidrError::BadAddress("10.2.0.5/24;reboot".into())),
+            (
+                "10.2.0.5/24;reboot",
+                CidrError::BadAddress("10.2.0.5/24;reboot".into()),
+            ),
             ("$(reboot)", CidrError::BadAddress("$(reboot)".into())),
-            ("10.2.0.0/24", CidrError::NetworkAddress("10.2.0.0/24".into(), net("10.2.0.0/24"))),
-            ("10.2.0.255/24", CidrError::BroadcastAddress("10.2.0.255/24".into(), net("10.2.0.0/24"))),
-            ("127.0.0.1/8", CidrError::NotUnicast("127.0.0.1/8".into(), "127.0.0.1".parse().unwrap())),
-            ("224.0.0.1/4", CidrError::NotUnicast("224.0.0.1/4".into(), "224.0.0.1".parse().unwrap())),
-            ("0.0.0.0/8", CidrError::NotUnicast("0.0.0.0/8".into(), "0.0.0.0".parse().unwrap())),
-            ("net:10.2.0.5/24", CidrError::NotASubnet("net:10.2.0.5/24".into(), net("10.2.0.0/24"))),
-            ("net:10.2.0.4/31", CidrError::SubnetTooSmall("net:10.2.0.4/31".into(), 31)),
-            ("net:10.2.0.0", CidrError::MissingPrefix("net:10.2.0.0".into())),
+            (
+                "10.2.0.0/24",
+                CidrError::NetworkAddress("10.2.0.0/24".into(), net("10.2.0.0/24")),
+            ),
+            (
+                "10.2.0.255/24",
+                CidrError::BroadcastAddress("10.2.0.255/24".into(), net("10.2.0.0/24")),
+            ),
+            (
+                "127.0.0.1/8",
+                CidrError::NotUnicast("127.0.0.1/8".into(), "127.0.0.1".parse().unwrap()),
+            ),
+            (
+                "224.0.0.1/4",
+                CidrError::NotUnicast("224.0.0.1/4".into(), "224.0.0.1".parse().unwrap()),
+            ),
+            (
+                "0.0.0.0/8",
+                CidrError::NotUnicast("0.0.0.0/8".into(), "0.0.0.0".parse().unwrap()),
+            ),
+            (
+                "net:10.2.0.5/24",
+                CidrError::NotASubnet("net:10.2.0.5/24".into(), net("10.2.0.0/24")),
+            ),
+            (
+                "net:10.2.0.4/31",
+                CidrError::SubnetTooSmall("net:10.2.0.4/31".into(), 31),
+            ),
+            (
+                "net:10.2.0.0",
+                CidrError::MissingPrefix("net:10.2.0.0".into()),
+            ),
             ("net:", CidrError::BadAddress("net:".into())),
             ("ip:", CidrError::BadAddress("ip:".into())),
-            ("mac:10.2.0.5/24", CidrError::UnknownPrefix("mac:10.2.0.5/24".into(), "mac".into())),
-            ("NET:10.2.0.0/24", CidrError::UnknownPrefix("NET:10.2.0.0/24".into(), "NET".into())),
+            (
+                "mac:10.2.0.5/24",
+                CidrError::UnknownPrefix("mac:10.2.0.5/24".into(), "mac".into()),
+            ),
+            (
+                "NET:10.2.0.0/24",
+                CidrError::UnknownPrefix("NET:10.2.0.0/24".into(), "NET".into()),
+            ),
             ("fd00::1/64", CidrError::Ipv6("fd00::1/64".into())),
             ("::1/128", CidrError::Ipv6("::1/128".into())),
-            ("10.2.0.5/24 10.2.0.5/24", CidrError::Duplicate("10.2.0.5/24".into())),
-            ("net:default net:default", CidrError::Duplicate("net:default".into())),
+            (
+                "10.2.0.5/24 10.2.0.5/24",
+                CidrError::Duplicate("10.2.0.5/24".into()),
+            ),
+            (
+                "net:default net:default",
+                CidrError::Duplicate("net:default".into()),
+            ),
         ];
         for (input, want) in cases {
             assert_eq!(parse(input).as_ref(), Err(want), "input {input:?}");
-            assert!(want.to_string().contains(input.split_whitespace().last().unwrap()) || matches!(want, CidrError::NoneWithOthers));
+            assert!(
+                want.to_string()
+                    .contains(input.split_whitespace().last().unwrap())
+                    || matches!(want, CidrError::NoneWithOthers)
+            );
         }
     }
 
     #[test]
     fn bounded_input() {
-        let many = (1..=17).map(|i| format!("10.2.0.{i}/24")).collect::<Vec<_>>().join(",");
+        let many = (1..=17)
+            .map(|i| format!("10.2.0.{i}/24"))
+            .collect::<Vec<_>>()
+            .join(",");
         assert_eq!(parse(&many), Err(CidrError::TooMany(17)));
         let thousands = "net:default ".repeat(2000);
         assert_eq!(parse(&thousands), Err(CidrError::TooLong(thousands.len())));

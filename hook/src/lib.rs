@@ -1,6 +1,16 @@
-pub mod netlink;
+pub mod attach;
+pub mod bridge;
 pub mod cidr;
+pub mod detach;
+pub mod error;
+pub mod firewall;
+pub mod gc;
+pub mod netlink;
+pub mod netns;
 pub mod oci;
 pub mod options;
+pub mod privileges;
 pub mod process;
+pub mod reset;
+pub mod settings;
 pub mod store;

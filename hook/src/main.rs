@@ -1,1 +1,208 @@
-fn main() {}
+//! weave-hook: the OCI hook binary. Thin: parse flags, set up logging, dispatch, report.
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use ipnet::Ipv4Net;
+
+use weave_hook::error::Error;
+use weave_hook::oci::{State, Status};
+use weave_hook::settings::{self, Settings};
+use weave_hook::{attach, detach, gc, privileges, reset, store::Store};
+
+/// Attach OCI containers to a weave bridge network before their process starts.
+///
+/// As an OCI hook, put it in config.json's hooks.createRuntime and hooks.poststop (or let
+/// weave-runtime or podman's hooks.d do it): it reads the container state on stdin, attaches
+/// the container at status "creating" and detaches it at "stopped". Per-container options
+/// come from the weave.cidr and weave.dns annotations, or WEAVE_CIDR in the environment.
+#[derive(Parser, Debug)]
+#[command(name = "weave-hook", version, about, long_about)]
+struct Cli {
+    /// Name of the bridge containers are attached to (created on first use).
+    #[arg(long, global = true, default_value = settings::DEFAULT_BRIDGE, value_parser = parse_bridge)]
+    bridge: String,
+    /// Range that `net:default` (and an empty weave.cidr) allocates from. Its first host
+    /// address is kept for weave itself.
+    #[arg(long, global = true, default_value = settings::DEFAULT_RANGE, value_parser = parse_range)]
+    ipalloc_range: Ipv4Net,
+    /// Directory of the address store and attachment records (tmpfs, so a reboot clears it).
+    #[arg(long, global = true, default_value = settings::DEFAULT_STATE_DIR)]
+    state_dir: PathBuf,
+    /// MTU of the bridge (when weave-hook creates it) and of both veth ends; kernel default
+    /// (1500) when not given.
+    #[arg(long, global = true, value_parser = clap::value_parser!(u32).range(68..=65535))]
+    mtu: Option<u32>,
+    /// Log level: error, warn, info, debug or trace. Logs go to journald when its socket
+    /// exists, else to stderr.
+    #[arg(long, global = true, default_value = "warn")]
+    log_level: tracing::Level,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Act on the OCI state on stdin: attach at status "creating"/"created", detach at
+    /// "stopped" (the default command).
+    Hook,
+    /// Attach the container whose OCI state is on stdin.
+    Attach,
+    /// Detach the container whose OCI state is on stdin (idempotent).
+    Detach,
+    /// List attached containers: id, host veth, addresses.
+    Ps,
+    /// Release reservations of containers that are gone and delete orphaned host veths.
+    Gc,
+    /// Delete the bridge and its firewall rule; refused while containers are attached.
+    Reset,
+}
+
+fn parse_bridge(name: &str) -> Result<String, String> {
+    settings::check_ifname(name).map(|()| name.to_string())
+}
+
+fn parse_range(text: &str) -> Result<Ipv4Net, String> {
+    let net: Ipv4Net = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not an IPv4 subnet like 10.32.0.0/12"))?;
+    if net != net.trunc() {
+        return Err(format!(
+            "{text:?} has host bits set; the subnet is {}",
+            net.trunc()
+        ));
+    }
+    if net.prefix_len() > 29 || net.prefix_len() == 0 {
+        return Err(format!("{text:?}: use a prefix length from /1 to /29"));
+    }
+    Ok(net)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_level);
+    let settings = Settings {
+        bridge: cli.bridge,
+        ipalloc_range: cli.ipalloc_range,
+        state_dir: cli.state_dir,
+        mtu: cli.mtu,
+    };
+    match run(&settings, cli.command.unwrap_or(Command::Hook)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            // One line on stderr: the runtime shows it to the user when it refuses to start.
+            let _ = writeln!(io::stderr(), "weave-hook: {failure}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// An error, and the container it concerns when one is known.
+struct Failure {
+    container: Option<String>,
+    error: Error,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(id) = &self.container {
+            write!(f, "container {id}: ")?;
+        }
+        write!(f, "{}", self.error)?;
+        let mut source = std::error::Error::source(&self.error);
+        while let Some(s) = source {
+            // thiserror's messages already embed their direct source; only add what is new.
+            if !self.error.to_string().contains(&s.to_string()) {
+                write!(f, ": {s}")?;
+            }
+            source = s.source();
+        }
+        Ok(())
+    }
+}
+
+fn fail(container: Option<String>) -> impl FnOnce(Error) -> Failure {
+    move |error| Failure { container, error }
+}
+
+fn run(settings: &Settings, command: Command) -> Result<(), Failure> {
+    match command {
+        Command::Ps => ps(settings).map_err(fail(None)),
+        Command::Gc => {
+            privileges::check().map_err(fail(None))?;
+            let report = gc::collect(settings).map_err(fail(None))?;
+            println!(
+                "released {} container(s), {} orphaned address(es), deleted {} veth(s)",
+                report.released.len(),
+                report.orphan_addrs,
+                report.deleted_veths.len()
+            );
+            Ok(())
+        }
+        Command::Reset => {
+            privileges::check().map_err(fail(None))?;
+            reset::reset(settings).map_err(fail(None))
+        }
+        Command::Hook | Command::Attach | Command::Detach => {
+            let state = State::read(io::stdin().lock()).map_err(|e| fail(None)(e.into()))?;
+            let on = fail(Some(state.id.to_string()));
+            let wants_attach = match command {
+                Command::Attach => true,
+                Command::Detach => false,
+                _ => match state.status {
+                    Status::Creating | Status::Created => true,
+                    Status::Stopped => false,
+                    _ => {
+                        return Err(on(Error::WrongStage(
+                            format!("{:?}", state.status).to_lowercase(),
+                        )))
+                    }
+                },
+            };
+            privileges::check().map_err(fail(Some(state.id.to_string())))?;
+            if wants_attach {
+                attach::attach(settings, &state).map(drop).map_err(on)
+            } else {
+                detach::detach(settings, &state.id).map_err(on)
+            }
+        }
+    }
+}
+
+fn ps(settings: &Settings) -> Result<(), Error> {
+    let mut out = io::stdout().lock();
+    for record in Store::existing(&settings.state_dir).records()? {
+        let addrs: Vec<String> = record.addrs.iter().map(ToString::to_string).collect();
+        let _ = writeln!(out, "{} {} {}", record.id, record.veth, addrs.join(" "));
+    }
+    Ok(())
+}
+
+fn init_logging(level: tracing::Level) {
+    use tracing_subscriber::prelude::*;
+    // netlink-packet-route warns about every attribute newer than itself (kernel 6.x adds
+    // some): not actionable for a user, so only its errors are shown.
+    let filter = tracing_subscriber::filter::Targets::new()
+        .with_default(level)
+        .with_target("netlink_packet_route", tracing::Level::ERROR);
+    let journald = std::path::Path::new("/run/systemd/journal/socket")
+        .exists()
+        .then(|| tracing_journald::layer().ok())
+        .flatten();
+    match journald {
+        Some(layer) => tracing_subscriber::registry()
+            .with(filter)
+            .with(layer)
+            .init(),
+        None => tracing_subscriber::registry()
+            .with(filter)
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(io::stderr)
+                    .with_target(false),
+            )
+            .init(),
+    }
+}

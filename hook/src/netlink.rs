@@ -10,8 +10,8 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 
 use ipnet::Ipv4Net;
 use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP,
-    NLM_F_EXCL, NLM_F_REQUEST,
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
+    NLM_F_REQUEST,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
@@ -27,6 +27,8 @@ pub struct Link {
     pub name: String,
     pub up: bool,
     pub kind: Option<String>,
+    /// The index of the bridge (or other controller) the link is enslaved to.
+    pub master: Option<u32>,
 }
 
 /// What a veth pair looks like when it is created in one request.
@@ -73,7 +75,10 @@ impl Netlink {
 
     /// Lists every link of the namespace.
     pub fn links(&mut self) -> io::Result<Vec<Link>> {
-        let replies = self.request(RouteNetlinkMessage::GetLink(LinkMessage::default()), NLM_F_DUMP)?;
+        let replies = self.request(
+            RouteNetlinkMessage::GetLink(LinkMessage::default()),
+            NLM_F_DUMP,
+        )?;
         Ok(replies.into_iter().filter_map(link_from_reply).collect())
     }
 
@@ -85,7 +90,9 @@ impl Netlink {
             msg.attributes.push(LinkAttribute::Mtu(mtu));
         }
         msg.attributes
-            .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Bridge)]));
+            .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(
+                InfoKind::Bridge,
+            )]));
         self.request(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)
             .map(drop)
     }
@@ -94,14 +101,17 @@ impl Netlink {
     /// the peer created inside `peer_netns` (down; the caller configures it there).
     pub fn create_veth(&mut self, req: &VethRequest) -> io::Result<()> {
         let mut peer = LinkMessage::default();
-        peer.attributes.push(LinkAttribute::IfName(req.peer_name.to_string()));
+        peer.attributes
+            .push(LinkAttribute::IfName(req.peer_name.to_string()));
         peer.attributes
             .push(LinkAttribute::NetNsFd(req.peer_netns.as_raw_fd()));
         let mut msg = LinkMessage::default();
         msg.header.flags = LinkFlags::Up;
         msg.header.change_mask = LinkFlags::Up;
-        msg.attributes.push(LinkAttribute::IfName(req.host_name.to_string()));
-        msg.attributes.push(LinkAttribute::Controller(req.bridge_index));
+        msg.attributes
+            .push(LinkAttribute::IfName(req.host_name.to_string()));
+        msg.attributes
+            .push(LinkAttribute::Controller(req.bridge_index));
         if let Some(mtu) = req.mtu {
             msg.attributes.push(LinkAttribute::Mtu(mtu));
             peer.attributes.push(LinkAttribute::Mtu(mtu));
@@ -147,8 +157,11 @@ impl Netlink {
             msg.attributes
                 .push(AddressAttribute::Broadcast(addr.broadcast()));
         }
-        self.request(RouteNetlinkMessage::NewAddress(msg), NLM_F_CREATE | NLM_F_EXCL)
-            .map(drop)
+        self.request(
+            RouteNetlinkMessage::NewAddress(msg),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )
+        .map(drop)
     }
 
     /// Lists the IPv4 addresses of one link.
@@ -173,7 +186,11 @@ impl Netlink {
     }
 
     /// Sends one request and collects the replies until the kernel's ACK or DONE.
-    fn request(&mut self, msg: RouteNetlinkMessage, flags: u16) -> io::Result<Vec<RouteNetlinkMessage>> {
+    fn request(
+        &mut self,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+    ) -> io::Result<Vec<RouteNetlinkMessage>> {
         self.seq = self.seq.wrapping_add(1);
         let mut header = NetlinkHeader::default();
         header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
@@ -192,11 +209,15 @@ impl Netlink {
             let len = self.socket.recv(&mut &mut self.buf[..], 0)?;
             let mut offset = 0;
             while offset < len {
-                let packet = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&self.buf[offset..len])
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+                let packet =
+                    NetlinkMessage::<RouteNetlinkMessage>::deserialize(&self.buf[offset..len])
+                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
                 let size = packet.header.length as usize;
                 if size == 0 {
-                    return Err(io::Error::new(io::ErrorKind::InvalidData, "netlink message of length 0"));
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "netlink message of length 0",
+                    ));
                 }
                 offset += size;
                 if packet.header.sequence_number != self.seq {
@@ -226,9 +247,11 @@ fn link_from_reply(reply: RouteNetlinkMessage) -> Option<Link> {
     };
     let mut name = None;
     let mut kind = None;
+    let mut master = None;
     for attr in &msg.attributes {
         match attr {
             LinkAttribute::IfName(n) => name = Some(n.clone()),
+            LinkAttribute::Controller(i) => master = Some(*i),
             LinkAttribute::LinkInfo(infos) => {
                 kind = infos.iter().find_map(|i| match i {
                     LinkInfo::Kind(k) => Some(k.to_string()),
@@ -243,5 +266,6 @@ fn link_from_reply(reply: RouteNetlinkMessage) -> Option<Link> {
         name: name?,
         up: msg.header.flags.contains(LinkFlags::Up),
         kind,
+        master,
     })
 }

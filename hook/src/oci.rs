@@ -214,7 +214,9 @@ mod tests {
 
     #[test]
     fn poststop_state_has_no_pid() {
-        let s = State::parse(br#"{"ociVersion":"1.0.2","id":"t1","status":"stopped","bundle":"/b"}"#).unwrap();
+        let s =
+            State::parse(br#"{"ociVersion":"1.0.2","id":"t1","status":"stopped","bundle":"/b"}"#)
+                .unwrap();
         assert_eq!(s.status, Status::Stopped);
         assert_eq!(s.pid, None);
         assert!(s.annotations.is_empty());
@@ -224,22 +226,53 @@ mod tests {
     fn bad_states() {
         assert!(matches!(State::parse(b""), Err(OciError::EmptyState)));
         assert!(matches!(State::parse(b" \n"), Err(OciError::EmptyState)));
-        assert!(matches!(State::parse(b"{\"id\":"), Err(OciError::BadState(_))));
+        assert!(matches!(
+            State::parse(b"{\"id\":"),
+            Err(OciError::BadState(_))
+        ));
         assert!(matches!(State::parse(b"[]"), Err(OciError::BadState(_))));
-        assert!(matches!(State::parse(b"{\"status\":\"creating\"}"), Err(OciError::BadState(_))));
-        assert!(matches!(State::parse(b"{\"id\":\"../../etc\"}"), Err(OciError::BadId(..))));
-        assert!(matches!(State::parse(b"{\"id\":\"..\"}"), Err(OciError::BadId(..))));
-        assert!(matches!(State::parse(b"{\"id\":\"a/b\"}"), Err(OciError::BadId(..))));
-        assert!(matches!(State::parse(b"{\"id\":\"\"}"), Err(OciError::BadId(..))));
-        assert!(matches!(State::parse(b"{\"id\":\"a\\u0000b\"}"), Err(OciError::BadId(..))));
-        let huge = format!("{{\"id\":\"t\",\"annotations\":{{\"x\":\"{}\"}}}}", "a".repeat(2 << 20));
-        assert!(matches!(State::read(huge.as_bytes()), Err(OciError::StateTooLarge)));
+        assert!(matches!(
+            State::parse(b"{\"status\":\"creating\"}"),
+            Err(OciError::BadState(_))
+        ));
+        assert!(matches!(
+            State::parse(b"{\"id\":\"../../etc\"}"),
+            Err(OciError::BadId(..))
+        ));
+        assert!(matches!(
+            State::parse(b"{\"id\":\"..\"}"),
+            Err(OciError::BadId(..))
+        ));
+        assert!(matches!(
+            State::parse(b"{\"id\":\"a/b\"}"),
+            Err(OciError::BadId(..))
+        ));
+        assert!(matches!(
+            State::parse(b"{\"id\":\"\"}"),
+            Err(OciError::BadId(..))
+        ));
+        assert!(matches!(
+            State::parse(b"{\"id\":\"a\\u0000b\"}"),
+            Err(OciError::BadId(..))
+        ));
+        let huge = format!(
+            "{{\"id\":\"t\",\"annotations\":{{\"x\":\"{}\"}}}}",
+            "a".repeat(2 << 20)
+        );
+        assert!(matches!(
+            State::read(huge.as_bytes()),
+            Err(OciError::StateTooLarge)
+        ));
     }
 
     #[test]
     fn env_lookup_takes_the_last_definition() {
         let c = BundleConfig {
-            env: vec!["PATH=/bin".into(), "WEAVE_CIDR=net:default".into(), "WEAVE_CIDR=10.2.0.1/24".into()],
+            env: vec![
+                "PATH=/bin".into(),
+                "WEAVE_CIDR=net:default".into(),
+                "WEAVE_CIDR=10.2.0.1/24".into(),
+            ],
             ..Default::default()
         };
         assert_eq!(c.env_var("WEAVE_CIDR"), Some("10.2.0.1/24"));

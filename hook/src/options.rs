@@ -55,7 +55,9 @@ pub fn resolve(state: &State) -> Result<Wanted, OptionsError> {
     let dns = state_dns.or(config.annotations.get(DNS_ANNOTATION).map(String::as_str));
     let cidr = match config.annotations.get(CIDR_ANNOTATION) {
         Some(v) => Some(("annotation weave.cidr", v.as_str())),
-        None => config.env_var(CIDR_ENV).map(|v| ("environment variable WEAVE_CIDR", v)),
+        None => config
+            .env_var(CIDR_ENV)
+            .map(|v| ("environment variable WEAVE_CIDR", v)),
     };
     decide(cidr, dns)
 }
@@ -109,55 +111,106 @@ mod tests {
 
     #[test]
     fn state_annotation_wins_without_reading_the_bundle() {
-        let got = resolve(&state(&[("weave.cidr", "10.2.0.5/24")], Some(Path::new("/nonexistent")))).unwrap();
-        let Wanted::Attach(req) = got else { panic!("expected attach") };
-        assert_eq!(req.addrs, vec![AddrRequest::Exact("10.2.0.5/24".parse().unwrap())]);
+        let got = resolve(&state(
+            &[("weave.cidr", "10.2.0.5/24")],
+            Some(Path::new("/nonexistent")),
+        ))
+        .unwrap();
+        let Wanted::Attach(req) = got else {
+            panic!("expected attach")
+        };
+        assert_eq!(
+            req.addrs,
+            vec![AddrRequest::Exact("10.2.0.5/24".parse().unwrap())]
+        );
         assert!(!req.dns);
     }
 
     #[test]
     fn falls_back_to_config_annotation_then_env() {
-        let b = bundle_with(r#"{"annotations":{"weave.cidr":"net:10.2.0.0/24"},"process":{"env":["WEAVE_CIDR=10.9.0.1/24"]}}"#);
-        let Wanted::Attach(req) = resolve(&state(&[], Some(b.path()))).unwrap() else { panic!() };
-        assert_eq!(req.addrs, vec![AddrRequest::Allocate("10.2.0.0/24".parse().unwrap())]);
+        let b = bundle_with(
+            r#"{"annotations":{"weave.cidr":"net:10.2.0.0/24"},"process":{"env":["WEAVE_CIDR=10.9.0.1/24"]}}"#,
+        );
+        let Wanted::Attach(req) = resolve(&state(&[], Some(b.path()))).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            req.addrs,
+            vec![AddrRequest::Allocate("10.2.0.0/24".parse().unwrap())]
+        );
 
         let b = bundle_with(r#"{"process":{"env":["A=B","WEAVE_CIDR=10.9.0.1/24"]}}"#);
-        let Wanted::Attach(req) = resolve(&state(&[], Some(b.path()))).unwrap() else { panic!() };
-        assert_eq!(req.addrs, vec![AddrRequest::Exact("10.9.0.1/24".parse().unwrap())]);
+        let Wanted::Attach(req) = resolve(&state(&[], Some(b.path()))).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            req.addrs,
+            vec![AddrRequest::Exact("10.9.0.1/24".parse().unwrap())]
+        );
     }
 
     #[test]
     fn nothing_asked_or_none() {
         let b = bundle_with(r#"{"process":{"env":["A=B"]},"unknown":{"x":1}}"#);
-        assert_eq!(resolve(&state(&[], Some(b.path()))).unwrap(), Wanted::Nothing);
-        assert_eq!(resolve(&state(&[("weave.cidr", "none")], None)).unwrap(), Wanted::Nothing);
+        assert_eq!(
+            resolve(&state(&[], Some(b.path()))).unwrap(),
+            Wanted::Nothing
+        );
+        assert_eq!(
+            resolve(&state(&[("weave.cidr", "none")], None)).unwrap(),
+            Wanted::Nothing
+        );
     }
 
     #[test]
     fn dns_alone_attaches_to_the_default_range() {
         let b = bundle_with(r#"{}"#);
-        let Wanted::Attach(req) = resolve(&state(&[("weave.dns", "true")], Some(b.path()))).unwrap() else { panic!() };
+        let Wanted::Attach(req) =
+            resolve(&state(&[("weave.dns", "true")], Some(b.path()))).unwrap()
+        else {
+            panic!()
+        };
         assert_eq!(req.addrs, vec![AddrRequest::DefaultRange]);
         assert!(req.dns);
     }
 
     #[test]
     fn errors_name_the_source_and_value() {
-        let err = resolve(&state(&[("weave.cidr", "10.2.0.5")], None)).unwrap_err().to_string();
+        let err = resolve(&state(&[("weave.cidr", "10.2.0.5")], None))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("annotation weave.cidr \"10.2.0.5\""), "{err}");
         let b = bundle_with(r#"{"process":{"env":["WEAVE_CIDR=bogus"]}}"#);
-        let err = resolve(&state(&[], Some(b.path()))).unwrap_err().to_string();
-        assert!(err.contains("environment variable WEAVE_CIDR \"bogus\""), "{err}");
-        let err = resolve(&state(&[("weave.cidr", "net:default"), ("weave.dns", "yes")], None)).unwrap_err();
+        let err = resolve(&state(&[], Some(b.path())))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("environment variable WEAVE_CIDR \"bogus\""),
+            "{err}"
+        );
+        let err = resolve(&state(
+            &[("weave.cidr", "net:default"), ("weave.dns", "yes")],
+            None,
+        ))
+        .unwrap_err();
         assert!(matches!(err, OptionsError::Dns(_)));
     }
 
     #[test]
     fn unreadable_bundle_is_an_error() {
         let err = resolve(&state(&[], Some(Path::new("/nonexistent-bundle")))).unwrap_err();
-        assert!(err.to_string().contains("/nonexistent-bundle/config.json"), "{err}");
+        assert!(
+            err.to_string().contains("/nonexistent-bundle/config.json"),
+            "{err}"
+        );
         let b = bundle_with("{not json");
-        assert!(matches!(resolve(&state(&[], Some(b.path()))), Err(OptionsError::Bundle(OciError::BadConfig(..)))));
-        assert!(matches!(resolve(&state(&[], None)), Err(OptionsError::NoBundle)));
+        assert!(matches!(
+            resolve(&state(&[], Some(b.path()))),
+            Err(OptionsError::Bundle(OciError::BadConfig(..)))
+        ));
+        assert!(matches!(
+            resolve(&state(&[], None)),
+            Err(OptionsError::NoBundle)
+        ));
     }
 }

@@ -17,7 +17,10 @@ impl ProcessId {
     pub fn of(pid: i32) -> io::Result<Self> {
         let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
         let start_time = parse_start_time(&stat).ok_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidData, format!("unexpected /proc/{pid}/stat format"))
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("unexpected /proc/{pid}/stat format"),
+            )
         })?;
         Ok(Self { pid, start_time })
     }
@@ -50,7 +53,10 @@ mod tests {
     fn own_process_is_alive_and_a_changed_start_time_is_not() {
         let me = ProcessId::of(std::process::id() as i32).unwrap();
         assert!(me.is_alive());
-        let impostor = ProcessId { start_time: me.start_time + 1, ..me };
+        let impostor = ProcessId {
+            start_time: me.start_time + 1,
+            ..me
+        };
         assert!(!impostor.is_alive());
         assert!(ProcessId::of(i32::MAX).is_err());
     }

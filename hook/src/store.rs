@@ -41,7 +41,9 @@ pub enum StoreError {
     },
     #[error("address {addr} is in use by container {owner}; choose another address or stop that container")]
     AddressInUse { addr: Ipv4Addr, owner: String },
-    #[error("no free address left in {0}; stop containers, or run `weave-hook gc` if some were killed")]
+    #[error(
+        "no free address left in {0}; stop containers, or run `weave-hook gc` if some were killed"
+    )]
     SubnetFull(Ipv4Net),
     #[error("record {0} is corrupt: {1}")]
     Corrupt(PathBuf, String),
@@ -91,7 +93,12 @@ struct Lock(#[allow(dead_code)] File);
 impl Store {
     /// A handle on the store under `root`, created (mode 0700) when missing.
     pub fn open(root: &Path) -> Result<Self, StoreError> {
-        for dir in [root.to_path_buf(), root.join("containers"), root.join("addrs"), root.join("released")] {
+        for dir in [
+            root.to_path_buf(),
+            root.join("containers"),
+            root.join("addrs"),
+            root.join("released"),
+        ] {
             DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
@@ -128,6 +135,12 @@ impl Store {
             return Err(io_err("lock", &path)(io::Error::last_os_error()));
         }
         Ok(Lock(file))
+    }
+
+    /// Runs `f` under the store's lock, for other state-directory changes that must not race.
+    pub fn locked<T>(&self, f: impl FnOnce() -> T) -> Result<T, StoreError> {
+        let _lock = self.lock()?;
+        Ok(f())
     }
 
     fn record_path(&self, id: &str) -> PathBuf {
@@ -251,7 +264,11 @@ impl Store {
         let dir = self.root.join("addrs");
         for entry in fs::read_dir(&dir).map_err(io_err("read directory", &dir))? {
             let entry = entry.map_err(io_err("read directory", &dir))?;
-            let Some(ip) = entry.file_name().to_str().and_then(|n| n.parse::<Ipv4Addr>().ok()) else {
+            let Some(ip) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<Ipv4Addr>().ok())
+            else {
                 // Not ours to interpret (a temp file of a killed writer): remove it.
                 let _ = fs::remove_file(entry.path());
                 continue;
@@ -300,9 +317,15 @@ impl Store {
         for step in 0..pool.size {
             let ip = pool.nth((hint + step) % pool.size);
             match self.try_claim(ip, id.as_str())? {
-                Claim::Claimed => return Ok(Ipv4Net::new(ip, subnet.prefix_len()).expect("prefix from a valid net")),
+                Claim::Claimed => {
+                    return Ok(
+                        Ipv4Net::new(ip, subnet.prefix_len()).expect("prefix from a valid net")
+                    )
+                }
                 Claim::Taken(owner) if owner == id.as_str() => {
-                    return Ok(Ipv4Net::new(ip, subnet.prefix_len()).expect("prefix from a valid net"))
+                    return Ok(
+                        Ipv4Net::new(ip, subnet.prefix_len()).expect("prefix from a valid net")
+                    )
                 }
                 Claim::Taken(_) => {}
             }
@@ -312,9 +335,15 @@ impl Store {
 
     fn try_claim(&self, ip: Ipv4Addr, id: &str) -> Result<Claim, StoreError> {
         let path = self.addr_path(ip);
-        match OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path) {
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+        {
             Ok(mut file) => {
-                file.write_all(id.as_bytes()).map_err(io_err("write", &path))?;
+                file.write_all(id.as_bytes())
+                    .map_err(io_err("write", &path))?;
                 Ok(Claim::Claimed)
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
@@ -461,12 +490,20 @@ mod tests {
 
     fn dead() -> Option<ProcessId> {
         let me = me().unwrap();
-        Some(ProcessId { start_time: me.start_time + 1, ..me })
+        Some(ProcessId {
+            start_time: me.start_time + 1,
+            ..me
+        })
     }
 
     const RANGE: &str = "10.32.0.0/12";
 
-    fn reserve(store: &Store, c: &str, owner: Option<ProcessId>, reqs: &[AddrRequest]) -> Result<Record, StoreError> {
+    fn reserve(
+        store: &Store,
+        c: &str,
+        owner: Option<ProcessId>,
+        reqs: &[AddrRequest],
+    ) -> Result<Record, StoreError> {
         store.reserve(&id(c), "weave", "vethwe0", owner, reqs, net(RANGE))
     }
 
@@ -475,9 +512,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let req = [AddrRequest::Exact(net("10.2.0.5/24"))];
-        assert_eq!(reserve(&store, "a", me(), &req).unwrap().addrs, vec![net("10.2.0.5/24")]);
+        assert_eq!(
+            reserve(&store, "a", me(), &req).unwrap().addrs,
+            vec![net("10.2.0.5/24")]
+        );
         let err = reserve(&store, "b", me(), &req).unwrap_err();
-        assert!(matches!(&err, StoreError::AddressInUse { owner, .. } if owner == "a"), "{err}");
+        assert!(
+            matches!(&err, StoreError::AddressInUse { owner, .. } if owner == "a"),
+            "{err}"
+        );
         assert!(err.to_string().contains("10.2.0.5"), "{err}");
         // b's failed attempt reserved nothing and left no record.
         assert_eq!(store.records().unwrap().len(), 1);
@@ -492,7 +535,10 @@ mod tests {
         let req = [AddrRequest::Exact(net("10.2.0.5/24"))];
         reserve(&store, "a", dead(), &req).unwrap();
         reserve(&store, "b", me(), &req).unwrap();
-        assert_eq!(fs::read_to_string(dir.path().join("addrs/10.2.0.5")).unwrap(), "b");
+        assert_eq!(
+            fs::read_to_string(dir.path().join("addrs/10.2.0.5")).unwrap(),
+            "b"
+        );
     }
 
     #[test]
@@ -515,9 +561,27 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let small = net("10.40.0.0/30");
-        let r = store.reserve(&id("a"), "weave", "v", me(), &[AddrRequest::DefaultRange], small).unwrap();
+        let r = store
+            .reserve(
+                &id("a"),
+                "weave",
+                "v",
+                me(),
+                &[AddrRequest::DefaultRange],
+                small,
+            )
+            .unwrap();
         assert_eq!(r.addrs, vec![net("10.40.0.2/30")]);
-        let err = store.reserve(&id("b"), "weave", "v", me(), &[AddrRequest::DefaultRange], small).unwrap_err();
+        let err = store
+            .reserve(
+                &id("b"),
+                "weave",
+                "v",
+                me(),
+                &[AddrRequest::DefaultRange],
+                small,
+            )
+            .unwrap_err();
         assert!(matches!(err, StoreError::SubnetFull(_)));
     }
 
@@ -531,15 +595,21 @@ mod tests {
         let slot = pool.nth(fnv1a(b"web") % pool.size);
         let slot = AddrRequest::Exact(Ipv4Net::new(slot, 24).unwrap());
         reserve(&store, "x", me(), &[slot]).unwrap();
-        let first = reserve(&store, "web", me(), &[AddrRequest::Allocate(subnet)]).unwrap().addrs;
+        let first = reserve(&store, "web", me(), &[AddrRequest::Allocate(subnet)])
+            .unwrap()
+            .addrs;
         assert_ne!(AddrRequest::Exact(first[0]), slot);
         // ... then free everything: web comes back to its own address, not to its hash slot.
         store.release(&id("web")).unwrap();
         store.release(&id("x")).unwrap();
-        let again = reserve(&store, "web", me(), &[AddrRequest::Allocate(subnet)]).unwrap().addrs;
+        let again = reserve(&store, "web", me(), &[AddrRequest::Allocate(subnet)])
+            .unwrap()
+            .addrs;
         assert_eq!(first, again);
         // Same after a crash (record never released): the stale record's address is reused.
-        let third = reserve(&store, "web", me(), &[AddrRequest::Allocate(subnet)]).unwrap().addrs;
+        let third = reserve(&store, "web", me(), &[AddrRequest::Allocate(subnet)])
+            .unwrap()
+            .addrs;
         assert_eq!(first, third);
         assert_eq!(store.records().unwrap().len(), 1);
     }
@@ -549,9 +619,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         reserve(&store, "a", me(), &[AddrRequest::Exact(net("10.2.0.9/24"))]).unwrap();
-        let reqs = [AddrRequest::Allocate(net("10.3.0.0/24")), AddrRequest::Exact(net("10.2.0.9/24"))];
+        let reqs = [
+            AddrRequest::Allocate(net("10.3.0.0/24")),
+            AddrRequest::Exact(net("10.2.0.9/24")),
+        ];
         assert!(reserve(&store, "b", me(), &reqs).is_err());
-        let files: Vec<_> = fs::read_dir(dir.path().join("addrs")).unwrap().flatten().map(|e| e.file_name()).collect();
+        let files: Vec<_> = fs::read_dir(dir.path().join("addrs"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
         assert_eq!(files, vec![std::ffi::OsString::from("10.2.0.9")]);
     }
 
@@ -570,18 +647,43 @@ mod tests {
     fn garbage_is_dead_records_and_orphan_addresses() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        reserve(&store, "live", me(), &[AddrRequest::Exact(net("10.2.0.1/24"))]).unwrap();
-        reserve(&store, "gone", dead(), &[AddrRequest::Exact(net("10.2.0.2/24"))]).unwrap();
+        reserve(
+            &store,
+            "live",
+            me(),
+            &[AddrRequest::Exact(net("10.2.0.1/24"))],
+        )
+        .unwrap();
+        reserve(
+            &store,
+            "gone",
+            dead(),
+            &[AddrRequest::Exact(net("10.2.0.2/24"))],
+        )
+        .unwrap();
         // A hook killed after claiming an address but before writing its record:
         fs::write(dir.path().join("addrs/10.2.0.3"), "crashed").unwrap();
         // ... or in the middle of writing the address file:
         fs::write(dir.path().join("addrs/10.2.0.4"), "").unwrap();
         let g = store.collect_garbage().unwrap();
-        assert_eq!(g.dead.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), vec!["gone"]);
+        assert_eq!(
+            g.dead.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+            vec!["gone"]
+        );
         let mut orphans = g.orphan_addrs.clone();
         orphans.sort();
-        assert_eq!(orphans, vec!["10.2.0.3".parse::<Ipv4Addr>().unwrap(), "10.2.0.4".parse().unwrap()]);
-        let left: Vec<_> = fs::read_dir(dir.path().join("addrs")).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert_eq!(
+            orphans,
+            vec![
+                "10.2.0.3".parse::<Ipv4Addr>().unwrap(),
+                "10.2.0.4".parse().unwrap()
+            ]
+        );
+        let left: Vec<_> = fs::read_dir(dir.path().join("addrs"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
         assert_eq!(left, vec![std::ffi::OsString::from("10.2.0.1")]);
         assert_eq!(store.collect_garbage().unwrap(), Garbage::default());
     }
@@ -597,22 +699,38 @@ mod tests {
                 std::thread::spawn(move || {
                     let store = Store::open(&root).unwrap();
                     store
-                        .reserve(&id(&format!("c{i}")), "weave", "v", me(), &[AddrRequest::Allocate(subnet)], net(RANGE))
+                        .reserve(
+                            &id(&format!("c{i}")),
+                            "weave",
+                            "v",
+                            me(),
+                            &[AddrRequest::Allocate(subnet)],
+                            net(RANGE),
+                        )
                         .unwrap()
                         .addrs[0]
                 })
             })
             .collect();
         let addrs: HashSet<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
-        assert_eq!(addrs.len(), 62, "62 hosts in a /26, every one handed out once");
+        assert_eq!(
+            addrs.len(),
+            62,
+            "62 hosts in a /26, every one handed out once"
+        );
     }
 
     #[test]
     fn pool_arithmetic() {
         let p = Pool::new(net("10.2.0.0/24"), false);
         assert_eq!((p.nth(0), p.size), ("10.2.0.1".parse().unwrap(), 254));
-        assert!(!p.contains("10.2.0.0".parse().unwrap()) && !p.contains("10.2.0.255".parse().unwrap()));
+        assert!(
+            !p.contains("10.2.0.0".parse().unwrap()) && !p.contains("10.2.0.255".parse().unwrap())
+        );
         let p = Pool::new(net("10.32.0.0/12"), true);
-        assert_eq!((p.nth(0), p.size), ("10.32.0.2".parse().unwrap(), (1 << 20) - 3));
+        assert_eq!(
+            (p.nth(0), p.size),
+            ("10.32.0.2".parse().unwrap(), (1 << 20) - 3)
+        );
     }
 }

@@ -1,0 +1,80 @@
+//! The crate's error: every variant says what went wrong and, where there is one, the fix.
+
+use std::io;
+
+use thiserror::Error;
+
+use crate::firewall::FirewallError;
+use crate::oci::OciError;
+use crate::options::OptionsError;
+use crate::store::StoreError;
+
+#[derive(Debug, Error)]
+pub enum Error {
+    #[error(transparent)]
+    Oci(#[from] OciError),
+    #[error(transparent)]
+    Options(#[from] OptionsError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Firewall(#[from] FirewallError),
+    #[error("the OCI state has no pid: attach runs as a createRuntime (or prestart) hook, while the container's process exists")]
+    NoPid,
+    #[error("the OCI state says status {0:?}: weave-hook runs at createRuntime or prestart (status creating) and poststop (status stopped)")]
+    WrongStage(String),
+    #[error(
+        "cannot open the network namespace of pid {pid} (has the container exited?): {source}"
+    )]
+    Netns {
+        pid: i32,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the container shares the host's network namespace (as with --network host); weave can only attach a container that has its own")]
+    HostNetns,
+    #[error(
+        "{0} exists but is not a bridge (it is a {1} link); choose another name with --bridge"
+    )]
+    NotABridge(String, String),
+    #[error("the container already has an interface named ethwe (attached twice?)")]
+    AlreadyAttached,
+    #[error("{op}: {source}")]
+    Netlink {
+        op: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{op}: {source}")]
+    Io {
+        op: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("missing capability {0} in the host namespaces: weave-hook must run as root (rootless containers are not supported)")]
+    MissingCapability(&'static str),
+    #[error("running in a user namespace (rootless container?): weave-hook needs CAP_NET_ADMIN in the host's network namespace, and rootless containers are not supported")]
+    Rootless,
+    #[error("{count} container(s) still attached to bridge {bridge} ({ids}); stop them first")]
+    StillAttached {
+        bridge: String,
+        count: usize,
+        ids: String,
+    },
+    #[error("{0}")]
+    Several(String),
+}
+
+impl Error {
+    pub fn netlink(op: impl Into<String>) -> impl FnOnce(io::Error) -> Self {
+        let op = op.into();
+        move |source| Self::Netlink { op, source }
+    }
+
+    pub fn io(op: impl Into<String>) -> impl FnOnce(io::Error) -> Self {
+        let op = op.into();
+        move |source| Self::Io { op, source }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

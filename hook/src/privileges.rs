@@ -1,0 +1,30 @@
+//! Checks that the hook can change the host's network before it tries to.
+
+use caps::{CapSet, Capability};
+
+use crate::error::{Error, Result};
+
+/// Needs CAP_NET_ADMIN (links, addresses) and CAP_SYS_ADMIN (setns into the container's
+/// network namespace), in the initial user namespace.
+pub fn check() -> Result<()> {
+    if in_child_user_namespace() {
+        return Err(Error::Rootless);
+    }
+    for (cap, name) in [
+        (Capability::CAP_NET_ADMIN, "CAP_NET_ADMIN"),
+        (Capability::CAP_SYS_ADMIN, "CAP_SYS_ADMIN"),
+    ] {
+        if !caps::has_cap(None, CapSet::Effective, cap).unwrap_or(false) {
+            return Err(Error::MissingCapability(name));
+        }
+    }
+    Ok(())
+}
+
+/// The initial user namespace maps every uid: "0 0 4294967295".
+fn in_child_user_namespace() -> bool {
+    std::fs::read_to_string("/proc/self/uid_map").is_ok_and(|map| {
+        let fields: Vec<&str> = map.split_whitespace().collect();
+        fields != ["0", "0", "4294967295"]
+    })
+}
