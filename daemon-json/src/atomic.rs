@@ -1,0 +1,320 @@
+//! Replacing a configuration file so that it is never half-written or lost.
+//!
+//! The new contents go to a temporary file in the same directory (`.<name>.XXXXXX.weave-tmp`:
+//! not `*.json`, so podman's hooks.d never reads it), which gets the old file's mode and owner,
+//! is fsynced, and is renamed over the target; then the directory is fsynced. The previous
+//! contents are first saved the same way as `<name>.weave-backup` (one backup, replaced on each
+//! change). On every failure the temporary file is removed and the target is untouched.
+
+use std::fs::{self, File, Permissions};
+use std::io::{self, Write};
+use std::os::unix::fs::{fchown, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+const BACKUP_SUFFIX: &str = ".weave-backup";
+const TEMP_SUFFIX: &str = ".weave-tmp";
+const NEW_FILE_MODE: u32 = 0o644;
+
+#[derive(Debug, Error)]
+pub enum AtomicError {
+    #[error("directory {0} does not exist (create it, or choose another path)")]
+    MissingDir(PathBuf),
+    #[error("cannot read {0}: {1}")]
+    Read(PathBuf, #[source] io::Error),
+    #[error("{0} changed while weave-setup was editing it; nothing written, run again")]
+    ChangedMeanwhile(PathBuf),
+    #[error("cannot create a temporary file in {0}: {1}")]
+    CreateTemp(PathBuf, #[source] io::Error),
+    #[error("cannot write a temporary file in {0}: {1}")]
+    WriteTemp(PathBuf, #[source] io::Error),
+    #[error("cannot give the new {0} the old file's owner and mode: {1}")]
+    Metadata(PathBuf, #[source] io::Error),
+    #[error("cannot replace {0}: {1}")]
+    Rename(PathBuf, #[source] io::Error),
+    #[error("cannot remove {0}: {1}")]
+    Remove(PathBuf, #[source] io::Error),
+    #[error("cannot sync directory {0}: {1}")]
+    SyncDir(PathBuf, #[source] io::Error),
+    #[error("{0} is a symbolic link whose target cannot be resolved: {1}")]
+    Symlink(PathBuf, #[source] io::Error),
+}
+
+/// The file to edit for `path`: its final target when it is a symbolic link (configuration
+/// managers link daemon.json; replacing the link by a plain file would cut it off).
+pub fn resolve(path: &Path) -> Result<PathBuf, AtomicError> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_symlink() => {
+            fs::canonicalize(path).map_err(|e| AtomicError::Symlink(path.to_path_buf(), e))
+        }
+        _ => Ok(path.to_path_buf()),
+    }
+}
+
+/// The path of the backup kept next to `path`.
+pub fn backup_path(path: &Path) -> PathBuf {
+    with_suffix(path, BACKUP_SUFFIX)
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_os_string();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// Reads `path`; `Ok(None)` when it does not exist. A missing parent directory is an error,
+/// since we would not be able to create the file there either.
+pub fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, AtomicError> {
+    match fs::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let dir = parent_dir(path);
+            if dir.is_dir() {
+                Ok(None)
+            } else {
+                Err(AtomicError::MissingDir(dir.to_path_buf()))
+            }
+        }
+        Err(e) => Err(AtomicError::Read(path.to_path_buf(), e)),
+    }
+}
+
+/// Replaces `path` (which held `old`, `None` if absent) with `new`, first saving `old` as the
+/// backup. Returns the backup's path when one was written.
+pub fn replace(
+    path: &Path,
+    old: Option<&[u8]>,
+    new: &[u8],
+) -> Result<Option<PathBuf>, AtomicError> {
+    ensure_unchanged(path, old)?;
+    let owner = Owner::of(path)?;
+    let backup = match old {
+        Some(old) => {
+            let backup = backup_path(path);
+            write_file(&backup, old, owner.as_ref())?;
+            Some(backup)
+        }
+        None => None,
+    };
+    write_file(path, new, owner.as_ref())?;
+    Ok(backup)
+}
+
+/// Removes `path` (which held `old`), first saving `old` as the backup.
+pub fn remove(path: &Path, old: &[u8]) -> Result<PathBuf, AtomicError> {
+    ensure_unchanged(path, Some(old))?;
+    let owner = Owner::of(path)?;
+    let backup = backup_path(path);
+    write_file(&backup, old, owner.as_ref())?;
+    fs::remove_file(path).map_err(|e| AtomicError::Remove(path.to_path_buf(), e))?;
+    sync_dir(parent_dir(path))?;
+    Ok(backup)
+}
+
+/// Writes `contents` to `path` atomically with `owner`'s mode and ids (0644, our ids, when
+/// `None`). Used directly for files that need no backup (weave-setup's own record).
+pub fn write_file(path: &Path, contents: &[u8], owner: Option<&Owner>) -> Result<(), AtomicError> {
+    let dir = parent_dir(path);
+    if !dir.is_dir() {
+        return Err(AtomicError::MissingDir(dir.to_path_buf()));
+    }
+    let prefix = format!(
+        ".{}.",
+        path.file_name().unwrap_or_default().to_string_lossy()
+    );
+    // Dropping `temp` on any early return deletes the temporary file.
+    let mut temp = tempfile::Builder::new()
+        .prefix(&prefix)
+        .suffix(TEMP_SUFFIX)
+        .tempfile_in(dir)
+        .map_err(|e| AtomicError::CreateTemp(dir.to_path_buf(), e))?;
+    let mode = owner.map_or(NEW_FILE_MODE, |o| o.mode);
+    temp.as_file()
+        .set_permissions(Permissions::from_mode(mode))
+        .map_err(|e| AtomicError::Metadata(path.to_path_buf(), e))?;
+    if let Some(owner) = owner {
+        owner
+            .apply(temp.as_file())
+            .map_err(|e| AtomicError::Metadata(path.to_path_buf(), e))?;
+    }
+    temp.write_all(contents)
+        .and_then(|()| temp.as_file().sync_all())
+        .map_err(|e| AtomicError::WriteTemp(dir.to_path_buf(), e))?;
+    temp.persist(path)
+        .map_err(|e| AtomicError::Rename(path.to_path_buf(), e.error))?;
+    sync_dir(dir)
+}
+
+/// Mode and ids of an existing file, given to its replacement.
+#[derive(Debug, Clone, Copy)]
+pub struct Owner {
+    mode: u32,
+    uid: u32,
+    gid: u32,
+}
+
+impl Owner {
+    /// `None` when `path` does not exist.
+    fn of(path: &Path) -> Result<Option<Owner>, AtomicError> {
+        match fs::metadata(path) {
+            Ok(meta) => Ok(Some(Owner {
+                mode: meta.mode() & 0o7777,
+                uid: meta.uid(),
+                gid: meta.gid(),
+            })),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(AtomicError::Read(path.to_path_buf(), e)),
+        }
+    }
+
+    /// Sets our ids on `file` unless it already has them (chown needs privileges even then).
+    fn apply(&self, file: &File) -> io::Result<()> {
+        let meta = file.metadata()?;
+        if meta.uid() == self.uid && meta.gid() == self.gid {
+            return Ok(());
+        }
+        fchown(file, Some(self.uid), Some(self.gid))
+    }
+}
+
+/// Refuses to overwrite a concurrent edit made since we read the file.
+fn ensure_unchanged(path: &Path, old: Option<&[u8]>) -> Result<(), AtomicError> {
+    let now = read_optional(path)?;
+    if now.as_deref() == old {
+        Ok(())
+    } else {
+        Err(AtomicError::ChangedMeanwhile(path.to_path_buf()))
+    }
+}
+
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    }
+}
+
+/// Makes a rename or removal in `dir` durable.
+fn sync_dir(dir: &Path) -> Result<(), AtomicError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| AtomicError::SyncDir(dir.to_path_buf(), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn replace_keeps_mode_and_writes_a_backup() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("daemon.json");
+        fs::write(&path, b"old").unwrap();
+        fs::set_permissions(&path, Permissions::from_mode(0o600)).unwrap();
+
+        let backup = replace(&path, Some(b"old"), b"new").unwrap().unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"new");
+        assert_eq!(fs::read(&backup).unwrap(), b"old");
+        assert_eq!(fs::metadata(&path).unwrap().mode() & 0o7777, 0o600);
+        assert_eq!(fs::metadata(&backup).unwrap().mode() & 0o7777, 0o600);
+        assert_eq!(
+            names_in(dir.path()),
+            ["daemon.json", "daemon.json.weave-backup"]
+        );
+    }
+
+    #[test]
+    fn new_file_gets_mode_0644_and_no_backup() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("daemon.json");
+        assert_eq!(read_optional(&path).unwrap(), None);
+        assert_eq!(replace(&path, None, b"{}").unwrap(), None);
+        assert_eq!(fs::metadata(&path).unwrap().mode() & 0o7777, 0o644);
+        assert_eq!(names_in(dir.path()), ["daemon.json"]);
+    }
+
+    #[test]
+    fn read_only_file_keeps_its_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("daemon.json");
+        fs::write(&path, b"old").unwrap();
+        fs::set_permissions(&path, Permissions::from_mode(0o444)).unwrap();
+        // The file's own write bit does not matter: it is replaced through its directory.
+        replace(&path, Some(b"old"), b"new").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"new");
+        assert_eq!(fs::metadata(&path).unwrap().mode() & 0o7777, 0o444);
+    }
+
+    #[test]
+    fn concurrent_edit_is_not_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("daemon.json");
+        fs::write(&path, b"edited by someone else").unwrap();
+        let err = replace(&path, Some(b"what we read"), b"new").unwrap_err();
+        assert!(matches!(err, AtomicError::ChangedMeanwhile(_)), "{err}");
+        assert_eq!(fs::read(&path).unwrap(), b"edited by someone else");
+        assert_eq!(names_in(dir.path()), ["daemon.json"]);
+    }
+
+    #[test]
+    fn missing_directory_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("no-such-dir/daemon.json");
+        let err = read_optional(&path).unwrap_err();
+        assert!(err.to_string().contains("does not exist"), "{err}");
+        assert!(matches!(
+            replace(&path, None, b"{}"),
+            Err(AtomicError::MissingDir(_))
+        ));
+    }
+
+    #[test]
+    fn failed_rename_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        // A directory where the file should be: rename(2) of a file over it fails.
+        let path = dir.path().join("daemon.json");
+        fs::create_dir(&path).unwrap();
+        let err = write_file(&path, b"{}", None).unwrap_err();
+        assert!(matches!(err, AtomicError::Rename(..)), "{err}");
+        assert_eq!(names_in(dir.path()), ["daemon.json"]);
+    }
+
+    #[test]
+    fn symlinked_file_is_edited_through_the_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real.json");
+        let link = dir.path().join("daemon.json");
+        fs::write(&real, b"old").unwrap();
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let target = resolve(&link).unwrap();
+        replace(&target, Some(b"old"), b"new").unwrap();
+        assert!(fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(fs::read(&link).unwrap(), b"new");
+
+        fs::remove_file(&real).unwrap();
+        assert!(matches!(resolve(&link), Err(AtomicError::Symlink(..))));
+    }
+
+    #[test]
+    fn remove_keeps_a_backup() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("weave.json");
+        fs::write(&path, b"hook").unwrap();
+        let backup = remove(&path, b"hook").unwrap();
+        assert!(!path.exists());
+        assert_eq!(fs::read(backup).unwrap(), b"hook");
+    }
+}
