@@ -1,0 +1,451 @@
+//! Attach, detach and gc against the real kernel, each test in throwaway network
+//! namespaces: the test thread unshares its own "host" namespace, and every "container" is
+//! a `sleep` in a namespace of its own. Nothing touches the machine's real network.
+//! Root only: skipped outside CI when not root, a failure in CI.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use nix::sched::{unshare, CloneFlags};
+use weave_hook::attach::attach;
+use weave_hook::detach::detach;
+use weave_hook::oci::{ContainerId, State, Status};
+use weave_hook::settings::{host_veth_name, Settings};
+use weave_hook::store::Store;
+
+fn root_or_skip(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{test} needs root, and CI must run it"
+    );
+    eprintln!("SKIPPED: {test} needs root (not in CI, so skipping)");
+    false
+}
+
+/// Moves the calling test thread into a fresh network namespace of its own, with the
+/// conditions of a Docker host: br_netfilter on and the FORWARD policy DROP.
+fn private_host() {
+    unshare(CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
+    sh("ip link set lo up");
+    std::fs::write("/proc/sys/net/bridge/bridge-nf-call-iptables", "1").unwrap();
+    sh("iptables -w -P FORWARD DROP");
+}
+
+/// Runs a shell command in the calling thread's namespaces; panics on failure.
+fn sh(cmd: &str) -> String {
+    let out = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
+    assert!(
+        out.status.success(),
+        "`{cmd}` failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A stand-in for a container: a process in a network namespace of its own.
+struct Container {
+    id: ContainerId,
+    child: Child,
+}
+
+impl Container {
+    fn start(id: &str) -> Self {
+        let child = Command::new("unshare")
+            .args(["-n", "sleep", "300"])
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        // unshare execs sleep after unsharing: wait until the namespace differs from ours.
+        let me = std::fs::read_link("/proc/thread-self/ns/net").unwrap();
+        while std::fs::read_link(format!("/proc/{}/ns/net", child.id()))
+            .ok()
+            .is_none_or(|ns| ns == me)
+        {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        Self {
+            id: ContainerId::parse(id).unwrap(),
+            child,
+        }
+    }
+
+    /// A process sharing the test's "host" namespace, like `--network host`.
+    fn start_in_host_ns(id: &str) -> Self {
+        let child = Command::new("sleep").arg("300").spawn().unwrap();
+        Self {
+            id: ContainerId::parse(id).unwrap(),
+            child,
+        }
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    fn state(&self, cidr: &str) -> State {
+        State {
+            id: self.id.clone(),
+            status: Status::Creating,
+            pid: Some(self.pid()),
+            bundle: None,
+            annotations: HashMap::from([("weave.cidr".to_string(), cidr.to_string())]),
+        }
+    }
+
+    /// Runs a command inside the container's network namespace.
+    fn run(&self, cmd: &str) -> String {
+        sh(&format!("nsenter -t {} -n sh -c '{cmd}'", self.pid()))
+    }
+
+    fn ethwe_mac(&self) -> String {
+        let link = self.run("ip -o link show ethwe");
+        let after = link.split("link/ether ").nth(1).expect("ethwe has a MAC");
+        after.split_whitespace().next().unwrap().to_string()
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn settings(dir: &Path) -> Settings {
+    Settings {
+        bridge: "weave".into(),
+        ipalloc_range: "10.32.0.0/12".parse().unwrap(),
+        state_dir: dir.to_path_buf(),
+        mtu: None,
+    }
+}
+
+fn host_links() -> String {
+    sh("ip -o link show")
+}
+
+#[test]
+fn attach_wires_bridge_veth_and_addresses() {
+    if !root_or_skip("attach_wires_bridge_veth_and_addresses") {
+        return;
+    }
+    private_host();
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(dir.path());
+    let c = Container::start("c1");
+    let record = attach(&s, &c.state("10.2.0.5/24, net:10.3.0.0/24"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.addrs[0].to_string(), "10.2.0.5/24");
+    assert!(record.addrs[1].to_string().starts_with("10.3.0."));
+
+    let veth = host_veth_name(&c.id);
+    let bridge = sh("ip -o link show weave");
+    assert!(
+        bridge.contains("state UP") || bridge.contains(",UP"),
+        "{bridge}"
+    );
+    let link = sh(&format!("ip -o link show {veth}"));
+    assert!(
+        link.contains("master weave") && link.contains(",UP"),
+        "{link}"
+    );
+    assert!(sh("iptables -w -S FORWARD").contains("-A FORWARD -i weave -o weave"));
+
+    let inside = c.run("ip -o -4 addr show ethwe");
+    assert!(inside.contains("inet 10.2.0.5/24"), "{inside}");
+    assert!(
+        inside.contains(&format!("inet {}", record.addrs[1])),
+        "{inside}"
+    );
+    assert!(c.run("ip -o link show ethwe").contains(",UP"));
+    assert!(c.run("ip -o link show lo").contains(",UP"));
+    assert_eq!(
+        c.run("cat /proc/sys/net/ipv4/conf/ethwe/arp_notify").trim(),
+        "1"
+    );
+    let routes = c.run("ip -4 route");
+    assert!(
+        routes.contains("10.2.0.0/24 dev ethwe") && !routes.contains("default"),
+        "{routes}"
+    );
+
+    detach(&s, &c.id).unwrap();
+    assert!(
+        !host_links().contains(&veth),
+        "detach deletes the host veth"
+    );
+    assert!(Store::existing(dir.path()).records().unwrap().is_empty());
+    detach(&s, &c.id).expect("detach is idempotent");
+    detach(&s, &ContainerId::parse("never-attached").unwrap()).expect("never attached is fine");
+}
+
+#[test]
+fn containers_reach_each_other_through_a_dropping_firewall() {
+    if !root_or_skip("containers_reach_each_other_through_a_dropping_firewall") {
+        return;
+    }
+    private_host();
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(dir.path());
+    let a = Container::start("a");
+    let b = Container::start("b");
+    attach(&s, &a.state("10.2.0.1/24")).unwrap();
+    attach(&s, &b.state("10.2.0.2/24")).unwrap();
+    b.run("busybox ping -c 1 -W 2 10.2.0.1");
+    // The control: without weave's rule this host drops the traffic, so the test means something.
+    sh("iptables -w -D FORWARD -i weave -o weave -m comment --comment weave-hook -j ACCEPT");
+    let dropped = Command::new("nsenter")
+        .args([
+            "-t",
+            &b.pid().to_string(),
+            "-n",
+            "busybox",
+            "ping",
+            "-c",
+            "1",
+            "-W",
+            "1",
+            "10.2.0.1",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        !dropped.status.success(),
+        "FORWARD DROP must drop bridged traffic without the rule"
+    );
+}
+
+#[test]
+fn concurrent_first_attaches_all_succeed_with_distinct_addresses() {
+    if !root_or_skip("concurrent_first_attaches_all_succeed_with_distinct_addresses") {
+        return;
+    }
+    private_host();
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(dir.path());
+    let containers: Vec<Container> = (0..16)
+        .map(|i| Container::start(&format!("c{i}")))
+        .collect();
+    let addrs: Vec<String> = std::thread::scope(|scope| {
+        let handles: Vec<_> = containers
+            .iter()
+            .map(|c| {
+                let s = s.clone();
+                // Threads inherit the creating thread's namespaces, so all share this "host".
+                scope.spawn(move || {
+                    attach(&s, &c.state("net:default")).unwrap().unwrap().addrs[0].to_string()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let distinct: std::collections::HashSet<_> = addrs.iter().collect();
+    assert_eq!(distinct.len(), 16, "{addrs:?}");
+    assert_eq!(sh("ip -o link show master weave").lines().count(), 16);
+}
+
+#[test]
+fn refused_attach_leaves_nothing_behind() {
+    if !root_or_skip("refused_attach_leaves_nothing_behind") {
+        return;
+    }
+    private_host();
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(dir.path());
+    let a = Container::start("holder");
+    let b = Container::start("latecomer");
+    attach(&s, &a.state("10.2.0.7/24")).unwrap();
+    let err = attach(&s, &b.state("net:10.9.0.0/24 10.2.0.7/24"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("10.2.0.7") && err.contains("holder"), "{err}");
+    assert!(!host_links().contains(&host_veth_name(&b.id)));
+    assert!(!b.run("ip -o link").contains("ethwe"));
+    let ids: Vec<String> = Store::existing(dir.path())
+        .records()
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(ids, vec!["holder"]);
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("addrs")).unwrap().count(),
+        1,
+        "the 10.9.0.x reservation was undone"
+    );
+}
+
+#[test]
+fn failure_after_the_veth_undoes_veth_and_reservation() {
+    if !root_or_skip("failure_after_the_veth_undoes_veth_and_reservation") {
+        return;
+    }
+    private_host();
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(dir.path());
+    let c = Container::start("clash");
+    c.run("ip link add ethwe type veth peer name ethwepeer");
+    let err = attach(&s, &c.state("10.2.0.8/24")).unwrap_err().to_string();
+    assert!(err.contains("ethwe"), "{err}");
+    assert!(!host_links().contains(&host_veth_name(&c.id)));
+    assert!(Store::existing(dir.path()).records().unwrap().is_empty());
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("addrs")).unwrap().count(),
+        0
+    );
+}
+
+#[test]
+fn host_network_namespace_is_refused() {
+    if !root_or_skip("host_network_namespace_is_refused") {
+        return;
+    }
+    private_host();
+    let dir = tempfile::tempdir().unwrap();
+    let c = Container::start_in_host_ns("hostnet");
+    let err = attach(&settings(dir.path()), &c.state("10.2.0.9/24"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("host's network namespace"), "{err}");
+    assert!(!host_links().contains("vethwe"));
+    assert!(Store::existing(dir.path()).records().unwrap().is_empty());
+}
+
+#[test]
+fn gone_pid_is_refused() {
+    if !root_or_skip("gone_pid_is_refused") {
+        return;
+    }
+    private_host();
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Container::start("gone");
+    let state = c.state("10.2.0.9/24");
+    c.kill();
+    let err = attach(&settings(dir.path()), &state)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&format!("pid {}", state.pid.unwrap())),
+        "{err}"
+    );
+    assert!(Store::existing(dir.path()).records().unwrap().is_empty());
+}
+
+#[test]
+fn gc_collects_killed_containers_and_orphan_veths() {
+    if !root_or_skip("gc_collects_killed_containers_and_orphan_veths") {
+        return;
+    }
+    private_host();
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(dir.path());
+    let mut dead = Container::start("dead");
+    let live = Container::start("live");
+    attach(&s, &dead.state("10.2.0.10/24")).unwrap();
+    attach(&s, &live.state("10.2.0.11/24")).unwrap();
+    dead.kill(); // no poststop: its record and address stay behind
+                 // A veth left by a hook killed before it wrote a record:
+    sh("ip link add vethwe00000000f type veth peer name orphanpeer && ip link set vethwe00000000f master weave");
+    let report = weave_hook::gc::collect(&s).unwrap();
+    assert_eq!(report.released, vec!["dead"]);
+    assert!(
+        report
+            .deleted_veths
+            .contains(&"vethwe00000000f".to_string()),
+        "{report:?}"
+    );
+    let ids: Vec<String> = Store::existing(dir.path())
+        .records()
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(ids, vec!["live"]);
+    assert!(
+        host_links().contains(&host_veth_name(&live.id)),
+        "a live container's veth stays"
+    );
+    assert!(!host_links().contains("vethwe00000000f"));
+    // The dead container's explicit address is free again.
+    let again = Container::start("again");
+    attach(&s, &again.state("10.2.0.10/24")).unwrap();
+}
+
+#[test]
+fn reused_address_is_announced_to_neighbours() {
+    if !root_or_skip("reused_address_is_announced_to_neighbours") {
+        return;
+    }
+    private_host();
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(dir.path());
+    let watcher = Container::start("watcher");
+    attach(&s, &watcher.state("10.2.0.20/24")).unwrap();
+    let mut first = Container::start("first");
+    attach(&s, &first.state("10.2.0.21/24")).unwrap();
+    watcher.run("busybox ping -c 1 -W 2 10.2.0.21");
+    let old_mac = first.ethwe_mac();
+    assert!(
+        watcher.run("ip neigh show 10.2.0.21").contains(&old_mac),
+        "the watcher knows the old MAC"
+    );
+    first.kill();
+    detach(&s, &first.id).unwrap();
+    let second = Container::start("second");
+    attach(&s, &second.state("10.2.0.21/24")).unwrap();
+    let new_mac = second.ethwe_mac();
+    assert_ne!(old_mac, new_mac);
+    // The watcher sends nothing: only the gratuitous ARP can have updated its entry.
+    let mut neigh = String::new();
+    for _ in 0..100 {
+        neigh = watcher.run("ip neigh show 10.2.0.21");
+        if neigh.contains(&new_mac) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    panic!("watcher still has {neigh:?}, expected {new_mac}");
+}
+
+#[test]
+fn mtu_applies_to_bridge_and_both_veth_ends() {
+    if !root_or_skip("mtu_applies_to_bridge_and_both_veth_ends") {
+        return;
+    }
+    private_host();
+    let dir = tempfile::tempdir().unwrap();
+    let s = Settings {
+        mtu: Some(1400),
+        ..settings(dir.path())
+    };
+    let c = Container::start("mtu");
+    attach(&s, &c.state("10.2.0.30/24")).unwrap();
+    assert!(sh("ip -o link show weave").contains("mtu 1400"));
+    assert!(sh(&format!("ip -o link show {}", host_veth_name(&c.id))).contains("mtu 1400"));
+    assert!(c.run("ip -o link show ethwe").contains("mtu 1400"));
+}
+
+#[test]
+fn existing_non_bridge_link_is_refused() {
+    if !root_or_skip("existing_non_bridge_link_is_refused") {
+        return;
+    }
+    private_host();
+    sh("ip link add weave type veth peer name weavepeer");
+    let dir = tempfile::tempdir().unwrap();
+    let c = Container::start("nb");
+    let err = attach(&settings(dir.path()), &c.state("10.2.0.31/24"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not a bridge"), "{err}");
+    assert!(Store::existing(dir.path()).records().unwrap().is_empty());
+}
