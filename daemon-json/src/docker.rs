@@ -11,7 +11,7 @@ use crate::cli::{DaemonArgs, DockerInstall, DockerUninstall};
 use crate::daemon_json::{self, MergeError, RuntimeEntry};
 use crate::dockerd::{self, DockerdError};
 use crate::jsonfmt::{self, Style};
-use crate::paths::{self, PathError};
+use crate::paths::{self, PathError, Program};
 use crate::record::{self, Record, RecordError};
 
 #[derive(Debug, Error)]
@@ -66,16 +66,22 @@ impl DaemonJson {
     }
 }
 
+/// Installs, then warns if weave-runtime is missing (a failed run shows only its error).
 pub fn install(args: &DockerInstall) -> Result<(), DockerError> {
-    let name = &args.target.runtime_name;
     let program = paths::locate(
         args.runtime_path.as_deref(),
         "--runtime-path",
         "weave-runtime",
     )?;
+    install_pointing_to(args, &program)?;
     if let Some(warning) = program.warning() {
         eprintln!("weave-setup: warning: {warning}");
     }
+    Ok(())
+}
+
+fn install_pointing_to(args: &DockerInstall, program: &Program) -> Result<(), DockerError> {
+    let name = &args.target.runtime_name;
     let entry = RuntimeEntry {
         path: program.to_str_lossy(),
         args: args.runtime_args.clone(),

@@ -100,14 +100,20 @@ pub fn describe(bytes: &[u8]) -> String {
     }
 }
 
+/// Installs, then warns if weave-hook is missing (a failed run shows only its error).
 pub fn install(args: &PodmanInstall) -> Result<(), PodmanError> {
     let program = paths::locate(args.hook_path.as_deref(), "--hook-path", "weave-hook")?;
+    install_pointing_to(args, &program)?;
     if let Some(warning) = program.warning() {
         eprintln!("weave-setup: warning: {warning}");
     }
+    Ok(())
+}
+
+fn install_pointing_to(args: &PodmanInstall, program: &Program) -> Result<(), PodmanError> {
     let dir = &args.target.hooks_dir;
     let path = dir.join(HOOK_FILE);
-    let new = render(&hook_file(&program, &args.options));
+    let new = render(&hook_file(program, &args.options));
     if args.dry_run {
         print!("{}", String::from_utf8_lossy(&new));
         eprintln!("weave-setup: dry run: {} not written", path.display());
