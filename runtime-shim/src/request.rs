@@ -2,12 +2,13 @@
 //! `WEAVE_CIDR` in `process.env` (the env fallback of Docker < 24, which has no
 //! `--annotation`).
 //!
-//! The shim does not parse `weave.cidr` itself (weave-hook owns that syntax); it only needs
-//! to know whether the container asks for weave at all, and whether it opted out with `none`.
+//! `weave.cidr` is parsed with weave-hook's own parser, so the shim and the hook agree on what
+//! opts out (`none`) and a bad value fails the create before runc runs, config.json untouched.
 
 use std::net::IpAddr;
 
 use serde_json::Value;
+use weave_hook::cidr::{self, CidrError, CidrSpec};
 
 pub const CIDR: &str = "weave.cidr";
 pub const DNS: &str = "weave.dns";
@@ -42,6 +43,12 @@ pub enum RequestError {
     AnnotationsNotObject,
     #[error("annotation {0} is not a string")]
     NotAString(&'static str),
+    #[error("{source_name}={value:?}: {error}")]
+    BadCidr {
+        source_name: &'static str,
+        value: String,
+        error: CidrError,
+    },
     #[error("annotation {DNS}={0:?}: expected \"true\" or \"false\"")]
     BadDnsFlag(String),
     #[error("annotation {DNS_SERVER}={0:?}: not an IP address")]
@@ -53,19 +60,27 @@ pub enum RequestError {
 impl Request {
     pub fn from_config(config: &Value) -> Result<Self, RequestError> {
         let annotations = Annotations::of(config)?;
-        let cidr = match annotations.get(CIDR)? {
-            Some(c) => Some(c.to_owned()),
-            None => env_var(config, CIDR_ENV),
+        let asked = match annotations.get(CIDR)? {
+            Some(c) => Some(("annotation weave.cidr", c.to_owned())),
+            None => env_var(config, CIDR_ENV).map(|c| ("environment variable WEAVE_CIDR", c)),
         };
-        if cidr.as_deref().map(str::trim) == Some("none") {
-            return Ok(Request::Nothing);
+        if let Some((source_name, value)) = &asked {
+            let spec = cidr::parse(value).map_err(|error| RequestError::BadCidr {
+                source_name,
+                value: value.clone(),
+                error,
+            })?;
+            if spec == CidrSpec::None {
+                return Ok(Request::Nothing);
+            }
         }
-        let dns = match annotations.get(DNS)? {
-            None | Some("false") => false,
+        let dns = match annotations.get(DNS)?.map(str::trim) {
+            None | Some("false" | "") => false,
             Some("true") => true,
             Some(other) => return Err(RequestError::BadDnsFlag(other.to_owned())),
         };
-        if cidr.is_none() && !dns {
+        // weave.dns alone attaches too: the container needs the network to reach weave DNS.
+        if asked.is_none() && !dns {
             return Ok(Request::Nothing);
         }
         let dns = if dns {

@@ -5,7 +5,7 @@ use std::ffi::{OsStr, OsString};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use ipnet::IpNet;
+use ipnet::Ipv4Net;
 
 use crate::runc_args::ShimFlag;
 
@@ -41,7 +41,7 @@ pub enum SettingsError {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HookSettings {
     pub bridge: Option<String>,
-    pub ipalloc_range: Option<IpNet>,
+    pub ipalloc_range: Option<Ipv4Net>,
     pub state_dir: Option<PathBuf>,
     pub mtu: Option<u32>,
     pub log_level: Option<String>,
@@ -107,8 +107,9 @@ impl Settings {
                 })?)
             }
             "ipalloc-range" => {
-                self.hook.ipalloc_range =
-                    Some(parsed(&value).ok_or_else(|| bad("not a CIDR such as 10.32.0.0/12"))?)
+                self.hook.ipalloc_range = Some(
+                    parsed(&value).ok_or_else(|| bad("not an IPv4 CIDR such as 10.32.0.0/12"))?,
+                )
             }
             "mtu" => {
                 self.hook.mtu = Some(
@@ -149,7 +150,7 @@ impl Settings {
                     .parse()
                     .expect("default range is a valid CIDR")
             });
-            range.trunc().hosts().next().unwrap_or(range.addr())
+            IpAddr::V4(range.trunc().hosts().next().unwrap_or(range.addr()))
         })
     }
 }

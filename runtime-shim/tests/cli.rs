@@ -362,10 +362,30 @@ fn bad_annotations_are_refused() {
             "annotation weave.cidr is not a string",
         ),
         (json!(["weave.cidr"]), "\"annotations\" is not an object"),
+        (
+            json!({"weave.cidr": "10.2.0.5"}),
+            "annotation weave.cidr=\"10.2.0.5\": entry '10.2.0.5' has no prefix",
+        ),
+        (
+            json!({"weave.cidr": "none 10.2.0.5/24"}),
+            "'none' cannot be combined",
+        ),
     ] {
         let f = Fixture::new(&docker_like(annotations));
         assert_refused(&f, &strs(&f.create_args()), message);
     }
+}
+
+#[test]
+fn a_bad_weave_cidr_in_the_environment_is_refused() {
+    let mut config = docker_like(json!({}));
+    config["process"]["env"] = json!(["PATH=/bin", "WEAVE_CIDR=net:10.2.0.1/24"]);
+    let f = Fixture::new(&config);
+    assert_refused(
+        &f,
+        &strs(&f.create_args()),
+        "container c1: environment variable WEAVE_CIDR=\"net:10.2.0.1/24\": entry",
+    );
 }
 
 #[test]
@@ -425,7 +445,7 @@ fn bad_shim_flags_are_refused_for_every_command() {
             "--weave-bridge=much-too-long-name",
             "not a valid interface name",
         ),
-        ("--weave-ipalloc-range=10.32.0.0", "not a CIDR"),
+        ("--weave-ipalloc-range=10.32.0.0", "not an IPv4 CIDR"),
         (
             "--weave-state-dir=relative",
             "must be an absolute UTF-8 path",
