@@ -1,0 +1,186 @@
+//! podman running weave-hook from the hooks.d file that `weave-setup podman` wrote: the
+//! container's first instruction sees its address, and nothing is left once it is removed.
+
+use std::path::Path;
+use std::process::Command;
+
+use weave_e2e::podman::{Podman, IMAGE};
+use weave_e2e::{bin, root_or_skip, run_ok, tool_or_skip, unique, Rootfs, TestHost};
+
+/// Everything one test needs: a throwaway host, hook state and hooks dir of its own, and a
+/// bridge name of its own, all passed through weave-setup's flags.
+struct Env {
+    host: TestHost,
+    state: tempfile::TempDir,
+    hooks: tempfile::TempDir,
+    bridge: String,
+}
+
+impl Env {
+    fn new(test: &str) -> Option<Self> {
+        if !root_or_skip(test) || !tool_or_skip(test, "podman") || !tool_or_skip(test, "runc") {
+            return None;
+        }
+        let env = Self {
+            host: TestHost::new(),
+            state: tempfile::tempdir().unwrap(),
+            hooks: tempfile::tempdir().unwrap(),
+            bridge: unique("wvp"),
+        };
+        env.weave_setup(&["podman"]);
+        Some(env)
+    }
+
+    fn weave_setup(&self, args: &[&str]) -> String {
+        run_ok(
+            Command::new(bin("weave-setup"))
+                .args(args)
+                .arg("--hooks-dir")
+                .arg(self.hooks.path())
+                .args(self.hook_flags(args)),
+        )
+    }
+
+    /// weave-setup podman's pass-through flags (uninstall takes none).
+    fn hook_flags(&self, args: &[&str]) -> Vec<String> {
+        if args.first() != Some(&"podman") {
+            return Vec::new();
+        }
+        vec![
+            "--hook-path".into(),
+            bin("weave-hook").display().to_string(),
+            "--bridge".into(),
+            self.bridge.clone(),
+            "--state-dir".into(),
+            self.state.path().display().to_string(),
+        ]
+    }
+
+    fn ps(&self) -> String {
+        run_ok(
+            Command::new(bin("weave-hook"))
+                .arg("--state-dir")
+                .arg(self.state.path())
+                .arg("ps"),
+        )
+    }
+
+    fn podman(&self) -> Podman<'_> {
+        let podman = Podman::new(&self.host, self.hooks.path());
+        podman.import(&Rootfs::busybox());
+        podman
+    }
+}
+
+fn ok_stdout(out: &std::process::Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn first_instruction_sees_the_address_20_of_20_and_nothing_is_left() {
+    let Some(env) = Env::new("first_instruction_sees_the_address_20_of_20_and_nothing_is_left")
+    else {
+        return;
+    };
+    let hook_file = env.hooks.path().join("weave.json");
+    assert!(hook_file.is_file(), "weave-setup podman wrote no hook file");
+    let podman = env.podman();
+
+    for i in 0..20 {
+        let cidr = format!("10.2.7.{}/24", 10 + i);
+        let out = podman.run(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--annotation",
+            &format!("weave.cidr={cidr}"),
+            IMAGE,
+            "sh",
+            "-c",
+            "ip -o -4 addr show ethwe",
+        ]);
+        let stdout = ok_stdout(&out, &format!("run {i}"));
+        assert!(
+            stdout.contains(&format!("inet {cidr} ")),
+            "run {i}: the first instruction saw {stdout:?}"
+        );
+        assert_eq!(env.ps(), "", "run {i}: poststop released the container");
+    }
+    assert_eq!(env.host.links("vethwe"), Vec::<String>::new());
+    assert_eq!(env.host.links(&env.bridge), [env.bridge.clone()]);
+}
+
+#[test]
+fn removed_container_leaves_nothing_and_unannotated_ones_are_not_touched() {
+    let Some(env) =
+        Env::new("removed_container_leaves_nothing_and_unannotated_ones_are_not_touched")
+    else {
+        return;
+    };
+    let podman = env.podman();
+    let name = unique("wvpc");
+    ok_stdout(
+        &podman.run(&[
+            "run",
+            "--detach",
+            "--name",
+            &name,
+            "--network",
+            "none",
+            "--annotation",
+            "weave.cidr=10.2.6.9/24",
+            IMAGE,
+            "sleep",
+            "300",
+        ]),
+        "run --detach",
+    );
+    let ps = env.ps();
+    assert!(ps.contains("10.2.6.9"), "not attached: {ps:?}");
+    assert_eq!(env.host.links("vethwe").len(), 1);
+    let inside = ok_stdout(
+        &podman.run(&["exec", &name, "ip", "-o", "-4", "addr", "show", "ethwe"]),
+        "exec",
+    );
+    assert!(inside.contains("inet 10.2.6.9/24"), "{inside:?}");
+
+    ok_stdout(&podman.run(&["rm", "--force", "--time", "0", &name]), "rm");
+    assert_eq!(env.ps(), "", "podman rm left a reservation");
+    assert_eq!(env.host.links("vethwe"), Vec::<String>::new());
+
+    // The `when` condition: no weave annotation, no hook.
+    let out = podman.run(&["run", "--rm", "--network", "none", IMAGE, "ip", "-o", "link"]);
+    let links = ok_stdout(&out, "unannotated run");
+    assert!(!links.contains("ethwe"), "hook ran without annotation: {links}");
+}
+
+#[test]
+fn uninstall_podman_turns_the_hook_off() {
+    let Some(env) = Env::new("uninstall_podman_turns_the_hook_off") else {
+        return;
+    };
+    let podman = env.podman();
+    env.weave_setup(&["uninstall", "podman"]);
+    assert!(!Path::new(&env.hooks.path().join("weave.json")).exists());
+    let out = podman.run(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--annotation",
+        "weave.cidr=10.2.5.5/24",
+        IMAGE,
+        "ip",
+        "-o",
+        "link",
+    ]);
+    let links = ok_stdout(&out, "run after uninstall");
+    assert!(!links.contains("ethwe"), "hook still ran: {links}");
+    assert_eq!(env.ps(), "");
+}
