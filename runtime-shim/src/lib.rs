@@ -13,5 +13,6 @@ pub mod plan;
 pub mod request;
 pub mod resolv;
 pub mod runc_args;
+pub mod runtime_log;
 pub mod settings;
 pub mod shim;

@@ -44,9 +44,18 @@ pub struct Scanned {
     pub shim_flags: Vec<ShimFlag>,
     /// The arguments to hand to the real runtime: the input minus the shim's flags.
     pub runtime_args: Vec<OsString>,
+    /// runc's `--log` file and whether `--log-format json` was asked for: where the caller
+    /// (containerd) looks for the reason a command failed.
+    pub log: Option<RuntimeLog>,
     /// `Some` only for a well-formed `create` or `run`; anything runc would reject itself
     /// (no id, two ids, a flag missing its value, `--help`) is passed through untouched.
     pub create: Option<CreateTarget>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeLog {
+    pub path: PathBuf,
+    pub json: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -97,13 +106,14 @@ pub fn scan(args: Vec<OsString>) -> Result<Scanned, ScanError> {
     let mut runtime_args = Vec::with_capacity(args.len());
     let mut iter = args.into_iter();
     let mut subcommand = None;
+    let mut log_path = None;
+    let mut log_json = false;
     while let Some(arg) = iter.next() {
         if let Some(rest) = arg.as_bytes().strip_prefix(SHIM_FLAG_PREFIX.as_bytes()) {
             shim_flags.push(shim_flag(rest, &arg, &mut iter)?);
             continue;
         }
-        let takes_value = match classify(&arg) {
-            Token::Flag { name, value } => value.is_none() && is_one_of(name, GLOBAL_VALUE_FLAGS),
+        match classify(&arg) {
             Token::EndOfFlags => {
                 runtime_args.push(arg);
                 subcommand = iter.next();
@@ -115,10 +125,25 @@ pub fn scan(args: Vec<OsString>) -> Result<Scanned, ScanError> {
                 runtime_args.push(arg);
                 break;
             }
-        };
-        runtime_args.push(arg);
-        if takes_value {
-            runtime_args.extend(iter.next());
+            Token::Flag { name, value } => {
+                let name = String::from_utf8_lossy(name).into_owned();
+                let inline = value.map(OsStr::to_owned);
+                runtime_args.push(arg);
+                let value = match inline {
+                    Some(v) => Some(v),
+                    None if is_one_of(name.as_bytes(), GLOBAL_VALUE_FLAGS) => {
+                        let v = iter.next();
+                        runtime_args.extend(v.clone());
+                        v
+                    }
+                    None => None,
+                };
+                match (name.as_str(), value) {
+                    ("log", Some(v)) => log_path = Some(PathBuf::from(v)),
+                    ("log-format", Some(v)) => log_json = v == "json",
+                    _ => {}
+                }
+            }
         }
     }
     let rest: Vec<OsString> = iter.collect();
@@ -130,6 +155,10 @@ pub fn scan(args: Vec<OsString>) -> Result<Scanned, ScanError> {
     Ok(Scanned {
         shim_flags,
         runtime_args,
+        log: log_path.map(|path| RuntimeLog {
+            path,
+            json: log_json,
+        }),
         create,
     })
 }

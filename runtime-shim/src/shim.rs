@@ -1,6 +1,7 @@
 //! One invocation of weave-runtime: scan the arguments, prepare the bundle for `create` and
 //! `run` when the container asks for weave, then exec the real runtime.
 
+use std::convert::Infallible;
 use std::ffi::OsString;
 use std::fs;
 use std::io;
@@ -9,7 +10,8 @@ use std::path::{Path, PathBuf};
 use crate::exec::{self, ExecError};
 use crate::files::{self, WriteError};
 use crate::plan::{self, Inputs, PlanError};
-use crate::runc_args::{self, CreateTarget, ScanError};
+use crate::runc_args::{self, CreateTarget, ScanError, Scanned};
+use crate::runtime_log;
 use crate::settings::{Settings, SettingsError};
 
 #[derive(Debug, thiserror::Error)]
@@ -45,14 +47,22 @@ pub enum ContainerError {
 
 /// Runs weave-runtime with `args` (argv without argv[0]); returns only on failure.
 pub fn run(args: Vec<OsString>) -> Error {
-    match prepare_and_exec(args) {
+    let scanned = match runc_args::scan(args) {
+        Ok(scanned) => scanned,
+        Err(e) => return e.into(),
+    };
+    let log = scanned.log.clone();
+    let err = match prepare_and_exec(scanned) {
         Ok(never) => match never {},
         Err(e) => e,
+    };
+    if let Some(log) = &log {
+        runtime_log::append(log, &format!("weave-runtime: {err}"));
     }
+    err
 }
 
-fn prepare_and_exec(args: Vec<OsString>) -> Result<std::convert::Infallible, Error> {
-    let scanned = runc_args::scan(args)?;
+fn prepare_and_exec(scanned: Scanned) -> Result<Infallible, Error> {
     let settings = Settings::new(scanned.shim_flags, |k| std::env::var_os(k))?;
     let runtime = exec::resolve(&settings.runtime, std::env::var_os("PATH").as_deref())?;
     let written = match &scanned.create {

@@ -181,3 +181,21 @@ fn non_utf8_arguments_are_kept_as_bytes() {
     let s = scan(vec!["create".into(), id.clone()]).unwrap();
     assert_eq!(s.create.unwrap().id, id);
 }
+
+#[test]
+fn the_runtime_log_and_its_format_are_noticed() {
+    use weave_runtime::runc_args::RuntimeLog;
+    let log = |line: &str| scan(args(line)).unwrap().log;
+    let json = Some(RuntimeLog {
+        path: "/b/log.json".into(),
+        json: true,
+    });
+    assert_eq!(log("--log /b/log.json --log-format json create c1"), json);
+    assert_eq!(log("--log-format=json --log=/b/log.json state c1"), json);
+    let text = Some(RuntimeLog {
+        path: "/l".into(),
+        json: false,
+    });
+    assert_eq!(log("--log /l create c1"), text);
+    assert_eq!(log("--root /r create --log /l c1"), None);
+}

@@ -511,3 +511,35 @@ fn weave_runtime_refuses_to_exec_itself() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr.contains("is weave-runtime itself"), "{stderr}");
 }
+
+#[test]
+fn a_refusal_is_also_written_to_runcs_json_log_where_containerd_reads_it() {
+    let f = Fixture::new(&docker_like(json!({"weave.dns": "maybe"})));
+    let log = f.path("log.json");
+    fs::write(&log, "{\"level\":\"info\",\"msg\":\"earlier\"}\n").unwrap();
+    let b = f.bundle().display().to_string();
+    let l = log.display().to_string();
+    assert_refused(
+        &f,
+        &[
+            "--log",
+            &l,
+            "--log-format",
+            "json",
+            "create",
+            "--bundle",
+            &b,
+            ID,
+        ],
+        "weave.dns",
+    );
+    let text = fs::read_to_string(&log).unwrap();
+    let last: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(last["level"], "error");
+    let msg = last["msg"].as_str().unwrap();
+    assert!(
+        msg.starts_with("weave-runtime: container c1: annotation weave.dns=\"maybe\""),
+        "{msg}"
+    );
+    assert_eq!(text.lines().count(), 2);
+}
