@@ -101,6 +101,14 @@ pub fn replace(
     Ok(backup)
 }
 
+/// Replaces `path` (which held `old`) with `new` without touching the backup: for an
+/// intermediate version that the backup must not record.
+pub fn rewrite(path: &Path, old: &[u8], new: &[u8]) -> Result<(), AtomicError> {
+    ensure_unchanged(path, Some(old))?;
+    let owner = Owner::of(path)?;
+    write_file(path, new, owner.as_ref())
+}
+
 /// Removes `path` (which held `old`), first saving `old` as the backup.
 pub fn remove(path: &Path, old: &[u8]) -> Result<PathBuf, AtomicError> {
     ensure_unchanged(path, Some(old))?;
@@ -231,6 +239,18 @@ mod tests {
             names_in(dir.path()),
             ["daemon.json", "daemon.json.weave-backup"]
         );
+    }
+
+    #[test]
+    fn rewrite_leaves_the_backup_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("daemon.json");
+        fs::write(&path, b"v1").unwrap();
+        replace(&path, Some(b"v1"), b"v2").unwrap();
+        rewrite(&path, b"v2", b"v3").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"v3");
+        assert_eq!(fs::read(backup_path(&path)).unwrap(), b"v1");
+        assert!(rewrite(&path, b"v2", b"v4").is_err(), "v3 was overwritten");
     }
 
     #[test]

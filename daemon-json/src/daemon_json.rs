@@ -7,6 +7,8 @@ use thiserror::Error;
 
 const RUNTIMES: &str = "runtimes";
 const DEFAULT_RUNTIME: &str = "default-runtime";
+/// dockerd's default-runtime when daemon.json names none.
+const STOCK_RUNTIME: &str = "runc";
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum MergeError {
@@ -195,6 +197,22 @@ pub fn uninstall(doc: &mut Value, name: &str, installed: &Installed) -> Result<b
         changed = true;
     }
     Ok(changed)
+}
+
+/// On SIGHUP dockerd keeps the current value of every key absent from daemon.json, so after
+/// an uninstall removed `runtimes` or `default-runtime` altogether a reload would keep our
+/// runtime. This returns the document with those keys spelled out at their defaults
+/// (`{}`, `"runc"`) when they are absent: write it, reload, then write the exact document.
+pub fn for_live_reload(doc: &Value) -> Option<Value> {
+    let top = doc.as_object()?;
+    let mut explicit = top.clone();
+    if !explicit.contains_key(RUNTIMES) {
+        explicit.insert(RUNTIMES.into(), Value::Object(Map::new()));
+    }
+    if !explicit.contains_key(DEFAULT_RUNTIME) {
+        explicit.insert(DEFAULT_RUNTIME.into(), Value::String(STOCK_RUNTIME.into()));
+    }
+    (explicit != *top).then_some(Value::Object(explicit))
 }
 
 /// What a daemon.json says about one runtime name.
@@ -512,6 +530,26 @@ mod tests {
         doc["default-runtime"] = Value::String("crun".into());
         uninstall(&mut doc, "weave", &outcome.installed).unwrap();
         assert_eq!(doc["default-runtime"], "crun");
+    }
+
+    #[test]
+    fn live_reload_form_spells_out_absent_keys_only() {
+        assert_eq!(
+            for_live_reload(&parse(r#"{"debug": true}"#)),
+            Some(parse(
+                r#"{"debug": true, "runtimes": {}, "default-runtime": "runc"}"#
+            ))
+        );
+        assert_eq!(
+            for_live_reload(&parse(r#"{"runtimes": {"a": {"path": "/a"}}}"#)),
+            Some(parse(
+                r#"{"runtimes": {"a": {"path": "/a"}}, "default-runtime": "runc"}"#
+            ))
+        );
+        assert_eq!(
+            for_live_reload(&parse(r#"{"runtimes": {}, "default-runtime": "crun"}"#)),
+            None
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ use thiserror::Error;
 use crate::atomic::{self, AtomicError};
 use crate::cli::{DaemonArgs, DockerInstall, DockerUninstall};
 use crate::daemon_json::{self, MergeError, RuntimeEntry};
-use crate::dockerd::{self, DockerdError};
+use crate::dockerd::{self, Dockerd, DockerdError};
 use crate::jsonfmt::{self, Style};
 use crate::paths::{self, PathError, Program};
 use crate::record::{self, Record, RecordError};
@@ -26,6 +26,8 @@ pub enum DockerError {
     Merge(PathBuf, #[source] MergeError),
     #[error(transparent)]
     Record(#[from] RecordError),
+    #[error("{0} was not changed: {1}")]
+    NoDockerd(PathBuf, #[source] DockerdError),
     #[error("{0} was written, but the running dockerd did not take it: {1}")]
     Reload(PathBuf, #[source] DockerdError),
 }
@@ -54,6 +56,30 @@ impl DaemonJson {
 
     fn render(&self) -> Vec<u8> {
         jsonfmt::render(&self.doc, &self.style)
+    }
+
+    /// Writes the edited document after an uninstall and makes `dockerd` drop the runtime:
+    /// through the explicit form of [`daemon_json::for_live_reload`] when the exact document
+    /// would not do it. Returns a sentence saying where the old version went.
+    fn write_reloading(
+        &self,
+        dockerd: &Dockerd,
+        daemon: &DaemonArgs,
+        name: &str,
+    ) -> Result<String, DockerError> {
+        let Some(explicit) = daemon_json::for_live_reload(&self.doc) else {
+            let note = self.write()?;
+            reload(&self.path, dockerd, daemon, name, false)?;
+            return Ok(note);
+        };
+        let explicit = jsonfmt::render(&explicit, &self.style);
+        let backup = atomic::replace(&self.path, self.old.as_deref(), &explicit)?;
+        reload(&self.path, dockerd, daemon, name, false)?;
+        atomic::rewrite(&self.path, &explicit, &self.render())?;
+        Ok(match backup {
+            Some(backup) => format!("previous version kept as {}", backup.display()),
+            None => "file created".to_string(),
+        })
     }
 
     /// Writes the edited document; returns a sentence saying where the old one went.
@@ -88,10 +114,8 @@ fn install_pointing_to(args: &DockerInstall, program: &Program) -> Result<(), Do
     };
 
     let mut file = DaemonJson::read(&args.target.config)?;
+    let dockerd = preflight_reload(args.reload && !args.dry_run, &file.path, &args.daemon)?;
     let earlier = record::load(&file.path, name)?;
-    let created_file = earlier
-        .as_ref()
-        .map_or(file.old.is_none(), |r| r.created_file);
     let outcome = daemon_json::install(
         &mut file.doc,
         name,
@@ -113,7 +137,6 @@ fn install_pointing_to(args: &DockerInstall, program: &Program) -> Result<(), Do
             &file.path,
             &Record {
                 runtime: name.clone(),
-                created_file,
                 installed: outcome.installed,
             },
         )?;
@@ -129,8 +152,8 @@ fn install_pointing_to(args: &DockerInstall, program: &Program) -> Result<(), Do
             entry.path
         );
     }
-    if args.reload {
-        reload(&file.path, &args.daemon, name, true)?;
+    if let Some(dockerd) = dockerd {
+        reload(&file.path, &dockerd, &args.daemon, name, true)?;
         println!("weave-setup: dockerd reloaded and lists runtime \"{name}\"");
         println!("weave-setup: try: docker run --runtime {name} --annotation weave.cidr=10.32.0.5/12 ...");
     } else if outcome.changed {
@@ -144,64 +167,77 @@ fn install_pointing_to(args: &DockerInstall, program: &Program) -> Result<(), Do
     Ok(())
 }
 
+/// Uninstalls. daemon.json itself stays, even if install created it: a dockerd started with
+/// `--config-file` fails to reload (and to restart) when that file is missing.
 pub fn uninstall(args: &DockerUninstall) -> Result<(), DockerError> {
     let name = &args.target.runtime_name;
     let mut file = DaemonJson::read(&args.target.config)?;
+    let dockerd = preflight_reload(args.reload && !args.dry_run, &file.path, &args.daemon)?;
     let record = record::load(&file.path, name)?.unwrap_or_default();
     let changed = daemon_json::uninstall(&mut file.doc, name, &record.installed)
         .map_err(|e| DockerError::Merge(file.path.clone(), e))?;
-    // A file that only existed for our runtime goes away with it.
-    let remove_file =
-        changed && record.created_file && file.doc == Value::Object(Default::default());
 
     if args.dry_run {
-        if remove_file {
-            println!(
-                "weave-setup: would remove {} (weave-setup created it)",
-                file.path.display()
-            );
-        } else {
-            print!("{}", String::from_utf8_lossy(&file.render()));
-        }
+        print!("{}", String::from_utf8_lossy(&file.render()));
         eprintln!("weave-setup: dry run: {} not written", file.path.display());
         return Ok(());
     }
-    match (&file.old, changed) {
-        (Some(old), true) if remove_file => {
-            let backup = atomic::remove(&file.path, old)?;
-            println!(
-                "weave-setup: removed {} (weave-setup had created it); previous version kept as {}",
-                file.path.display(),
-                backup.display()
-            );
-        }
-        (_, true) => {
-            let note = file.write()?;
+    match (changed, &dockerd) {
+        (false, _) => println!(
+            "weave-setup: {} has no runtime \"{name}\"; nothing changed",
+            file.path.display()
+        ),
+        (true, Some(dockerd)) => {
+            let note = file.write_reloading(dockerd, &args.daemon, name)?;
             println!(
                 "weave-setup: runtime \"{name}\" removed from {}; {note}",
                 file.path.display()
             );
         }
-        (_, false) => println!(
-            "weave-setup: {} has no runtime \"{name}\"; nothing changed",
-            file.path.display()
-        ),
+        (true, None) => {
+            let note = file.write()?;
+            println!(
+                "weave-setup: runtime \"{name}\" removed from {}; {note}",
+                file.path.display()
+            );
+            println!(
+                "weave-setup: a running dockerd keeps the runtime until it restarts (on SIGHUP \
+                 it keeps keys that daemon.json no longer has): use --reload to drop it now"
+            );
+        }
     }
     record::delete(&file.path)?;
-    if args.reload {
-        reload(&file.path, &args.daemon, name, false)?;
+    if let (Some(dockerd), false) = (&dockerd, changed) {
+        reload(&file.path, dockerd, &args.daemon, name, false)?;
+    }
+    if dockerd.is_some() {
         println!("weave-setup: dockerd reloaded and no longer lists runtime \"{name}\"");
     }
     Ok(())
 }
 
+/// With --reload, finds the dockerd before anything is written, so that a wrong --pidfile or
+/// --config changes nothing.
+fn preflight_reload(
+    wanted: bool,
+    config: &Path,
+    daemon: &DaemonArgs,
+) -> Result<Option<Dockerd>, DockerError> {
+    if !wanted {
+        return Ok(None);
+    }
+    dockerd::find_for_reload(&daemon.pidfile, config)
+        .map(Some)
+        .map_err(|e| DockerError::NoDockerd(config.to_path_buf(), e))
+}
+
 fn reload(
     config: &Path,
+    dockerd: &Dockerd,
     daemon: &DaemonArgs,
     name: &str,
     present: bool,
 ) -> Result<(), DockerError> {
-    let in_reload = |e| DockerError::Reload(config.to_path_buf(), e);
-    let found = dockerd::find_for_reload(&daemon.pidfile, config).map_err(in_reload)?;
-    dockerd::reload(&found, name, present, daemon.docker_host.as_deref()).map_err(in_reload)
+    dockerd::reload(dockerd, name, present, daemon.docker_host.as_deref())
+        .map_err(|e| DockerError::Reload(config.to_path_buf(), e))
 }

@@ -29,8 +29,6 @@ pub enum RecordError {
 pub struct Record {
     /// The runtime name the record is about.
     pub runtime: String,
-    /// daemon.json did not exist before the install.
-    pub created_file: bool,
     #[serde(flatten)]
     pub installed: Installed,
 }
@@ -84,7 +82,6 @@ mod tests {
         let config = dir.path().join("daemon.json");
         let record = Record {
             runtime: "weave".into(),
-            created_file: true,
             installed: Installed {
                 created_runtimes: true,
                 replaced_default: Some(PreviousDefault {
