@@ -1,1 +1,3 @@
 //! Harness for the end-to-end tests: bundles, throwaway host namespaces, cleanup guards.
+
+pub mod docker;

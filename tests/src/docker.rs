@@ -1,0 +1,181 @@
+//! A Docker daemon of the test's own: its own data root, exec root, socket, pid file and
+//! daemon.json (declaring `runtimes.weave` = the built weave-runtime with the test's
+//! `--weave-*` flags in `runtimeArgs`), its own managed containerd, all inside a
+//! [`TestHost`] so docker0, the weave bridge and Docker's firewall rules (FORWARD DROP,
+//! br_netfilter) live in a throwaway network namespace, and in a private mount namespace so
+//! no container mount can outlive the daemon. Dropping it stops everything it started, by pid.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::{bin, run_ok, Rootfs, TestHost};
+
+pub const IMAGE: &str = "bb:latest";
+
+/// Longest any single docker CLI call may take before the test gives up on it.
+const CALL_TIMEOUT_SECS: &str = "120";
+
+pub struct Dockerd<'h> {
+    host: &'h TestHost,
+    dir: tempfile::TempDir,
+    daemon: Child,
+}
+
+impl<'h> Dockerd<'h> {
+    /// Starts dockerd with `runtimes.weave` = weave-runtime `runtime_args...`; waits until
+    /// it answers.
+    pub fn start(host: &'h TestHost, runtime_args: &[String]) -> Self {
+        let dir = tempfile::Builder::new().prefix("weave-dockerd").tempdir().unwrap();
+        let config = json!({
+            "runtimes": {"weave": {"path": bin("weave-runtime"), "runtimeArgs": runtime_args}},
+            // docker0 inside the test host, in the project's test range.
+            "bip": "10.2.250.1/24",
+            "storage-driver": "vfs",
+        });
+        fs::write(dir.path().join("daemon.json"), config.to_string()).unwrap();
+        let log = fs::File::create(dir.path().join("dockerd.log")).unwrap();
+        // nsenter and unshare (without --fork) exec in place: the child's pid is dockerd's.
+        let daemon = host
+            .command("unshare")
+            .args(["--mount", "--propagation", "private", "--", "dockerd"])
+            .arg("--config-file")
+            .arg(dir.path().join("daemon.json"))
+            .arg("--data-root")
+            .arg(dir.path().join("data"))
+            .arg("--exec-root")
+            .arg(dir.path().join("exec"))
+            .arg("--pidfile")
+            .arg(dir.path().join("dockerd.pid"))
+            .arg("-H")
+            .arg(format!("unix://{}", dir.path().join("docker.sock").display()))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start dockerd");
+        let dockerd = Self { host, dir, daemon };
+        dockerd.wait_ready();
+        dockerd
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            let ok = self
+                .docker()
+                .arg("version")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if ok {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("dockerd did not come up in 60 s; its log:\n{}", self.log());
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("dockerd.log")).unwrap_or_default()
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The docker CLI talking to this daemon, bounded in time.
+    pub fn docker(&self) -> Command {
+        let mut cmd = Command::new("timeout");
+        cmd.args([CALL_TIMEOUT_SECS, "docker"])
+            .env(
+                "DOCKER_HOST",
+                format!("unix://{}", self.dir.path().join("docker.sock").display()),
+            )
+            .env("DOCKER_CONFIG", self.dir.path().join("cli"))
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.docker().args(args).output().unwrap()
+    }
+
+    /// Runs `docker args...`, panics with its output unless it succeeds.
+    pub fn ok(&self, args: &[&str]) -> String {
+        run_ok(self.docker().args(args))
+    }
+
+    /// Imports `rootfs` as [`IMAGE`] (there is no registry to pull from).
+    pub fn import(&self, rootfs: &Rootfs) {
+        let tar = self.dir.path().join("rootfs.tar");
+        run_ok(Command::new("tar").arg("-C").arg(rootfs.path()).arg("-cf").arg(&tar).arg("."));
+        run_ok(self.docker().arg("import").arg(&tar).arg(IMAGE));
+    }
+
+    pub fn host(&self) -> &TestHost {
+        self.host
+    }
+
+    /// Pids of the processes this daemon started (containerd, shims, containers' runc) that
+    /// are still alive: every one names a path under the daemon's own directory.
+    fn leftover_pids(&self) -> Vec<i32> {
+        let mine = self.dir.path().to_string_lossy().into_owned();
+        let Ok(procs) = fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        procs
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| {
+                let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                String::from_utf8_lossy(&cmdline).contains(&mine)
+            })
+            .collect()
+    }
+}
+
+fn kill(pid: i32, signal: i32) {
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    unsafe { libc::kill(pid, signal) };
+}
+
+impl Drop for Dockerd<'_> {
+    fn drop(&mut self) {
+        // Removing the containers first runs their poststop hooks, as a user's `docker rm` would.
+        let _ = self
+            .docker()
+            .args(["rm", "--force"])
+            .args(
+                String::from_utf8_lossy(&self.run(&["ps", "-aq"]).stdout)
+                    .split_whitespace()
+                    .collect::<Vec<_>>(),
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        kill(self.daemon.id() as i32, libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.daemon.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if !matches!(self.daemon.try_wait(), Ok(Some(_))) {
+            kill(self.daemon.id() as i32, libc::SIGKILL);
+            let _ = self.daemon.wait();
+        }
+        for pid in self.leftover_pids() {
+            kill(pid, libc::SIGKILL);
+        }
+    }
+}
+
+/// Where a container's resolv.conf written by weave-runtime lives under `state_dir`.
+pub fn resolv_conf(state_dir: &Path, container_id: &str) -> PathBuf {
+    state_dir.join("resolv").join(format!("{container_id}.conf"))
+}
