@@ -29,7 +29,10 @@ impl<'h> Dockerd<'h> {
     /// Starts dockerd with `runtimes.weave` = weave-runtime `runtime_args...`; waits until
     /// it answers.
     pub fn start(host: &'h TestHost, runtime_args: &[String]) -> Self {
-        let dir = tempfile::Builder::new().prefix("weave-dockerd").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("weave-dockerd")
+            .tempdir()
+            .unwrap();
         let config = json!({
             "runtimes": {"weave": {"path": bin("weave-runtime"), "runtimeArgs": runtime_args}},
             // docker0 inside the test host, in the project's test range.
@@ -51,7 +54,10 @@ impl<'h> Dockerd<'h> {
             .arg("--pidfile")
             .arg(dir.path().join("dockerd.pid"))
             .arg("-H")
-            .arg(format!("unix://{}", dir.path().join("docker.sock").display()))
+            .arg(format!(
+                "unix://{}",
+                dir.path().join("docker.sock").display()
+            ))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -113,7 +119,14 @@ impl<'h> Dockerd<'h> {
     /// Imports `rootfs` as [`IMAGE`] (there is no registry to pull from).
     pub fn import(&self, rootfs: &Rootfs) {
         let tar = self.dir.path().join("rootfs.tar");
-        run_ok(Command::new("tar").arg("-C").arg(rootfs.path()).arg("-cf").arg(&tar).arg("."));
+        run_ok(
+            Command::new("tar")
+                .arg("-C")
+                .arg(rootfs.path())
+                .arg("-cf")
+                .arg(&tar)
+                .arg("."),
+        );
         run_ok(self.docker().arg("import").arg(&tar).arg(IMAGE));
     }
 
@@ -177,5 +190,7 @@ impl Drop for Dockerd<'_> {
 
 /// Where a container's resolv.conf written by weave-runtime lives under `state_dir`.
 pub fn resolv_conf(state_dir: &Path, container_id: &str) -> PathBuf {
-    state_dir.join("resolv").join(format!("{container_id}.conf"))
+    state_dir
+        .join("resolv")
+        .join(format!("{container_id}.conf"))
 }

@@ -16,9 +16,11 @@ const RUNS: usize = 30;
 
 fn prerequisites() -> bool {
     root_or_skip(TEST)
-        && ["dockerd", "docker", "runc", "unshare", "nsenter", "timeout", "tar"]
-            .iter()
-            .all(|tool| tool_or_skip(TEST, tool))
+        && [
+            "dockerd", "docker", "runc", "unshare", "nsenter", "timeout", "tar",
+        ]
+        .iter()
+        .all(|tool| tool_or_skip(TEST, tool))
 }
 
 struct Weave<'d> {
@@ -90,7 +92,19 @@ fn two_containers_ping_each_other(w: &Weave) {
     let b = unique("wvb");
     for (name, cidr) in [(&a, "10.2.1.1/24"), (&b, "10.2.1.2/24")] {
         let annotation = format!("weave.cidr={cidr}");
-        d.ok(&["run", "-d", "--name", name, "--runtime", "weave", "--annotation", &annotation, IMAGE, "sleep", "600"]);
+        d.ok(&[
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--runtime",
+            "weave",
+            "--annotation",
+            &annotation,
+            IMAGE,
+            "sleep",
+            "600",
+        ]);
     }
     d.ok(&["exec", &a, "ping", "-c", "2", "-W", "5", "10.2.1.2"]);
     d.ok(&["exec", &b, "ping", "-c", "2", "-W", "5", "10.2.1.1"]);
@@ -106,23 +120,45 @@ fn weave_dns_gives_the_expected_resolv_conf(w: &Weave) {
     let d = w.dockerd;
     let name = unique("wvdns");
     d.ok(&[
-        "run", "-d", "--name", &name, "--runtime", "weave",
-        "--annotation", "weave.cidr=10.2.2.9/24", "--annotation", "weave.dns=true",
-        IMAGE, "sleep", "600",
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--runtime",
+        "weave",
+        "--annotation",
+        "weave.cidr=10.2.2.9/24",
+        "--annotation",
+        "weave.dns=true",
+        IMAGE,
+        "sleep",
+        "600",
     ]);
     let id = d.ok(&["inspect", "-f", "{{.Id}}", &name]).trim().to_owned();
     let seen = d.ok(&["exec", &name, "cat", "/etc/resolv.conf"]);
     let lines: Vec<&str> = seen.lines().collect();
-    assert_eq!(lines[0], format!("# Written by weave-runtime for container {id}"), "{seen}");
+    assert_eq!(
+        lines[0],
+        format!("# Written by weave-runtime for container {id}"),
+        "{seen}"
+    );
     assert_eq!(lines[1], "nameserver 10.32.0.1", "{seen}");
     assert!(
         lines.iter().any(|l| l.starts_with("search weave.local.")),
         "{seen}"
     );
     // Docker's own resolvers follow weave's, from the file Docker generated.
-    let docker_file = d.path().join("data/containers").join(&id).join("resolv.conf");
+    let docker_file = d
+        .path()
+        .join("data/containers")
+        .join(&id)
+        .join("resolv.conf");
     let docker_resolv = std::fs::read_to_string(&docker_file).unwrap();
-    for ns in docker_resolv.lines().filter(|l| l.starts_with("nameserver ")).take(2) {
+    for ns in docker_resolv
+        .lines()
+        .filter(|l| l.starts_with("nameserver "))
+        .take(2)
+    {
         assert!(lines.contains(&ns), "{ns} missing from {seen}");
     }
     assert_eq!(
@@ -135,13 +171,22 @@ fn weave_dns_gives_the_expected_resolv_conf(w: &Weave) {
     let out = stdout_of_run(
         d,
         &[
-            "--annotation", "weave.dns=true", "--annotation", "weave.dns.server=10.2.2.53",
-            "--annotation", "weave.dns.search=a.example b.example",
-            IMAGE, "cat", "/etc/resolv.conf",
+            "--annotation",
+            "weave.dns=true",
+            "--annotation",
+            "weave.dns.server=10.2.2.53",
+            "--annotation",
+            "weave.dns.search=a.example b.example",
+            IMAGE,
+            "cat",
+            "/etc/resolv.conf",
         ],
     );
     assert!(out.contains("\nnameserver 10.2.2.53\n"), "{out}");
-    assert!(out.contains("\nsearch weave.local. a.example b.example\n"), "{out}");
+    assert!(
+        out.contains("\nsearch weave.local. a.example b.example\n"),
+        "{out}"
+    );
     w.assert_nothing_left("docker run --rm with weave.dns.server");
 }
 
@@ -149,14 +194,24 @@ fn a_container_without_weave_options_has_no_ethwe(w: &Weave) {
     let out = stdout_of_run(w.dockerd, &[IMAGE, "ip", "-o", "link"]);
     assert!(out.contains(": lo:"), "{out}");
     assert!(!out.contains("ethwe"), "{out}");
-    let out = stdout_of_run(w.dockerd, &["--annotation", "weave.cidr=none", IMAGE, "ip", "-o", "link"]);
+    let out = stdout_of_run(
+        w.dockerd,
+        &["--annotation", "weave.cidr=none", IMAGE, "ip", "-o", "link"],
+    );
     assert!(!out.contains("ethwe"), "{out}");
     assert!(w.ps().trim().is_empty());
 }
 
 fn a_bad_annotation_fails_the_run_with_weave_runtimes_message(w: &Weave) {
     let out = w.dockerd.run(&[
-        "run", "--rm", "--runtime", "weave", "--annotation", "weave.cidr=10.2.0.5", IMAGE, "true",
+        "run",
+        "--rm",
+        "--runtime",
+        "weave",
+        "--annotation",
+        "weave.cidr=10.2.0.5",
+        IMAGE,
+        "true",
     ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
@@ -181,16 +236,26 @@ fn docker_run_with_runtime_weave() {
         ],
     );
     dockerd.import(&Rootfs::busybox());
-    let w = Weave { dockerd: &dockerd, state };
+    let w = Weave {
+        dockerd: &dockerd,
+        state,
+    };
     check_runtime_is_listed(&dockerd);
 
-    first_instruction_sees_address(&w, &["--annotation", "weave.cidr=10.2.0.5/24"], "10.2.0.5/24");
+    first_instruction_sees_address(
+        &w,
+        &["--annotation", "weave.cidr=10.2.0.5/24"],
+        "10.2.0.5/24",
+    );
     first_instruction_sees_address(&w, &["-e", "WEAVE_CIDR=10.2.0.6/24"], "10.2.0.6/24");
     two_containers_ping_each_other(&w);
     weave_dns_gives_the_expected_resolv_conf(&w);
     a_container_without_weave_options_has_no_ethwe(&w);
     a_bad_annotation_fails_the_run_with_weave_runtimes_message(&w);
-    assert!(host.links(&bridge).len() == 1, "the bridge lives in the test host");
+    assert!(
+        host.links(&bridge).len() == 1,
+        "the bridge lives in the test host"
+    );
 }
 
 fn check_runtime_is_listed(dockerd: &Dockerd) {
