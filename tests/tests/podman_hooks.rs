@@ -113,7 +113,10 @@ fn first_instruction_sees_the_address_20_of_20_and_nothing_is_left() {
         assert_eq!(env.ps(), "", "run {i}: poststop released the container");
     }
     assert_eq!(env.host.links("vethwe"), Vec::<String>::new());
-    assert_eq!(env.host.links(&env.bridge), [env.bridge.clone()]);
+    assert_eq!(
+        env.host.links(&env.bridge),
+        std::slice::from_ref(&env.bridge)
+    );
 }
 
 #[test]
@@ -155,9 +158,21 @@ fn removed_container_leaves_nothing_and_unannotated_ones_are_not_touched() {
     assert_eq!(env.host.links("vethwe"), Vec::<String>::new());
 
     // The `when` condition: no weave annotation, no hook.
-    let out = podman.run(&["run", "--rm", "--network", "none", IMAGE, "ip", "-o", "link"]);
+    let out = podman.run(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        IMAGE,
+        "ip",
+        "-o",
+        "link",
+    ]);
     let links = ok_stdout(&out, "unannotated run");
-    assert!(!links.contains("ethwe"), "hook ran without annotation: {links}");
+    assert!(
+        !links.contains("ethwe"),
+        "hook ran without annotation: {links}"
+    );
 }
 
 #[test]

@@ -1,0 +1,397 @@
+//! `weave-setup docker` against a real dockerd of the test's own: its own config file, data
+//! root, exec root, socket and pidfile, started inside a throwaway host network namespace
+//! (so docker0, its iptables rules and weave's bridge stay there) and a private mount
+//! namespace (so its mounts vanish with it).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use weave_e2e::{bin, root_or_skip, run_ok, tool_or_skip, unique, Rootfs, TestHost};
+
+const STARTUP: Duration = Duration::from_secs(60);
+const SHUTDOWN: Duration = Duration::from_secs(20);
+
+/// A dockerd and everything it owns; stopped by pid (and anything left in its mount
+/// namespace killed) when dropped, also when the test fails.
+struct Dockerd {
+    dir: tempfile::TempDir,
+    child: Child,
+    mount_ns: String,
+}
+
+impl Dockerd {
+    fn config(dir: &Path) -> PathBuf {
+        dir.join("daemon.json")
+    }
+
+    /// Starts dockerd on `dir`/daemon.json, which the caller has written.
+    fn start(host: &TestHost, dir: tempfile::TempDir) -> Self {
+        let log = fs::File::create(dir.path().join("dockerd.log")).unwrap();
+        let child = host
+            .command("unshare")
+            .args(["--mount", "--propagation", "private", "--", "dockerd"])
+            .arg("--config-file")
+            .arg(Self::config(dir.path()))
+            .arg("--data-root")
+            .arg(dir.path().join("data"))
+            .arg("--exec-root")
+            .arg(dir.path().join("exec"))
+            .arg("--pidfile")
+            .arg(dir.path().join("docker.pid"))
+            .arg("-H")
+            .arg(format!(
+                "unix://{}",
+                dir.path().join("docker.sock").display()
+            ))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        // nsenter and unshare exec in place: the child's pid is dockerd's.
+        let mut dockerd = Self {
+            dir,
+            child,
+            mount_ns: String::new(),
+        };
+        dockerd.wait_ready();
+        dockerd.mount_ns = fs::read_link(format!("/proc/{}/ns/mnt", dockerd.pid()))
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        dockerd
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn wait_ready(&mut self) {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("dockerd exited ({status}): {}", self.log());
+            }
+            if self.docker(&["version"]).status.success() {
+                return;
+            }
+            assert!(
+                start.elapsed() < STARTUP,
+                "dockerd not ready: {}",
+                self.log()
+            );
+            sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("dockerd.log")).unwrap_or_default()
+    }
+
+    fn host_uri(&self) -> String {
+        format!("unix://{}", self.dir.path().join("docker.sock").display())
+    }
+
+    fn docker(&self, args: &[&str]) -> Output {
+        Command::new("docker")
+            .arg("-H")
+            .arg(self.host_uri())
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    fn runtimes(&self) -> String {
+        let out = self.docker(&[
+            "info",
+            "--format",
+            "{{range $k, $v := .Runtimes}}{{$k}} {{end}}",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Imports a busybox rootfs as bb:latest (there is no registry).
+    fn import(&self) {
+        let rootfs = Rootfs::busybox();
+        let tar = self.dir.path().join("rootfs.tar");
+        run_ok(
+            Command::new("tar")
+                .arg("-C")
+                .arg(rootfs.path())
+                .arg("-cf")
+                .arg(&tar)
+                .arg("."),
+        );
+        let out = self.docker(&["import", tar.to_str().unwrap(), "bb:latest"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Flags that point weave-setup's --reload at this dockerd.
+    fn reload_flags(&self) -> Vec<String> {
+        vec![
+            "--reload".into(),
+            "--pidfile".into(),
+            self.dir.path().join("docker.pid").display().to_string(),
+            "--docker-host".into(),
+            self.host_uri(),
+        ]
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        let pid = self.pid() as i32;
+        // SAFETY: signalling our own child by pid.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let start = Instant::now();
+        while self.child.try_wait().ok().flatten().is_none() && start.elapsed() < SHUTDOWN {
+            sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // containerd and shims started by dockerd share its mount namespace, which no one
+        // else uses: whatever is still in it is ours.
+        for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(other) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let ns = fs::read_link(format!("/proc/{other}/ns/mnt"));
+            if !self.mount_ns.is_empty() && ns.is_ok_and(|ns| ns.to_string_lossy() == self.mount_ns)
+            {
+                // SAFETY: a process of this test's own dockerd.
+                unsafe { libc::kill(other, libc::SIGKILL) };
+            }
+        }
+    }
+}
+
+/// The test's network: a bridge name and hook state of its own, handed to weave-runtime
+/// through `--runtime-arg`.
+struct Weave {
+    bridge: String,
+    state: tempfile::TempDir,
+}
+
+impl Weave {
+    fn new() -> Self {
+        Self {
+            bridge: unique("wvd"),
+            state: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn setup_docker(&self, config: &Path, extra: &[String]) -> Output {
+        Command::new(bin("weave-setup"))
+            .arg("docker")
+            .arg("--config")
+            .arg(config)
+            .arg("--runtime-path")
+            .arg(bin("weave-runtime"))
+            .arg(format!(
+                "--runtime-arg=--weave-hook-path={}",
+                bin("weave-hook").display()
+            ))
+            .arg(format!("--runtime-arg=--weave-bridge={}", self.bridge))
+            .arg(format!(
+                "--runtime-arg=--weave-state-dir={}",
+                self.state.path().display()
+            ))
+            .args(extra)
+            .output()
+            .unwrap()
+    }
+
+    fn ps(&self) -> String {
+        run_ok(
+            Command::new(bin("weave-hook"))
+                .arg("--state-dir")
+                .arg(self.state.path())
+                .arg("ps"),
+        )
+    }
+}
+
+fn prerequisites(test: &str) -> bool {
+    root_or_skip(test)
+        && tool_or_skip(test, "dockerd")
+        && tool_or_skip(test, "docker")
+        && tool_or_skip(test, "containerd")
+        && tool_or_skip(test, "runc")
+}
+
+fn succeeded(out: &Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `docker run --runtime weave` whose first instruction prints ethwe's address.
+fn run_attached(dockerd: &Dockerd, cidr: &str) -> Output {
+    dockerd.docker(&[
+        "run",
+        "--rm",
+        "--runtime",
+        "weave",
+        "--annotation",
+        &format!("weave.cidr={cidr}"),
+        "bb:latest",
+        "sh",
+        "-c",
+        "ip -o -4 addr show ethwe",
+    ])
+}
+
+/// A user's daemon.json with settings of its own that must survive the merge.
+const USER_CONFIG: &str = r#"{
+  "log-level": "warn",
+  "log-opts": {
+    "max-size": "10m",
+    "max-file": "3"
+  },
+  "default-ulimits": {
+    "nofile": {
+      "Name": "nofile",
+      "Hard": 4096,
+      "Soft": 1024
+    }
+  },
+  "labels": [
+    "owner=ünïcødé"
+  ]
+}
+"#;
+
+#[test]
+fn dockerd_started_with_the_written_config_attaches_containers() {
+    let test = "dockerd_started_with_the_written_config_attaches_containers";
+    if !prerequisites(test) {
+        return;
+    }
+    let host = TestHost::new();
+    let weave = Weave::new();
+    let dir = tempfile::tempdir().unwrap();
+    let config = Dockerd::config(dir.path());
+    fs::write(&config, USER_CONFIG).unwrap();
+    succeeded(&weave.setup_docker(&config, &[]), "weave-setup docker");
+    let written: serde_json::Value = serde_json::from_slice(&fs::read(&config).unwrap()).unwrap();
+    assert_eq!(written["labels"][0], "owner=ünïcødé");
+    assert_eq!(written["default-ulimits"]["nofile"]["Hard"], 4096);
+
+    let dockerd = Dockerd::start(&host, dir);
+    assert!(
+        dockerd.runtimes().contains("weave"),
+        "{}",
+        dockerd.runtimes()
+    );
+    dockerd.import();
+    for i in 0..5 {
+        let cidr = format!("10.2.8.{}/24", 5 + i);
+        let stdout = succeeded(&run_attached(&dockerd, &cidr), "docker run --runtime weave");
+        assert!(
+            stdout.contains(&format!("inet {cidr} ")),
+            "run {i}: the first instruction saw {stdout:?}"
+        );
+        assert_eq!(weave.ps(), "", "run {i}: the reservation was not released");
+    }
+    assert_eq!(host.links("vethwe"), Vec::<String>::new());
+
+    let status = run_ok(
+        Command::new(bin("weave-setup"))
+            .args(["status", "--config"])
+            .arg(&config)
+            .args(&dockerd.reload_flags()[1..]),
+    );
+    assert!(
+        status.contains(&format!("dockerd: pid {} reads", dockerd.pid())),
+        "{status}"
+    );
+    assert!(status.contains("lists runtime \"weave\""), "{status}");
+}
+
+#[test]
+fn reload_makes_a_running_dockerd_use_the_runtime_and_uninstall_reload_drops_it() {
+    let test = "reload_makes_a_running_dockerd_use_the_runtime_and_uninstall_reload_drops_it";
+    if !prerequisites(test) {
+        return;
+    }
+    let host = TestHost::new();
+    let weave = Weave::new();
+    let dir = tempfile::tempdir().unwrap();
+    let config = Dockerd::config(dir.path());
+    fs::write(&config, USER_CONFIG).unwrap();
+    let dockerd = Dockerd::start(&host, dir);
+    dockerd.import();
+    assert!(!dockerd.runtimes().contains("weave"));
+    let pid = dockerd.pid();
+
+    // A --reload aimed at a dockerd that reads another file changes nothing.
+    let other = tempfile::tempdir().unwrap();
+    let other_config = other.path().join("daemon.json");
+    fs::write(&other_config, "{}").unwrap();
+    let out = weave.setup_docker(&other_config, &dockerd.reload_flags());
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("weave-setup: ") && stderr.contains("not changed"),
+        "{stderr}"
+    );
+    assert_eq!(fs::read_to_string(&other_config).unwrap(), "{}");
+
+    succeeded(
+        &weave.setup_docker(&config, &dockerd.reload_flags()),
+        "weave-setup docker --reload",
+    );
+    assert!(
+        dockerd.runtimes().contains("weave"),
+        "{}",
+        dockerd.runtimes()
+    );
+    let stdout = succeeded(&run_attached(&dockerd, "10.2.4.4/24"), "run after reload");
+    assert!(stdout.contains("inet 10.2.4.4/24 "), "{stdout:?}");
+    assert_eq!(weave.ps(), "");
+
+    let mut uninstall = vec!["uninstall".to_string(), "docker".into(), "--config".into()];
+    uninstall.push(config.display().to_string());
+    uninstall.extend(dockerd.reload_flags());
+    succeeded(
+        &Command::new(bin("weave-setup"))
+            .args(&uninstall)
+            .output()
+            .unwrap(),
+        "weave-setup uninstall docker --reload",
+    );
+    assert!(
+        !dockerd.runtimes().contains("weave"),
+        "{}",
+        dockerd.runtimes()
+    );
+    assert_eq!(fs::read_to_string(&config).unwrap(), USER_CONFIG);
+    let out = run_attached(&dockerd, "10.2.4.4/24");
+    assert!(
+        !out.status.success(),
+        "the runtime is still usable after uninstall"
+    );
+    let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    assert_eq!(
+        comm.trim(),
+        "dockerd",
+        "the same dockerd must still run: reloaded, not restarted"
+    );
+}
