@@ -1,3 +1,4 @@
 //! Harness for the end-to-end tests: bundles, throwaway host namespaces, cleanup guards.
 
 pub mod docker;
+pub mod podman;
