@@ -1,4 +1,345 @@
-//! Harness for the end-to-end tests: bundles, throwaway host namespaces, cleanup guards.
+//! Harness for the end-to-end tests: the built binaries, busybox bundles for real runc,
+//! throwaway "host" network namespaces with a Docker host's firewall, cleanup guards.
+//!
+//! Every guard removes what it made when dropped, also when the test fails.
 
 pub mod docker;
 pub mod podman;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use serde_json::{json, Value};
+
+/// True when the test may run. Outside CI a non-root run skips loudly; in CI it fails.
+pub fn root_or_skip(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{test} needs root, and CI must run it"
+    );
+    eprintln!("SKIPPED: {test} needs root (not in CI, so skipping)");
+    false
+}
+
+/// True when `program` is on PATH. In CI a missing prerequisite fails the test; outside CI
+/// the test skips loudly.
+pub fn tool_or_skip(test: &str, program: &str) -> bool {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {program}"))
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if found {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{test} needs {program}; the README's test command installs it"
+    );
+    eprintln!("SKIPPED: {test} needs {program}, which is not installed");
+    false
+}
+
+/// Directory of the workspace's built binaries (target/<profile>), found from the running
+/// test executable (target/<profile>/deps/<test>).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().to_path_buf()
+}
+
+pub fn bin(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(
+        path.exists(),
+        "{} is not built; run `cargo build --workspace` first",
+        path.display()
+    );
+    path
+}
+
+/// Runs a command; panics with its stderr when it fails.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}): {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn sh(cmd: &str) -> String {
+    run_ok(Command::new("sh").arg("-c").arg(cmd))
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A name unique to this process and call, for netns, containers and the like.
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}{}x{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A throwaway "host": a named network namespace with a Docker host's firewall
+/// (br_netfilter on, FORWARD policy DROP). The hook, run by a runtime started inside it,
+/// creates its bridge and rules there, never on the machine's real network.
+pub struct TestHost {
+    pub name: String,
+}
+
+impl TestHost {
+    pub fn new() -> Self {
+        let name = unique("wvt");
+        sh(&format!("ip netns add {name}"));
+        let host = Self { name };
+        host.sh("ip link set lo up && echo 1 > /proc/sys/net/bridge/bridge-nf-call-iptables && iptables -w -P FORWARD DROP");
+        host
+    }
+
+    /// A command that runs inside this host's network namespace (and nothing else of it).
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net=/run/netns/{}", self.name))
+            .arg("--")
+            .arg(program);
+        cmd
+    }
+
+    pub fn sh(&self, script: &str) -> String {
+        run_ok(self.command("sh").arg("-c").arg(script))
+    }
+
+    /// Names of this host's links that start with `prefix`.
+    pub fn links(&self, prefix: &str) -> Vec<String> {
+        self.sh("ip -o link show")
+            .lines()
+            .filter_map(|l| l.split(": ").nth(1))
+            .map(|n| n.split('@').next().unwrap().to_string())
+            .filter(|n| n.starts_with(prefix))
+            .collect()
+    }
+}
+
+impl Default for TestHost {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TestHost {
+    fn drop(&mut self) {
+        // Deleting the namespace deletes its bridge, veths and firewall rules with it.
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// A busybox-static root filesystem, shared read-only by every container of a test.
+pub struct Rootfs {
+    pub dir: tempfile::TempDir,
+}
+
+impl Rootfs {
+    pub fn busybox() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::copy("/bin/busybox", bin.join("busybox"))
+            .expect("busybox-static is installed (/bin/busybox)");
+        for applet in [
+            "sh", "ip", "ping", "sleep", "cat", "echo", "hostname", "nslookup", "true", "ls",
+            "grep",
+        ] {
+            std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
+        }
+        for d in ["proc", "sys", "dev", "etc", "tmp"] {
+            std::fs::create_dir_all(dir.path().join(d)).unwrap();
+        }
+        std::fs::write(dir.path().join("etc/resolv.conf"), "").unwrap();
+        std::fs::write(dir.path().join("etc/hosts"), "127.0.0.1 localhost\n").unwrap();
+        Self { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// An OCI bundle for runc: `runc spec`'s defaults, adapted for tests.
+pub struct Bundle {
+    pub dir: tempfile::TempDir,
+    pub config: Value,
+}
+
+impl Bundle {
+    pub fn new(rootfs: &Rootfs, args: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        run_ok(Command::new("runc").arg("spec").current_dir(dir.path()));
+        let text = std::fs::read(dir.path().join("config.json")).unwrap();
+        let mut config: Value = serde_json::from_slice(&text).unwrap();
+        config["root"] = json!({"path": rootfs.path(), "readonly": true});
+        config["process"]["terminal"] = json!(false);
+        config["process"]["args"] = json!(args);
+        // busybox ping needs a raw socket.
+        for set in ["bounding", "effective", "permitted"] {
+            if let Some(caps) = config["process"]["capabilities"][set].as_array_mut() {
+                caps.push(json!("CAP_NET_RAW"));
+            }
+        }
+        let bundle = Self { dir, config };
+        bundle.save();
+        bundle
+    }
+
+    pub fn annotate(&mut self, key: &str, value: &str) -> &mut Self {
+        self.config["annotations"][key] = json!(value);
+        self.save();
+        self
+    }
+
+    /// Adds weave-hook as createRuntime and poststop hook, with the given settings flags.
+    pub fn with_weave_hook(&mut self, flags: &[&str]) -> &mut Self {
+        let hook = bin("weave-hook");
+        let args = |cmd: &str| {
+            let mut a = vec!["weave-hook".to_string()];
+            a.extend(flags.iter().map(|f| f.to_string()));
+            a.push(cmd.to_string());
+            a
+        };
+        self.config["hooks"] = json!({
+            "createRuntime": [{"path": hook, "args": args("attach")}],
+            "poststop": [{"path": hook, "args": args("detach")}],
+        });
+        self.save();
+        self
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn save(&self) {
+        std::fs::write(
+            self.dir.path().join("config.json"),
+            serde_json::to_vec_pretty(&self.config).unwrap(),
+        )
+        .unwrap();
+    }
+}
+
+/// runc with a state root of the test's own, run inside a [`TestHost`]. Dropping it
+/// force-deletes every container it still knows.
+pub struct Runc<'h> {
+    pub host: &'h TestHost,
+    pub root: tempfile::TempDir,
+}
+
+impl<'h> Runc<'h> {
+    pub fn new(host: &'h TestHost) -> Self {
+        Self {
+            host,
+            root: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn command(&self) -> Command {
+        let mut cmd = self.host.command("runc");
+        cmd.arg("--root").arg(self.root.path());
+        cmd
+    }
+
+    /// `runc run` in the foreground: returns when the container exits (poststop has run).
+    pub fn run(&self, id: &str, bundle: &Bundle) -> Output {
+        self.command()
+            .args(["run", "--bundle"])
+            .arg(bundle.path())
+            .arg(id)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// `runc run --detach`: returns once the container runs. The container inherits the
+    /// stdio it is given, so stderr goes to a file: a pipe would stay open until it exits.
+    pub fn run_detached(&self, id: &str, bundle: &Bundle) -> Output {
+        let mut err = tempfile::tempfile().unwrap();
+        let status = self
+            .command()
+            .args(["run", "--detach", "--bundle"])
+            .arg(bundle.path())
+            .arg(id)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(err.try_clone().unwrap())
+            .status()
+            .unwrap();
+        let mut stderr = Vec::new();
+        std::io::Seek::rewind(&mut err).unwrap();
+        std::io::Read::read_to_end(&mut err, &mut stderr).unwrap();
+        Output {
+            status,
+            stdout: Vec::new(),
+            stderr,
+        }
+    }
+
+    pub fn exec(&self, id: &str, args: &[&str]) -> Output {
+        self.command()
+            .arg("exec")
+            .arg(id)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// Kills and deletes a container; poststop hooks run at the delete.
+    pub fn remove(&self, id: &str) {
+        let _ = self
+            .command()
+            .args(["kill", id, "KILL"])
+            .stderr(Stdio::null())
+            .status();
+        // The kill is asynchronous: delete fails while the process is still running.
+        for _ in 0..200 {
+            let out = self
+                .command()
+                .args(["delete", id])
+                .stderr(Stdio::piped())
+                .output()
+                .unwrap();
+            if out.status.success()
+                || String::from_utf8_lossy(&out.stderr).contains("does not exist")
+            {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let _ = self.command().args(["delete", "--force", id]).status();
+    }
+}
+
+impl Drop for Runc<'_> {
+    fn drop(&mut self) {
+        let Ok(out) = self.command().args(["list", "-q"]).output() else {
+            return;
+        };
+        for id in String::from_utf8_lossy(&out.stdout).lines() {
+            let _ = self.command().args(["delete", "--force", id]).status();
+        }
+    }
+}
