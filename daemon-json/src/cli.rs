@@ -51,7 +51,7 @@ pub enum Uninstall {
 /// Which daemon.json and which runtime name.
 #[derive(Debug, Args)]
 pub struct DockerTarget {
-    /// Docker daemon configuration file to edit (created if missing).
+    /// Docker daemon configuration file (dockerd's --config-file); `docker` creates it if missing.
     #[arg(long, value_name = "PATH", default_value = DEFAULT_DAEMON_JSON)]
     pub config: PathBuf,
     /// Name of the runtime in daemon.json, as given to `docker run --runtime NAME`.
@@ -125,19 +125,19 @@ pub struct HooksTarget {
 #[derive(Debug, Args)]
 pub struct HookOptions {
     /// Bridge name (weave-hook --bridge; its default: weave).
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", value_parser = interface_name)]
     pub bridge: Option<String>,
     /// Range addresses are allocated from (weave-hook --ipalloc-range; its default: 10.32.0.0/12).
-    #[arg(long, value_name = "CIDR")]
+    #[arg(long, value_name = "CIDR", value_parser = ipv4_cidr)]
     pub ipalloc_range: Option<String>,
     /// Reservation state directory (weave-hook --state-dir; its default: /run/weave).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", value_parser = absolute_path)]
     pub state_dir: Option<PathBuf>,
     /// MTU of the bridge and veths (weave-hook --mtu).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(68..=65535))]
     pub mtu: Option<u32>,
-    /// weave-hook log level (weave-hook --log-level), e.g. info or debug.
-    #[arg(long, value_name = "LEVEL")]
+    /// weave-hook log level (weave-hook --log-level).
+    #[arg(long, value_name = "LEVEL", value_parser = ["error", "warn", "info", "debug", "trace"])]
     pub log_level: Option<String>,
 }
 
@@ -181,6 +181,37 @@ pub struct StatusArgs {
     pub daemon: DaemonArgs,
 }
 
+/// The hook's options are checked here, at install time, not at the first container start.
+fn interface_name(name: &str) -> Result<String, String> {
+    let valid = (1..=15).contains(&name.len())
+        && !name.contains(|c: char| c == '/' || c == ':' || c.is_whitespace());
+    if valid {
+        Ok(name.to_string())
+    } else {
+        Err("not an interface name (1-15 bytes, no '/', ':' or whitespace)".into())
+    }
+}
+
+fn ipv4_cidr(text: &str) -> Result<String, String> {
+    let valid = text.split_once('/').is_some_and(|(addr, len)| {
+        addr.parse::<std::net::Ipv4Addr>().is_ok() && len.parse::<u8>().is_ok_and(|l| l <= 32)
+    });
+    if valid {
+        Ok(text.to_string())
+    } else {
+        Err("not an IPv4 subnet such as 10.32.0.0/12".into())
+    }
+}
+
+fn absolute_path(text: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(text);
+    if path.is_absolute() {
+        Ok(path)
+    } else {
+        Err("must be an absolute path: the hook runs in the runtime's directory".into())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,6 +220,23 @@ mod tests {
     #[test]
     fn command_line_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn hook_options_are_checked_at_install_time() {
+        let parse = |args: &[&str]| {
+            let mut all = vec!["weave-setup", "podman"];
+            all.extend_from_slice(args);
+            Cli::try_parse_from(all)
+        };
+        assert!(parse(&["--bridge", "wv0", "--ipalloc-range", "10.40.0.0/16"]).is_ok());
+        assert!(parse(&["--bridge", "a-name-longer-than-15"]).is_err());
+        assert!(parse(&["--bridge", "we/ave"]).is_err());
+        assert!(parse(&["--ipalloc-range", "10.40.0.0"]).is_err());
+        assert!(parse(&["--ipalloc-range", "10.40.0.0/33"]).is_err());
+        assert!(parse(&["--state-dir", "relative/dir"]).is_err());
+        assert!(parse(&["--mtu", "20"]).is_err());
+        assert!(parse(&["--log-level", "loud"]).is_err());
     }
 
     #[test]

@@ -280,6 +280,23 @@ fn relative_runtime_path_is_refused() {
 }
 
 #[test]
+fn usage_errors_are_one_line_too() {
+    assert_fails(
+        &weave_setup(&["podman", "--bridge", "has space", "--dry-run"]),
+        "invalid value 'has space' for '--bridge <NAME>'",
+    );
+    assert_fails(
+        &weave_setup(&["docker", "--no-such-flag"]),
+        "--no-such-flag",
+    );
+    assert_eq!(
+        weave_setup(&["podman", "--mtu", "1"]).status.code(),
+        Some(2)
+    );
+    assert!(weave_setup(&["--help"]).status.success());
+}
+
+#[test]
 fn unwritable_directory_fails_cleanly_for_an_unprivileged_user() {
     if !require_root("unwritable_directory_fails_cleanly_for_an_unprivileged_user") {
         return;
