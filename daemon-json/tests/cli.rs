@@ -280,6 +280,27 @@ fn relative_runtime_path_is_refused() {
 }
 
 #[test]
+fn install_keeps_owner_and_mode_of_the_file_and_its_backup() {
+    if !require_root("install_keeps_owner_and_mode_of_the_file_and_its_backup") {
+        return;
+    }
+    let (dir, config) = setup_with(RICH);
+    std::os::unix::fs::chown(&config, Some(65534), Some(65534)).unwrap();
+    fs::set_permissions(&config, fs::Permissions::from_mode(0o640)).unwrap();
+    let out = docker_install(&config, &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for path in [config, dir.path().join("daemon.json.weave-backup")] {
+        let meta = fs::metadata(&path).unwrap();
+        assert_eq!(
+            (meta.uid(), meta.gid(), meta.mode() & 0o7777),
+            (65534, 65534, 0o640),
+            "{}",
+            path.display()
+        );
+    }
+}
+
+#[test]
 fn usage_errors_are_one_line_too() {
     assert_fails(
         &weave_setup(&["podman", "--bridge", "has space", "--dry-run"]),
