@@ -220,6 +220,25 @@ fn a_bad_annotation_fails_the_run_with_weave_runtimes_message(w: &Weave) {
     w.assert_nothing_left("a refused create");
 }
 
+/// runc fails this create (the command does not exist) after weave-runtime wrote the
+/// resolv.conf: runc's poststop hook must still remove it and anything the hook did.
+fn a_failed_create_leaves_nothing(w: &Weave) {
+    let out = w.dockerd.run(&[
+        "run",
+        "--rm",
+        "--runtime",
+        "weave",
+        "--annotation",
+        "weave.cidr=10.2.0.8/24",
+        "--annotation",
+        "weave.dns=true",
+        IMAGE,
+        "/no/such/command",
+    ]);
+    assert!(!out.status.success());
+    w.assert_nothing_left("a create that runc failed");
+}
+
 #[test]
 fn docker_run_with_runtime_weave() {
     if !prerequisites() {
@@ -252,6 +271,7 @@ fn docker_run_with_runtime_weave() {
     weave_dns_gives_the_expected_resolv_conf(&w);
     a_container_without_weave_options_has_no_ethwe(&w);
     a_bad_annotation_fails_the_run_with_weave_runtimes_message(&w);
+    a_failed_create_leaves_nothing(&w);
     assert!(
         host.links(&bridge).len() == 1,
         "the bridge lives in the test host"
