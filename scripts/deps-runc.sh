@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs what weave-hook's demo and runc tests need on Debian: runc, busybox-static (the
-# containers' root filesystem), iproute2, iptables, util-linux (nsenter) and jq.
+# containers' root filesystem), iproute2, iptables, util-linux (nsenter), jq, and time (the
+# load test measures the hook's peak RSS with /usr/bin/time).
 # Idempotent: installs nothing and skips `apt-get update` when every package is present.
 set -euo pipefail
 
-packages=(runc busybox-static iproute2 iptables util-linux jq)
+packages=(runc busybox-static iproute2 iptables util-linux jq time)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -5,6 +5,7 @@
 
 pub mod docker;
 pub mod podman;
+pub mod runc_env;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

@@ -1,47 +1,9 @@
 //! weave-hook under real runc, in a throwaway host namespace with a Docker host's firewall.
 
 use std::collections::HashSet;
-use std::process::Command;
 
-use weave_e2e::{bin, root_or_skip, run_ok, tool_or_skip, Bundle, Rootfs, Runc, TestHost};
-
-struct Env {
-    host: TestHost,
-    rootfs: Rootfs,
-    state: tempfile::TempDir,
-}
-
-impl Env {
-    fn new(test: &str) -> Option<Self> {
-        if !root_or_skip(test) || !tool_or_skip(test, "runc") {
-            return None;
-        }
-        Some(Self {
-            host: TestHost::new(),
-            rootfs: Rootfs::busybox(),
-            state: tempfile::tempdir().unwrap(),
-        })
-    }
-
-    fn flags(&self) -> Vec<String> {
-        vec![
-            "--state-dir".into(),
-            self.state.path().display().to_string(),
-        ]
-    }
-
-    fn bundle(&self, args: &[&str], cidr: &str) -> Bundle {
-        let mut b = Bundle::new(&self.rootfs, args);
-        let flags = self.flags();
-        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-        b.annotate("weave.cidr", cidr).with_weave_hook(&flags);
-        b
-    }
-
-    fn ps(&self) -> String {
-        run_ok(Command::new(bin("weave-hook")).args(self.flags()).arg("ps"))
-    }
-}
+use weave_e2e::runc_env::RuncEnv as Env;
+use weave_e2e::{Bundle, Runc};
 
 #[test]
 fn first_instruction_sees_the_address_in_50_runs() {
