@@ -134,10 +134,11 @@ fn run(settings: &Settings, command: Command) -> Result<(), Failure> {
             privileges::check().map_err(fail(None))?;
             let report = gc::collect(settings).map_err(fail(None))?;
             println!(
-                "released {} container(s), {} orphaned address(es), deleted {} veth(s)",
+                "released {} container(s), {} orphaned address(es), deleted {} veth(s), {} stale resolv.conf file(s)",
                 report.released.len(),
                 report.orphan_addrs,
-                report.deleted_veths.len()
+                report.deleted_veths.len(),
+                report.stale_resolv_files
             );
             Ok(())
         }

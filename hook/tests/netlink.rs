@@ -375,6 +375,31 @@ fn gc_collects_killed_containers_and_orphan_veths() {
         "a live container's veth stays"
     );
     assert!(!host_links().contains("vethwe00000000f"));
+    // resolv.conf files of weave-runtime: an old one without a record goes, a fresh one
+    // (its container may be being created right now) and a live container's stay.
+    let resolv = dir.path().join("resolv");
+    std::fs::create_dir_all(&resolv).unwrap();
+    for name in ["old.conf", "fresh.conf", "live.conf"] {
+        std::fs::write(resolv.join(name), "nameserver 10.32.0.1\n").unwrap();
+    }
+    let two_minutes_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(120);
+    for name in ["old.conf", "live.conf"] {
+        std::fs::File::options()
+            .write(true)
+            .open(resolv.join(name))
+            .unwrap()
+            .set_modified(two_minutes_ago)
+            .unwrap();
+    }
+    let report = weave_hook::gc::collect(&s).unwrap();
+    assert_eq!(report.stale_resolv_files, 1);
+    let mut left: Vec<_> = std::fs::read_dir(&resolv)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().into_string().unwrap())
+        .collect();
+    left.sort();
+    assert_eq!(left, vec!["fresh.conf", "live.conf"]);
     // The dead container's explicit address is free again.
     let again = Container::start("again");
     attach(&s, &again.state("10.2.0.10/24")).unwrap();
