@@ -4,6 +4,7 @@ use std::io;
 
 use thiserror::Error;
 
+use crate::dns::DnsError;
 use crate::firewall::FirewallError;
 use crate::oci::OciError;
 use crate::options::OptionsError;
@@ -19,6 +20,8 @@ pub enum Error {
     Store(#[from] StoreError),
     #[error(transparent)]
     Firewall(#[from] FirewallError),
+    #[error(transparent)]
+    Dns(#[from] DnsError),
     #[error("the OCI state has no pid: attach runs as a createRuntime (or prestart) hook, while the container's process exists")]
     NoPid,
     #[error("the OCI state says status {0:?}: weave-hook runs at createRuntime or prestart (status creating) and poststop (status stopped)")]

@@ -2,6 +2,7 @@ pub mod attach;
 pub mod bridge;
 pub mod cidr;
 pub mod detach;
+pub mod dns;
 pub mod error;
 pub mod firewall;
 pub mod gc;

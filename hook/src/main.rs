@@ -1,23 +1,26 @@
 //! weave-hook: the OCI hook binary. Thin: parse flags, set up logging, dispatch, report.
 
 use std::io::{self, Write};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use ipnet::Ipv4Net;
 
 use weave_hook::error::Error;
 use weave_hook::oci::{State, Status};
-use weave_hook::settings::{self, Settings};
-use weave_hook::{attach, detach, gc, privileges, reset, store::Store};
+use weave_hook::settings::{self, DnsSettings, Settings};
+use weave_hook::{attach, detach, dns, gc, privileges, reset, store::Store};
 
 /// Attach OCI containers to a weave bridge network before their process starts.
 ///
 /// As an OCI hook, put it in config.json's hooks.createRuntime and hooks.poststop (or let
 /// weave-runtime or podman's hooks.d do it): it reads the container state on stdin, attaches
 /// the container at status "creating" and detaches it at "stopped". Per-container options
-/// come from the weave.cidr and weave.dns annotations, or WEAVE_CIDR in the environment.
+/// come from the weave.cidr, weave.dns and weave.dns.names annotations, or WEAVE_CIDR in the
+/// environment. For a weave.dns=true container the hook also puts weave DNS's address on
+/// the bridge and starts weave-dns when none serves the state directory yet.
 #[derive(Parser, Debug)]
 #[command(name = "weave-hook", version, about, long_about)]
 struct Cli {
@@ -39,6 +42,20 @@ struct Cli {
     /// exists, else to stderr.
     #[arg(long, global = true, default_value = "warn")]
     log_level: tracing::Level,
+    /// Weave DNS's address with its prefix, put on the bridge for weave.dns=true containers;
+    /// weave-dns listens there. Default: the first host of --ipalloc-range with the range's
+    /// prefix (10.32.0.1/12). Inside the range only that address is allowed (allocation
+    /// never hands it out).
+    #[arg(long, global = true, value_parser = parse_dns_addr)]
+    dns_addr: Option<Ipv4Net>,
+    /// The weave-dns program started when no server serves the state directory yet.
+    /// Default: weave-dns next to weave-hook's own executable.
+    #[arg(long, global = true)]
+    dns_server_path: Option<PathBuf>,
+    /// Upstream resolver (IP or IP:PORT) of a weave-dns this hook starts, for names outside
+    /// weave.local; repeat it for several. Default: weave-dns reads /etc/resolv.conf.
+    #[arg(long = "dns-upstream", global = true, value_parser = dns::parse_upstream)]
+    dns_upstreams: Vec<SocketAddr>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -56,7 +73,8 @@ enum Command {
     Ps,
     /// Release reservations of containers that are gone and delete orphaned host veths.
     Gc,
-    /// Delete the bridge and its firewall rule; refused while containers are attached.
+    /// Stop weave-dns, delete the bridge and its firewall rule; refused while containers are
+    /// attached.
     Reset,
 }
 
@@ -80,14 +98,56 @@ fn parse_range(text: &str) -> Result<Ipv4Net, String> {
     Ok(net)
 }
 
+fn parse_dns_addr(text: &str) -> Result<Ipv4Net, String> {
+    let net: Ipv4Net = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not an IPv4 address with prefix like 10.32.0.1/12"))?;
+    let ip = net.addr();
+    if ip.is_loopback() || ip.is_multicast() || ip.is_unspecified() || ip.is_broadcast() {
+        return Err(format!("{text:?} cannot be a bridge address"));
+    }
+    if net.prefix_len() < 31 && (ip == net.network() || ip == net.broadcast()) {
+        return Err(format!(
+            "{text:?} is the network or broadcast address of its prefix"
+        ));
+    }
+    Ok(net)
+}
+
+/// Inside the allocation range only the address allocation keeps free may serve DNS.
+fn check_dns_addr(cli: &Cli) -> Result<(), String> {
+    let Some(addr) = cli.dns_addr else {
+        return Ok(());
+    };
+    let kept = settings::first_host(cli.ipalloc_range);
+    if cli.ipalloc_range.contains(&addr.addr()) && addr.addr() != kept.addr() {
+        return Err(format!(
+            "--dns-addr {addr} is inside --ipalloc-range {}, where containers get addresses; use {} (kept free for weave) or an address outside the range",
+            cli.ipalloc_range,
+            kept.addr()
+        ));
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(msg) = check_dns_addr(&cli) {
+        Cli::command()
+            .error(clap::error::ErrorKind::ArgumentConflict, msg)
+            .exit();
+    }
     init_logging(cli.log_level);
     let settings = Settings {
         bridge: cli.bridge,
         ipalloc_range: cli.ipalloc_range,
         state_dir: cli.state_dir,
         mtu: cli.mtu,
+        dns: DnsSettings {
+            addr: cli.dns_addr,
+            server_path: cli.dns_server_path,
+            upstreams: cli.dns_upstreams,
+        },
     };
     match run(&settings, cli.command.unwrap_or(Command::Hook)) {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,13 +1,15 @@
-//! Reset: take the network down when nothing uses it (bridge and firewall rule).
+//! Reset: take the network down when nothing uses it (weave-dns, bridge and firewall rule).
 
 use crate::bridge;
+use crate::dns;
 use crate::error::{Error, Result};
 use crate::netlink::Netlink;
 use crate::settings::Settings;
 use crate::store::Store;
 
-/// Deletes the bridge and removes its firewall rule. Refuses while a live container is
-/// attached to it; records of dead ones are collected first.
+/// Stops the state directory's weave-dns, deletes the bridge (and weave DNS's address with
+/// it) and removes its firewall rule. Refuses while a live container is attached to it;
+/// records of dead ones are collected first.
 pub fn reset(settings: &Settings) -> Result<()> {
     crate::gc::collect(settings)?;
     let store = Store::open(&settings.state_dir)?;
@@ -23,6 +25,9 @@ pub fn reset(settings: &Settings) -> Result<()> {
             count: attached.len(),
             ids: attached.join(", "),
         });
+    }
+    if dns::stop_server(&settings.state_dir)? {
+        tracing::info!("stopped weave-dns");
     }
     let mut host = Netlink::open().map_err(Error::netlink("open netlink socket"))?;
     if let Some(link) = host

@@ -66,12 +66,25 @@ pub struct Record {
     pub addrs: Vec<Ipv4Net>,
     /// The container's init process; `None` for a record whose process is not known.
     pub owner: Option<ProcessId>,
+    /// Its weave DNS names: lowercase labels without the domain (empty without weave DNS).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<String>,
 }
 
 impl Record {
     pub fn is_alive(&self) -> bool {
         self.owner.is_some_and(|p| p.is_alive())
     }
+}
+
+/// Who reserves addresses: everything of its record but the addresses.
+#[derive(Debug, Clone, Copy)]
+pub struct Holder<'a> {
+    pub id: &'a ContainerId,
+    pub bridge: &'a str,
+    pub veth: &'a str,
+    pub owner: Option<ProcessId>,
+    pub names: &'a [String],
 }
 
 /// What `collect_garbage` removed.
@@ -144,7 +157,7 @@ impl Store {
     }
 
     fn record_path(&self, id: &str) -> PathBuf {
-        self.root.join("containers").join(format!("{id}.json"))
+        self.records_dir().join(format!("{id}.json"))
     }
 
     fn addr_path(&self, ip: Ipv4Addr) -> PathBuf {
@@ -163,13 +176,11 @@ impl Store {
     /// are preferred, as are those it had at its last detach.
     pub fn reserve(
         &self,
-        id: &ContainerId,
-        bridge: &str,
-        veth: &str,
-        owner: Option<ProcessId>,
+        holder: &Holder,
         requests: &[AddrRequest],
         default_range: Ipv4Net,
     ) -> Result<Record, StoreError> {
+        let id = holder.id;
         let _lock = self.lock()?;
         let mut preferred = self.released_addrs(id.as_str());
         if let Some(stale) = self.read_record(id.as_str())? {
@@ -187,10 +198,11 @@ impl Store {
         });
         let record = Record {
             id: id.as_str().to_string(),
-            bridge: bridge.to_string(),
-            veth: veth.to_string(),
+            bridge: holder.bridge.to_string(),
+            veth: holder.veth.to_string(),
             addrs: claimed.clone(),
-            owner,
+            owner: holder.owner,
+            names: holder.names.to_vec(),
         };
         let result = result.and_then(|()| self.write_record(&record));
         if let Err(e) = result {
@@ -227,25 +239,43 @@ impl Store {
 
     /// Every attached container, sorted by id.
     pub fn records(&self) -> Result<Vec<Record>, StoreError> {
-        let dir = self.root.join("containers");
+        let (records, mut unreadable) = self.readable_records()?;
+        match unreadable.is_empty() {
+            true => Ok(records),
+            false => Err(unreadable.swap_remove(0)),
+        }
+    }
+
+    /// The directory holding one record per attached container (weave-dns watches it).
+    pub fn records_dir(&self) -> PathBuf {
+        self.root.join("containers")
+    }
+
+    /// Every record that can be read, sorted by id, and the errors of those that cannot:
+    /// for readers that must not let one bad file hide the others (weave-dns).
+    pub fn readable_records(&self) -> Result<(Vec<Record>, Vec<StoreError>), StoreError> {
+        let dir = self.records_dir();
         let entries = match fs::read_dir(&dir) {
             Ok(entries) => entries,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Default::default()),
             Err(e) => return Err(io_err("read directory", &dir)(e)),
         };
         let mut records = Vec::new();
+        let mut unreadable = Vec::new();
         for entry in entries {
             let entry = entry.map_err(io_err("read directory", &dir))?;
             let name = entry.file_name();
             let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".json")) else {
                 continue;
             };
-            if let Some(record) = self.read_record(id)? {
-                records.push(record);
+            match self.read_record(id) {
+                Ok(Some(record)) => records.push(record),
+                Ok(None) => {}
+                Err(e) => unreadable.push(e),
             }
         }
         records.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(records)
+        Ok((records, unreadable))
     }
 
     /// Releases what belongs to containers that are gone, and address files without a
@@ -498,13 +528,23 @@ mod tests {
 
     const RANGE: &str = "10.32.0.0/12";
 
+    fn holder<'a>(c: &'a ContainerId, owner: Option<ProcessId>) -> Holder<'a> {
+        Holder {
+            id: c,
+            bridge: "weave",
+            veth: "vethwe0",
+            owner,
+            names: &[],
+        }
+    }
+
     fn reserve(
         store: &Store,
         c: &str,
         owner: Option<ProcessId>,
         reqs: &[AddrRequest],
     ) -> Result<Record, StoreError> {
-        store.reserve(&id(c), "weave", "vethwe0", owner, reqs, net(RANGE))
+        store.reserve(&holder(&id(c), owner), reqs, net(RANGE))
     }
 
     #[test]
@@ -562,25 +602,11 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let small = net("10.40.0.0/30");
         let r = store
-            .reserve(
-                &id("a"),
-                "weave",
-                "v",
-                me(),
-                &[AddrRequest::DefaultRange],
-                small,
-            )
+            .reserve(&holder(&id("a"), me()), &[AddrRequest::DefaultRange], small)
             .unwrap();
         assert_eq!(r.addrs, vec![net("10.40.0.2/30")]);
         let err = store
-            .reserve(
-                &id("b"),
-                "weave",
-                "v",
-                me(),
-                &[AddrRequest::DefaultRange],
-                small,
-            )
+            .reserve(&holder(&id("b"), me()), &[AddrRequest::DefaultRange], small)
             .unwrap_err();
         assert!(matches!(err, StoreError::SubnetFull(_)));
     }
@@ -700,10 +726,7 @@ mod tests {
                     let store = Store::open(&root).unwrap();
                     store
                         .reserve(
-                            &id(&format!("c{i}")),
-                            "weave",
-                            "v",
-                            me(),
+                            &holder(&id(&format!("c{i}")), me()),
                             &[AddrRequest::Allocate(subnet)],
                             net(RANGE),
                         )
@@ -718,6 +741,42 @@ mod tests {
             62,
             "62 hosts in a /26, every one handed out once"
         );
+    }
+
+    #[test]
+    fn names_are_recorded_and_old_records_read_without_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let names = vec!["web".to_string(), "db".to_string()];
+        let c = id("a");
+        let holder = Holder {
+            names: &names,
+            ..holder(&c, me())
+        };
+        store
+            .reserve(&holder, &[AddrRequest::DefaultRange], net(RANGE))
+            .unwrap();
+        assert_eq!(store.records().unwrap()[0].names, names);
+        // A record written before names existed.
+        fs::write(
+            store.records_dir().join("old.json"),
+            r#"{"id":"old","bridge":"weave","veth":"v","addrs":["10.2.0.1/24"],"owner":null}"#,
+        )
+        .unwrap();
+        let old = store.records().unwrap().remove(1);
+        assert_eq!((old.id.as_str(), old.names.len()), ("old", 0));
+    }
+
+    #[test]
+    fn one_corrupt_record_does_not_hide_the_others_from_lenient_readers() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        reserve(&store, "a", me(), &[AddrRequest::DefaultRange]).unwrap();
+        fs::write(store.records_dir().join("bad.json"), "{not json").unwrap();
+        let (records, unreadable) = store.readable_records().unwrap();
+        assert_eq!(records.len(), 1);
+        assert!(matches!(unreadable[..], [StoreError::Corrupt(..)]));
+        assert!(matches!(store.records(), Err(StoreError::Corrupt(..))));
     }
 
     #[test]

@@ -125,6 +125,7 @@ fn settings(dir: &Path) -> Settings {
         ipalloc_range: "10.32.0.0/12".parse().unwrap(),
         state_dir: dir.to_path_buf(),
         mtu: None,
+        dns: Default::default(),
     }
 }
 
