@@ -1,0 +1,105 @@
+//! The floor: the netlink requests weave-hook's attach makes, in the same order, from this
+//! already-running process: no spawn, no argument or state parsing, no store, no logging.
+//! The host-side socket is opened once; the container-side one cannot be (it belongs to the
+//! container's new namespace).
+
+use std::io;
+use std::os::fd::AsFd;
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use ipnet::Ipv4Net;
+use weave_hook::netlink::{Netlink, VethRequest};
+use weave_hook::netns::Netns;
+
+use super::{nth_addr, Method, Role};
+use crate::sandbox::Container;
+use crate::timing::millis;
+
+pub struct Floor {
+    pub bridge: String,
+    pub subnet: Ipv4Net,
+    host: Option<(Netlink, Netns)>,
+}
+
+impl Floor {
+    pub fn new(bridge: &str, subnet: Ipv4Net) -> Self {
+        Self {
+            bridge: bridge.to_string(),
+            subnet,
+            host: None,
+        }
+    }
+
+    fn veth(n: usize) -> String {
+        format!("wvbf{n}")
+    }
+}
+
+/// What weave-hook does inside the container's namespace, request for request.
+fn configure_inside(addr: Ipv4Net) -> io::Result<()> {
+    let mut nl = Netlink::open()?;
+    let ethwe = nl
+        .link_by_name("ethwe")?
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::ENODEV))?;
+    std::fs::write("/proc/sys/net/ipv4/conf/ethwe/arp_notify", b"1")?;
+    nl.add_address(ethwe.index, addr)?;
+    nl.set_up(ethwe.index)?;
+    let lo = nl
+        .link_by_name("lo")?
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::ENODEV))?;
+    if !lo.up {
+        nl.set_up(lo.index)?;
+    }
+    Ok(())
+}
+
+impl Method for Floor {
+    fn name(&self) -> String {
+        "floor: same netlink requests, in-process".into()
+    }
+
+    fn role(&self) -> Role {
+        Role::Floor
+    }
+
+    fn prepare(&mut self) -> Result<()> {
+        let mut nl = Netlink::open().context("open netlink socket")?;
+        nl.create_bridge(&self.bridge, None)
+            .with_context(|| format!("create bridge {}", self.bridge))?;
+        let bridge = nl
+            .link_by_name(&self.bridge)?
+            .context("the bridge just created is gone")?;
+        nl.set_up(bridge.index)?;
+        let home = Netns::current().context("open own network namespace")?;
+        self.host = Some((nl, home));
+        Ok(())
+    }
+
+    fn attach(&mut self, container: &Container, n: usize) -> Result<f64> {
+        let (host, home) = self.host.as_mut().context("floor not prepared")?;
+        let veth = Self::veth(n);
+        let addr = nth_addr(self.subnet, n);
+        let start = Instant::now();
+        let container_ns = Netns::open(Path::new(&container.netns_path()))?;
+        let bridge = host.link_by_name(&self.bridge)?.context("bridge is gone")?;
+        host.delete_link(&veth)?;
+        host.create_veth(&VethRequest {
+            host_name: &veth,
+            bridge_index: bridge.index,
+            peer_name: "ethwe",
+            peer_netns: container_ns.file().as_fd(),
+            mtu: None,
+        })?;
+        container_ns.run_in(home, || configure_inside(addr))??;
+        Ok(millis(start.elapsed()))
+    }
+
+    fn detach(&mut self, _container: &mut Container, n: usize) -> Result<Option<f64>> {
+        let (host, _) = self.host.as_mut().context("floor not prepared")?;
+        let start = Instant::now();
+        host.delete_link(&Self::veth(n))?;
+        Ok(Some(millis(start.elapsed())))
+    }
+}

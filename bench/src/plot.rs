@@ -1,0 +1,129 @@
+//! The latency distributions as one PNG: the cumulative distribution of every series of the
+//! attach, detach and scale measurements, on a log time axis.
+
+use std::fs;
+use std::path::Path;
+
+use anyhow::{anyhow, Context, Result};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+use crate::results::{Results, Series};
+
+const FONT: &str = "sans-serif";
+
+/// Distinct, dark enough on white: one per series of a panel.
+const COLORS: [RGBColor; 9] = [
+    RGBColor(214, 39, 40),
+    RGBColor(31, 119, 180),
+    RGBColor(44, 160, 44),
+    RGBColor(255, 127, 14),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(23, 190, 207),
+    RGBColor(90, 90, 90),
+];
+
+/// Draws `results` into `out` with the TrueType font at `font` (no system font lookup).
+pub fn draw(results: &Results, font: &Path, out: &Path) -> Result<()> {
+    let bytes = fs::read(font).with_context(|| format!("read font {}", font.display()))?;
+    // The font table keeps a 'static reference; one font for the life of the process.
+    plotters::style::register_font(FONT, FontStyle::Normal, Box::leak(bytes.into_boxed_slice()))
+        .map_err(|_| anyhow!("{} is not a TrueType/OpenType font", font.display()))?;
+    let root = BitMapBackend::new(out, (1400, 1650)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let m = &results.machine;
+    let root = root.titled(
+        &format!(
+            "Latency distributions, {} samples per series, interleaved ({} cores, kernel {})",
+            results.samples, m.nproc, m.kernel
+        ),
+        (FONT, 26),
+    )?;
+    let panels = root.split_evenly((3, 1));
+    let scale: Vec<Series> = results.scale.iter().map(|(_, s)| s.clone()).collect();
+    for ((area, title), series) in panels
+        .iter()
+        .zip([
+            "Attach: one fresh netns onto a bridge, one address",
+            "Detach",
+            "Scale: weave-hook attach with containers already attached",
+        ])
+        .zip([&results.attach, &results.detach, &scale])
+    {
+        if !series.is_empty() {
+            cdf_panel(area, title, series)?;
+        }
+    }
+    root.present()
+        .with_context(|| format!("write {}", out.display()))?;
+    Ok(())
+}
+
+/// 1-2-5 ticks from `lo` to `hi`: a log axis with labels between the powers of ten.
+fn ticks(lo: f64, hi: f64) -> Vec<f64> {
+    let mut ticks = Vec::new();
+    let mut decade = 10f64.powf(lo.log10().floor());
+    while decade <= hi {
+        for step in [1.0, 2.0, 5.0] {
+            let t = decade * step;
+            if (lo..=hi).contains(&t) {
+                ticks.push(t);
+            }
+        }
+        decade *= 10.0;
+    }
+    ticks
+}
+
+fn cdf_panel(
+    area: &DrawingArea<BitMapBackend, Shift>,
+    title: &str,
+    series: &[Series],
+) -> Result<()> {
+    let all = series.iter().flat_map(|s| s.ms.iter().copied());
+    let lo = all.clone().fold(f64::MAX, f64::min) * 0.8;
+    let hi = all.fold(0.0, f64::max) * 1.25;
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, (FONT, 22))
+        .margin(12)
+        .x_label_area_size(45)
+        .y_label_area_size(60)
+        .build_cartesian_2d(
+            (lo..hi).log_scale().with_key_points(ticks(lo, hi)),
+            0f64..1f64,
+        )?;
+    chart
+        .configure_mesh()
+        .x_label_formatter(&|v| format!("{v}"))
+        .x_desc("milliseconds (log scale)")
+        .y_desc("fraction of samples ≤ x")
+        .label_style((FONT, 15))
+        .axis_desc_style((FONT, 16))
+        .draw()?;
+    for (i, s) in series.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        let mut sorted = s.ms.clone();
+        sorted.sort_by(f64::total_cmp);
+        let n = sorted.len() as f64;
+        let points = sorted
+            .into_iter()
+            .enumerate()
+            .map(|(k, ms)| (ms, (k + 1) as f64 / n));
+        chart
+            .draw_series(LineSeries::new(points, color.stroke_width(2)))?
+            .label(s.name.clone())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(3))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .label_font((FONT, 15))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()?;
+    Ok(())
+}
