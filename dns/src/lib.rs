@@ -1,0 +1,11 @@
+//! weave-dns: answers `<name>.weave.local.` with the weave addresses of live containers,
+//! from the hook's records, and forwards every other query to upstream resolvers.
+
+pub mod answer;
+pub mod forward;
+pub mod instance;
+pub mod listen;
+pub mod records;
+pub mod server;
+pub mod upstreams;
+pub mod watch;
