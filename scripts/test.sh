@@ -12,5 +12,8 @@ if [ "$(id -u)" -eq 0 ]; then
 fi
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+cargo clippy -p weave-hook --features failpoints --all-targets --quiet -- -D warnings
 cargo build --workspace --quiet
 cargo test --workspace
+# Kills the hook at every step of attach, through failpoints only this feature builds in.
+cargo test -p weave-hook --features failpoints --test faults

@@ -10,6 +10,7 @@ use ipnet::Ipv4Net;
 use crate::bridge;
 use crate::dns;
 use crate::error::{Error, Result};
+use crate::failpoint;
 use crate::netlink::{Netlink, VethRequest};
 use crate::netns::Netns;
 use crate::oci::State;
@@ -53,6 +54,7 @@ pub fn attach(settings: &Settings, state: &State) -> Result<Option<Record>> {
         names: &names,
     };
     let record = store.reserve(&holder, &request.addrs, settings.ipalloc_range)?;
+    failpoint::hit("reserved");
     let wired = wire(settings, &store, &record, dns_addr, &container_ns, &host_ns);
     // The server comes last: once it serves, the container's very first query is answered.
     let served = wired.and_then(|()| match dns_addr {
@@ -63,6 +65,7 @@ pub fn attach(settings: &Settings, state: &State) -> Result<Option<Record>> {
         undo(&store, state, &veth);
         return Err(e);
     }
+    failpoint::hit("attached");
     tracing::info!(id = %state.id, %veth, addrs = ?record.addrs, names = ?record.names, "attached");
     Ok(Some(record))
 }
@@ -77,6 +80,7 @@ fn wire(
 ) -> Result<()> {
     let mut host = Netlink::open().map_err(Error::netlink("open netlink socket"))?;
     let bridge_index = bridge::ensure(&mut host, settings)?;
+    failpoint::hit("bridge");
     bridge::ensure_forwarding(store, &settings.bridge)?;
     if let Some(addr) = dns_addr {
         // Concurrent attaches race to add it: EEXIST means someone did.
@@ -113,6 +117,7 @@ fn wire(
             record.veth
         )))?,
     }
+    failpoint::hit("veth");
     let dns_route = dns_addr
         .map(|a| a.addr())
         .filter(|a| dns::needs_route(&record.addrs, *a));
@@ -139,6 +144,7 @@ fn configure_inside(record: &Record, dns_route: Option<Ipv4Addr>) -> Result<()> 
         nl.add_address(ethwe.index, *addr)
             .map_err(Error::netlink(format!("add {addr} to ethwe")))?;
     }
+    failpoint::hit("addresses");
     nl.set_up(ethwe.index)
         .map_err(Error::netlink("bring ethwe up"))?;
     if let Some(dns) = dns_route {

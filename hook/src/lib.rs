@@ -4,6 +4,7 @@ pub mod cidr;
 pub mod detach;
 pub mod dns;
 pub mod error;
+pub mod failpoint;
 pub mod firewall;
 pub mod gc;
 pub mod netlink;

@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::cidr::AddrRequest;
+use crate::failpoint;
 use crate::oci::ContainerId;
 use crate::process::ProcessId;
 
@@ -309,8 +310,22 @@ impl Store {
                 garbage.orphan_addrs.push(ip);
             }
         }
+        self.remove_temp_records();
         self.forget_old_releases();
         Ok(garbage)
+    }
+
+    /// Temp files of record writers killed between write and rename (under the lock, so no
+    /// writer is running now).
+    fn remove_temp_records(&self) {
+        let Ok(entries) = fs::read_dir(self.root.join("containers")) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            if !entry.file_name().to_string_lossy().ends_with(".json") {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
     }
 
     fn claim_exact(&self, id: &ContainerId, net: Ipv4Net) -> Result<(), StoreError> {
@@ -374,6 +389,7 @@ impl Store {
             Ok(mut file) => {
                 file.write_all(id.as_bytes())
                     .map_err(io_err("write", &path))?;
+                failpoint::hit("claimed");
                 Ok(Claim::Claimed)
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
@@ -495,6 +511,7 @@ fn write_atomic(path: &Path, data: &[u8]) -> Result<(), StoreError> {
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     let result = fs::write(&tmp, data)
         .map_err(io_err("write", &tmp))
+        .inspect(|()| failpoint::hit("record-temp"))
         .and_then(|()| fs::rename(&tmp, path).map_err(io_err("rename", path)));
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
