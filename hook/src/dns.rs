@@ -287,7 +287,9 @@ fn spawn(program: &Path, settings: &Settings) -> Result<Child, DnsError> {
     // server must hold neither, nor be in the runtime's session.
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(stderr);
+        .stderr(stderr)
+        // Not the bundle directory the runtime ran the hook in: that goes with the container.
+        .current_dir("/");
     // SAFETY: setsid is async-signal-safe and touches no memory of the parent. A forked
     // child is never a process group leader, so it cannot fail with EPERM.
     unsafe {

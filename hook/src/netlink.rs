@@ -86,9 +86,15 @@ impl Netlink {
     }
 
     /// Creates a bridge. Fails with `EEXIST` when a link of that name exists already.
+    ///
+    /// Its MAC address is set, not left to the kernel: a bridge without one takes the lowest
+    /// MAC of its ports and changes it when that port leaves, and then every container's ARP
+    /// entry for the bridge's own address (weave DNS's) points nowhere until it expires.
     pub fn create_bridge(&mut self, name: &str, mtu: Option<u32>) -> io::Result<()> {
         let mut msg = LinkMessage::default();
         msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+        msg.attributes
+            .push(LinkAttribute::Address(bridge_mac(name).to_vec()));
         if let Some(mtu) = mtu {
             msg.attributes.push(LinkAttribute::Mtu(mtu));
         }
@@ -263,6 +269,15 @@ impl Netlink {
             }
         }
     }
+}
+
+/// A stable MAC for a bridge name: locally administered, unicast, the same after a reset.
+pub fn bridge_mac(name: &str) -> [u8; 6] {
+    let hash = crate::store::fnv1a(name.as_bytes()).to_be_bytes();
+    let mut mac = [0; 6];
+    mac.copy_from_slice(&hash[..6]);
+    mac[0] = (mac[0] & 0xfc) | 0x02;
+    mac
 }
 
 fn link_from_reply(reply: RouteNetlinkMessage) -> Option<Link> {

@@ -212,6 +212,13 @@ impl Bundle {
         self
     }
 
+    /// Edits config.json with `f`, then saves it.
+    pub fn edit(&mut self, f: impl FnOnce(&mut Value)) -> &mut Self {
+        f(&mut self.config);
+        self.save();
+        self
+    }
+
     /// Adds weave-hook as createRuntime and poststop hook, with the given settings flags.
     pub fn with_weave_hook(&mut self, flags: &[&str]) -> &mut Self {
         let hook = bin("weave-hook");
@@ -342,5 +349,155 @@ impl Drop for Runc<'_> {
         for id in String::from_utf8_lossy(&out.stdout).lines() {
             let _ = self.command().args(["delete", "--force", id]).status();
         }
+    }
+}
+
+/// The weave-dns serving a state directory. The hook starts it detached, so nothing would
+/// stop it but this guard: when dropped (also when the test failed) it kills the process
+/// its pid file names, once checked to be weave-dns, and the one it started itself.
+pub struct WeaveDns {
+    state_dir: PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl WeaveDns {
+    /// Guards the weave-dns a hook starts for `state_dir` (if it ever does).
+    pub fn started_by_hook(state_dir: &Path) -> Self {
+        Self {
+            state_dir: state_dir.to_path_buf(),
+            child: None,
+        }
+    }
+
+    /// Starts weave-dns for `state_dir` in `host`'s network namespace, as a service manager
+    /// would, with extra `args`; returns once it serves (its pid file is written).
+    pub fn start(host: &TestHost, state_dir: &Path, args: &[&str]) -> Self {
+        let child = host
+            .command(bin("weave-dns"))
+            .arg("--state-dir")
+            .arg(state_dir)
+            .args(args)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start weave-dns");
+        let mut dns = Self {
+            state_dir: state_dir.to_path_buf(),
+            child: Some(child),
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while dns.pid().is_none() {
+            if let Some(status) = dns.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
+                panic!("weave-dns exited with {status} before serving");
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "weave-dns did not serve in 10 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        dns
+    }
+
+    /// The pid in the state directory's dns.pid, when that process runs weave-dns.
+    pub fn pid(&self) -> Option<i32> {
+        let text = std::fs::read_to_string(self.state_dir.join("dns.pid")).ok()?;
+        let pid: i32 = text.trim().parse().ok()?;
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
+        let name = exe.file_name()?.to_string_lossy().into_owned();
+        name.starts_with("weave-dns").then_some(pid)
+    }
+}
+
+impl Drop for WeaveDns {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid() {
+            // SAFETY: kill(2) has no memory-safety preconditions.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// An upstream DNS resolver of the test's own, so that no test ever queries a real one:
+/// dnsmasq in a network namespace of its own, linked to a [`TestHost`] by a veth pair (the
+/// host's end 10.53.0.1/30, the resolver 10.53.0.2/30). It answers its `records` (name and
+/// dnsmasq's `--host-record` addresses: `IPv4[,IPv6]`) and refuses everything else. Dropping it stops dnsmasq (by pid) and deletes the namespace.
+pub struct Upstream {
+    pub netns: String,
+    daemon: std::process::Child,
+}
+
+impl Upstream {
+    pub const ADDR: &'static str = "10.53.0.2";
+
+    pub fn start(host: &TestHost, records: &[(&str, &str)]) -> Self {
+        let netns = unique("wvu");
+        sh(&format!("ip netns add {netns}"));
+        let link = unique("wvu");
+        let setup = format!(
+            "ip -n {h} link add {link} type veth peer name up0 netns {netns} && \
+             ip -n {h} addr add 10.53.0.1/30 dev {link} && ip -n {h} link set {link} up && \
+             ip -n {netns} addr add {addr}/30 dev up0 && ip -n {netns} link set up0 up && \
+             ip -n {netns} link set lo up",
+            h = host.name,
+            addr = Self::ADDR
+        );
+        let linked = Command::new("sh").arg("-c").arg(&setup).status();
+        if !linked.as_ref().is_ok_and(|s| s.success()) {
+            let _ = Command::new("ip").args(["netns", "del", &netns]).status();
+            panic!("{setup}: {linked:?}");
+        }
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &netns, "dnsmasq", "--keep-in-foreground"])
+            .args([
+                "--conf-file=/dev/null",
+                "--no-resolv",
+                "--no-hosts",
+                "--user=root",
+            ])
+            .args(["--bind-interfaces", "--pid-file=", "--log-facility=-"])
+            .arg(format!("--listen-address={}", Self::ADDR));
+        for (name, ip) in records {
+            cmd.arg(format!("--host-record={name},{ip}"));
+        }
+        let daemon = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start dnsmasq");
+        let upstream = Self { netns, daemon };
+        // Serving once its port is bound.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let bound = Command::new("ip")
+                .args(["netns", "exec", &upstream.netns, "ss", "-lun"])
+                .output()
+                .is_ok_and(|o| {
+                    String::from_utf8_lossy(&o.stdout).contains(&format!("{}:53", Self::ADDR))
+                });
+            if bound {
+                return upstream;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "dnsmasq did not bind in 10 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        // `ip netns exec` execs dnsmasq in place: the child's pid is dnsmasq's.
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.netns])
+            .status();
     }
 }

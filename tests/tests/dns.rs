@@ -1,0 +1,286 @@
+//! Weave DNS end to end with real runc, in a throwaway host namespace with a Docker host's
+//! firewall: weave-hook starts weave-dns on demand; containers find each other by name;
+//! names go with their containers (also when killed without poststop); other names are
+//! forwarded to an upstream resolver of the test's own, in a namespace of its own.
+
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use weave_e2e::runc_env::RuncEnv;
+use weave_e2e::{bin, run_ok, tool_or_skip, Bundle, Runc, Upstream, WeaveDns};
+
+/// The bound: after a container is gone, its name fails within this.
+const GONE_WITHIN: Duration = Duration::from_secs(2);
+const OUTSIDE_NAME: &str = "outside.test";
+const OUTSIDE_ADDR: &str = "10.53.0.99";
+
+/// A runc environment with weave DNS: the upstream resolver and a guard on the weave-dns the
+/// hook will start. Fields drop in order: weave-dns, the upstream, then the host.
+struct Env {
+    dns: WeaveDns,
+    _upstream: Upstream,
+    runc: RuncEnv,
+    resolv: tempfile::NamedTempFile,
+}
+
+impl Env {
+    fn new(test: &str) -> Option<Self> {
+        let runc = RuncEnv::new(test)?;
+        if !tool_or_skip(test, "dnsmasq") {
+            return None;
+        }
+        // With an IPv6 address too: dnsmasq without upstreams refuses what it does not have,
+        // and busybox nslookup asks for both.
+        let both = format!("{OUTSIDE_ADDR},fd53::99");
+        let upstream = Upstream::start(&runc.host, &[(OUTSIDE_NAME, &both)]);
+        let resolv = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(
+            resolv.path(),
+            "nameserver 10.32.0.1\nsearch weave.local.\noptions timeout:1 attempts:1\n",
+        )
+        .unwrap();
+        Some(Self {
+            dns: WeaveDns::started_by_hook(runc.state.path()),
+            _upstream: upstream,
+            runc,
+            resolv,
+        })
+    }
+
+    fn flags(&self) -> Vec<String> {
+        let mut flags = self.runc.flags();
+        flags.extend(["--dns-upstream".into(), Upstream::ADDR.into()]);
+        flags
+    }
+
+    /// A weave DNS container: `cidr`, hostname `hostname`, extra names, /etc/resolv.conf
+    /// pointing at weave DNS (what weave-runtime does for Docker).
+    fn bundle(&self, args: &[&str], cidr: &str, hostname: &str, names: Option<&str>) -> Bundle {
+        let mut b = Bundle::new(&self.runc.rootfs, args);
+        let flags = self.flags();
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        b.annotate("weave.cidr", cidr)
+            .annotate("weave.dns", "true")
+            .with_weave_hook(&flags);
+        if let Some(names) = names {
+            b.annotate("weave.dns.names", names);
+        }
+        let resolv = self.resolv.path().to_path_buf();
+        b.edit(|c| {
+            c["hostname"] = serde_json::json!(hostname);
+            c["mounts"].as_array_mut().unwrap().push(serde_json::json!({
+                "destination": "/etc/resolv.conf", "type": "bind",
+                "source": resolv, "options": ["rbind", "ro"]
+            }));
+        });
+        b
+    }
+
+    fn ps(&self) -> String {
+        run_ok(Command::new(bin("weave-hook")).args(self.flags()).arg("ps"))
+    }
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn start(runc: &Runc, id: &str, bundle: &Bundle) {
+    let out = runc.run_detached(id, bundle);
+    assert!(out.status.success(), "runc run {id}: {}", text(&out));
+}
+
+/// busybox nslookup of `name` from inside container `from`: its output, Err on failure.
+fn lookup(runc: &Runc, from: &str, name: &str) -> Result<String, String> {
+    let out = runc.exec(from, &["nslookup", name]);
+    match out.status.success() {
+        true => Ok(text(&out)),
+        false => Err(text(&out)),
+    }
+}
+
+/// How long after `since` the name stopped resolving: polls until nslookup says NXDOMAIN.
+fn time_until_nxdomain(runc: &Runc, from: &str, name: &str, since: Instant) -> Duration {
+    loop {
+        match lookup(runc, from, name) {
+            Err(out) if out.contains("NXDOMAIN") => return since.elapsed(),
+            Err(out) => panic!(
+                "nslookup {name} failed, but not with NXDOMAIN, {:?} after: {out}",
+                since.elapsed()
+            ),
+            Ok(_) => assert!(
+                since.elapsed() < Duration::from_secs(10),
+                "{name} still resolves 10 s later"
+            ),
+        }
+    }
+}
+
+fn init_pid(runc: &Runc, id: &str) -> i32 {
+    let state = run_ok(runc.command().args(["state", id]));
+    let state: serde_json::Value = serde_json::from_str(&state).unwrap();
+    state["pid"].as_i64().unwrap() as i32
+}
+
+#[test]
+fn containers_find_each_other_by_name_and_names_go_with_them() {
+    let Some(env) = Env::new("containers_find_each_other_by_name_and_names_go_with_them") else {
+        return;
+    };
+    let runc = Runc::new(&env.runc.host);
+    // `a` is in a subnet the host has no route for, and that does not hold 10.32.0.1: it
+    // reaches weave DNS by the /32 route the hook adds, and gets replies through the bridge.
+    // Bundles live as long as their containers: runc exec needs them.
+    let a = env.bundle(&["sleep", "600"], "10.2.0.1/24", "a", None);
+    start(&runc, "a", &a);
+    assert!(env.dns.pid().is_some(), "the hook started weave-dns");
+    let routes = text(&runc.exec("a", &["ip", "route"]));
+    assert!(
+        routes.contains("10.32.0.1 dev ethwe scope link"),
+        "{routes}"
+    );
+    assert!(!routes.contains("default"), "{routes}");
+    // By hostname and by annotation names; `c` in the default range.
+    let b = env.bundle(&["sleep", "600"], "10.2.0.2/24", "b", Some("bee"));
+    start(&runc, "b", &b);
+    let c = env.bundle(
+        &["sleep", "600"],
+        "net:default",
+        "c-host",
+        Some("cache,web"),
+    );
+    start(&runc, "c", &c);
+    let c_addr = address_of(&env, "c");
+
+    let b = lookup(&runc, "a", "b.weave.local").unwrap();
+    assert!(b.contains("10.2.0.2"), "{b}");
+    for name in ["cache.weave.local", "web.weave.local", "c-host.weave.local"] {
+        let out = lookup(&runc, "a", name).unwrap();
+        assert!(out.contains(&c_addr), "{name}: {out}");
+    }
+    // c has no route to 10.32.0.1 to add (its subnet holds it) and resolves too.
+    assert!(lookup(&runc, "c", "b.weave.local")
+        .unwrap()
+        .contains("10.2.0.2"));
+    // Short names through the search domain, then ping by name (the libc resolver).
+    let ping = runc.exec("a", &["ping", "-c", "1", "-W", "2", "b"]);
+    assert!(ping.status.success(), "ping b: {}", text(&ping));
+    assert!(text(&ping).contains("10.2.0.2"), "{}", text(&ping));
+    let ping = runc.exec("a", &["ping", "-c", "1", "-W", "2", "bee"]);
+    assert!(ping.status.success(), "ping bee: {}", text(&ping));
+    // Control for what follows: an unknown name fails with NXDOMAIN, not a timeout.
+    assert!(lookup(&runc, "a", "nobody.weave.local")
+        .unwrap_err()
+        .contains("NXDOMAIN"));
+
+    // Removed (poststop ran): the name fails within 2 s, and the others still resolve.
+    runc.remove("b");
+    let removed = Instant::now();
+    let took = time_until_nxdomain(&runc, "a", "b.weave.local", removed);
+    eprintln!("b.weave.local failed {took:?} after runc delete returned");
+    assert!(took < GONE_WITHIN, "{took:?}");
+    assert!(lookup(&runc, "a", "web.weave.local")
+        .unwrap()
+        .contains(&c_addr));
+
+    // Killed, and no poststop (never deleted): its record stays, its name goes.
+    let k = env.bundle(&["sleep", "600"], "10.2.0.3/24", "k", None);
+    start(&runc, "k", &k);
+    assert!(lookup(&runc, "a", "k.weave.local")
+        .unwrap()
+        .contains("10.2.0.3"));
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    unsafe { libc::kill(init_pid(&runc, "k"), libc::SIGKILL) };
+    let killed = Instant::now();
+    let took = time_until_nxdomain(&runc, "a", "k.weave.local", killed);
+    eprintln!("k.weave.local failed {took:?} after SIGKILL");
+    assert!(took < GONE_WITHIN, "{took:?}");
+    assert!(
+        env.ps().lines().any(|l| l.starts_with("k ")),
+        "k's record is still there: {}",
+        env.ps()
+    );
+
+    // A name outside weave.local goes to the test's own upstream, in its own namespace.
+    let out = lookup(&runc, "a", OUTSIDE_NAME).unwrap();
+    assert!(out.contains(OUTSIDE_ADDR), "{out}");
+}
+
+#[test]
+fn concurrent_first_attaches_start_one_server_and_reset_stops_it() {
+    let Some(env) = Env::new("concurrent_first_attaches_start_one_server_and_reset_stops_it")
+    else {
+        return;
+    };
+    let runc = Runc::new(&env.runc.host);
+    let ids: Vec<String> = (0..8).map(|i| format!("n{i}")).collect();
+    let bundles: Vec<Bundle> = ids
+        .iter()
+        .map(|id| env.bundle(&["sleep", "600"], "net:default", id, None))
+        .collect();
+    std::thread::scope(|s| {
+        for (id, bundle) in ids.iter().zip(&bundles) {
+            let runc = &runc;
+            s.spawn(move || start(runc, id, bundle));
+        }
+    });
+    let servers = weave_dns_processes(&env);
+    assert_eq!(
+        servers.len(),
+        1,
+        "weave-dns processes for this state dir: {servers:?}"
+    );
+    assert_eq!(Some(servers[0]), env.dns.pid());
+    for id in &ids {
+        let out = lookup(&runc, "n0", &format!("{id}.weave.local")).unwrap();
+        assert!(out.contains(&address_of(&env, id)), "{id}: {out}");
+    }
+    for id in &ids {
+        runc.remove(id);
+    }
+    let reset = env
+        .runc
+        .host
+        .command(bin("weave-hook"))
+        .args(env.flags())
+        .arg("reset")
+        .output()
+        .unwrap();
+    assert!(reset.status.success(), "{}", text(&reset));
+    let pid = servers[0];
+    let gone = !std::path::Path::new(&format!("/proc/{pid}")).exists()
+        || std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z "));
+    assert!(gone, "weave-dns {pid} still runs after reset");
+    assert!(!env.runc.state.path().join("dns.pid").exists());
+    let left = env.runc.host.links("weave");
+    assert!(left.is_empty(), "the bridge went with reset: {left:?}");
+}
+
+/// The first weave address of an attached container, from `weave-hook ps`.
+fn address_of(env: &Env, id: &str) -> String {
+    env.ps()
+        .lines()
+        .find(|l| l.starts_with(&format!("{id} ")))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .and_then(|a| a.split('/').next())
+        .unwrap_or_else(|| panic!("{id} is not attached: {}", env.ps()))
+        .to_string()
+}
+
+/// weave-dns processes whose command line names this environment's state dir.
+fn weave_dns_processes(env: &Env) -> Vec<i32> {
+    let state = env.runc.state.path().display().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            cmdline.contains("weave-dns") && cmdline.contains(&state)
+        })
+        .collect()
+}
