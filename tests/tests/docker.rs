@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use weave_e2e::docker::{resolv_conf, Dockerd, IMAGE};
-use weave_e2e::{bin, root_or_skip, run_ok, tool_or_skip, unique, Rootfs, TestHost};
+use weave_e2e::{bin, root_or_skip, run_ok, tool_or_skip, unique, Rootfs, TestHost, WeaveDns};
 
 const TEST: &str = "docker end-to-end";
 /// How many `docker run`s must each see ethwe at their first instruction.
@@ -259,6 +259,8 @@ fn docker_run_with_runtime_weave() {
         dockerd: &dockerd,
         state,
     };
+    // The weave.dns containers below make the hook start weave-dns: stopped first on drop.
+    let _dns = WeaveDns::started_by_hook(w.state.path());
     check_runtime_is_listed(&dockerd);
 
     first_instruction_sees_address(
