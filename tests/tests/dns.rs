@@ -178,6 +178,7 @@ fn containers_find_each_other_by_name_and_names_go_with_them() {
         .contains("NXDOMAIN"));
 
     // Removed (poststop ran): the name fails within 2 s, and the others still resolve.
+    let bridge_mac = mac_of(&env, "weave");
     runc.remove("b");
     let removed = Instant::now();
     let took = time_until_nxdomain(&runc, "a", "b.weave.local", removed);
@@ -204,6 +205,9 @@ fn containers_find_each_other_by_name_and_names_go_with_them() {
         "k's record is still there: {}",
         env.ps()
     );
+
+    // The bridge kept its MAC as ports left: containers' ARP entries for 10.32.0.1 hold.
+    assert_eq!(mac_of(&env, "weave"), bridge_mac);
 
     // A name outside weave.local goes to the test's own upstream, in its own namespace.
     let out = lookup(&runc, "a", OUTSIDE_NAME).unwrap();
@@ -260,6 +264,12 @@ fn concurrent_first_attaches_start_one_server_and_reset_stops_it() {
     assert!(left.is_empty(), "the bridge went with reset: {left:?}");
 }
 
+fn mac_of(env: &Env, link: &str) -> String {
+    let out = env.runc.host.sh(&format!("ip -o link show {link}"));
+    let after = out.split("link/ether ").nth(1).expect("an ethernet link");
+    after.split_whitespace().next().unwrap().to_string()
+}
+
 /// The first weave address of an attached container, from `weave-hook ps`.
 fn address_of(env: &Env, id: &str) -> String {
     env.ps()
@@ -283,4 +293,85 @@ fn weave_dns_processes(env: &Env) -> Vec<i32> {
             cmdline.contains("weave-dns") && cmdline.contains(&state)
         })
         .collect()
+}
+
+#[test]
+fn refused_dns_containers_leave_nothing_behind() {
+    let Some(env) = Env::new("refused_dns_containers_leave_nothing_behind") else {
+        return;
+    };
+    let runc = Runc::new(&env.runc.host);
+    let nothing_left = |after: &str| {
+        assert_eq!(env.ps(), "", "reservation left after {after}");
+        assert_eq!(
+            env.runc.host.links("vethwe"),
+            Vec::<String>::new(),
+            "{after}"
+        );
+        assert_eq!(env.dns.pid(), None, "weave-dns left after {after}");
+    };
+
+    // A bad name: refused before anything is done, with the culprit named.
+    let bad = env.bundle(&["true"], "10.2.0.9/24", "ok", Some("fine, bad_name"));
+    let out = runc.run("bad", &bad);
+    assert!(!out.status.success());
+    let err = text(&out);
+    assert!(
+        err.contains("weave-hook: container bad: bad weave.dns.names annotation")
+            && err.contains("bad_name")
+            && err.contains("may only hold letters, digits and '-'"),
+        "{err}"
+    );
+    nothing_left("a bad name");
+
+    // No weave-dns program: the attach is undone.
+    let mut missing = env.bundle(&["true"], "10.2.0.9/24", "m", None);
+    let mut flags = env.flags();
+    flags.extend(["--dns-server-path".into(), "/nonexistent/weave-dns".into()]);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    missing.with_weave_hook(&flags);
+    let out = runc.run("missing", &missing);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("/nonexistent/weave-dns does not exist"),
+        "{}",
+        text(&out)
+    );
+    nothing_left("a missing weave-dns");
+
+    // A server that never serves: killed after 2 s (not left running), attach undone.
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("pid");
+    let script = dir.path().join("weave-dns");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho $$ > {}\nexec sleep 60\n",
+            pid_file.display()
+        ),
+    )
+    .unwrap();
+    run_ok(Command::new("chmod").arg("755").arg(&script));
+    let mut stuck = env.bundle(&["true"], "10.2.0.9/24", "s", None);
+    let mut flags = env.flags();
+    flags.extend(["--dns-server-path".into(), script.display().to_string()]);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    stuck.with_weave_hook(&flags);
+    let started = Instant::now();
+    let out = runc.run("stuck", &stuck);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("weave-dns did not start: it did not serve within 2 s"),
+        "{}",
+        text(&out)
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let pid = std::fs::read_to_string(&pid_file).unwrap();
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim()));
+    assert!(
+        stat.is_err() || stat.as_ref().is_ok_and(|s| s.contains(") Z ")),
+        "the stuck server {} still runs: {stat:?}",
+        pid.trim()
+    );
+    nothing_left("a server that never served");
 }
