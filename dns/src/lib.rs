@@ -2,6 +2,7 @@
 //! from the hook's records, and forwards every other query to upstream resolvers.
 
 pub mod answer;
+pub mod device;
 pub mod forward;
 pub mod instance;
 pub mod listen;

@@ -13,6 +13,7 @@ use clap::Parser;
 use tokio::signal::unix::{signal, SignalKind};
 
 use weave_dns::answer::Responder;
+use weave_dns::device::Device;
 use weave_dns::forward::Forwarder;
 use weave_dns::records::{Names, Table};
 use weave_dns::server::{self, Server};
@@ -52,9 +53,9 @@ struct Cli {
     /// Port to serve on.
     #[arg(long, default_value_t = 53)]
     port: u16,
-    /// Bind TCP to this interface (the weave bridge), so that TCP replies reach containers
-    /// in subnets the host has no route for. UDP replies always leave through the interface
-    /// the query came in on.
+    /// The weave bridge: only queries that come in on it (or on loopback) are answered, and
+    /// TCP is bound to it so that its replies reach containers in subnets the host has no
+    /// route for. UDP replies always leave through the interface the query came in on.
     #[arg(long, value_name = "NAME")]
     device: Option<String>,
     /// Upstream resolver (IP or IP:PORT) for names outside weave.local; repeat it for
@@ -129,6 +130,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         responder: Responder::new(),
         names: names.clone(),
         forwarder: Forwarder::new(upstreams),
+        device: cli.device.as_deref().and_then(Device::new),
     });
     tracing::info!(%addr, state_dir = %cli.state_dir.display(), "serving");
     let served = runtime.block_on(serve(server, listeners, names, cli.state_dir));

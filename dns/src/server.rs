@@ -13,6 +13,7 @@ use tokio::sync::Semaphore;
 use tokio::time::timeout;
 
 use crate::answer::{Action, Responder, Transport};
+use crate::device::Device;
 use crate::forward::Forwarder;
 use crate::listen::{self, Origin};
 use crate::records::Names;
@@ -31,6 +32,8 @@ pub struct Server {
     pub responder: Responder,
     pub names: Names,
     pub forwarder: Forwarder,
+    /// With `--device`: UDP queries from other interfaces are dropped (TCP is bound to it).
+    pub device: Option<Device>,
 }
 
 impl Server {
@@ -85,8 +88,15 @@ pub async fn serve_udp(server: Arc<Server>, socket: Arc<UdpSocket>) {
             })
             .await;
         let (len, origin) = match received {
-            Ok(Some(datagram)) => datagram,
-            Ok(None) => continue,
+            Ok(Some((len, origin)))
+                if server
+                    .device
+                    .as_ref()
+                    .is_none_or(|d| d.allows(origin.ifindex)) =>
+            {
+                (len, origin)
+            }
+            Ok(_) => continue,
             Err(e) => {
                 tracing::debug!(error = %e, "UDP receive");
                 tokio::time::sleep(ERROR_PAUSE).await;

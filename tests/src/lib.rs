@@ -491,6 +491,15 @@ impl Upstream {
     }
 }
 
+impl Upstream {
+    /// A command that runs inside the resolver's network namespace.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.netns]).arg(program);
+        cmd
+    }
+}
+
 impl Drop for Upstream {
     fn drop(&mut self) {
         // `ip netns exec` execs dnsmasq in place: the child's pid is dnsmasq's.

@@ -18,7 +18,7 @@ const OUTSIDE_ADDR: &str = "10.53.0.99";
 /// hook will start. Fields drop in order: weave-dns, the upstream, then the host.
 struct Env {
     dns: WeaveDns,
-    _upstream: Upstream,
+    upstream: Upstream,
     runc: RuncEnv,
     resolv: tempfile::NamedTempFile,
 }
@@ -41,7 +41,7 @@ impl Env {
         .unwrap();
         Some(Self {
             dns: WeaveDns::started_by_hook(runc.state.path()),
-            _upstream: upstream,
+            upstream,
             runc,
             resolv,
         })
@@ -212,6 +212,28 @@ fn containers_find_each_other_by_name_and_names_go_with_them() {
     // A name outside weave.local goes to the test's own upstream, in its own namespace.
     let out = lookup(&runc, "a", OUTSIDE_NAME).unwrap();
     assert!(out.contains(OUTSIDE_ADDR), "{out}");
+
+    // Queries that reach the host from another of its networks (here the upstream's, routed
+    // to 10.32.0.1 through the host) get no answer: weave-dns is not an open resolver.
+    run_ok(
+        env.upstream
+            .command("ip")
+            .args(["route", "add", "10.32.0.1/32", "via", "10.53.0.1"]),
+    );
+    let out = env
+        .upstream
+        .command("busybox")
+        .args(["nslookup", "web.weave.local", "10.32.0.1"])
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success() && text(&out).contains("timed out"),
+        "{}",
+        text(&out)
+    );
+    assert!(lookup(&runc, "a", "web.weave.local")
+        .unwrap()
+        .contains(&c_addr));
 }
 
 #[test]
