@@ -26,59 +26,22 @@ fi
 samples=${SAMPLES:-200}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
 bin=$CARGO_TARGET_DIR/release
+. scripts/bench-lib.sh
 
-scripts/deps-runc.sh
-scripts/deps-podman.sh
-[ "${BENCH_SKIP_DOCKER:-0}" = 1 ] || scripts/deps-docker.sh
-extra=()
-for p in time fonts-dejavu-core; do
-	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed$' || extra+=("$p")
-done
-if [ "${#extra[@]}" -gt 0 ]; then
-	echo "bench: installing ${extra[*]}"
-	DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq "${extra[@]}"
-fi
-
-work=$(mktemp -d /tmp/wvbench.XXXXXX)
-shim_pid=
-cleanup() {
-	local status=$?
-	if [ -n "$shim_pid" ]; then
-		# weave-runtime's benchmark names its throwaway host namespaces wvt<its pid>x<n> and
-		# keeps its dockerd's files under TMPDIR (our scratch directory): stop what is left.
-		kill "$shim_pid" 2>/dev/null || true
-		for pid in $(grep -l -s -F "$work" /proc/[0-9]*/cmdline | cut -d/ -f3); do
-			kill -KILL "$pid" 2>/dev/null || true
-		done
-		for ns in $(ip netns list | awk '{print $1}' | grep -E "^wvt${shim_pid}x[0-9]+$" || true); do
-			ip netns del "$ns" || true
-		done
-	fi
-	rm -rf "$work"
-	exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+bench_deps
+bench_start
 
 echo "bench: building (release)"
 cargo build --release --quiet -p weave-hook -p weave-runtime -p weave-bench
 mkdir -p bench/results
 echo "bench: load before: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores"
 
-TMPDIR=$work "$bin/weave-bench" run --work "$work/run" --out bench/results --samples "$samples"
+TMPDIR=$bench_work "$bin/weave-bench" run --work "$bench_work/run" --out bench/results --samples "$samples"
 
 shim_cost=()
 if [ "${BENCH_SKIP_DOCKER:-0}" != 1 ]; then
 	echo "bench: weave-runtime's benchmark (cargo bench -p weave-runtime)"
-	# Built by cargo, run here so that its pid, and so its namespaces' names, are known.
-	exe=$(cargo bench -p weave-runtime --bench shim_cost --no-run --message-format=json 2>/dev/null |
-		jq -r 'select(.reason == "compiler-artifact" and .target.name == "shim_cost") | .executable')
-	TMPDIR=$work "$exe" --bench >bench/results/shim-cost.txt &
-	shim_pid=$!
-	wait "$shim_pid"
-	shim_pid=
-	cat bench/results/shim-cost.txt
+	bench_shim_cost "$CARGO_TARGET_DIR" "$PWD" bench/results/shim-cost.txt
 	shim_cost=(--shim-cost bench/results/shim-cost.txt)
 fi
 

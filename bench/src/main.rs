@@ -26,11 +26,11 @@ use ipnet::Ipv4Net;
 
 use methods::cni::Cni;
 use methods::floor::Floor;
-use methods::hook::{Cidr, WeaveHook};
+use methods::hook::{Cidr, DetachWhen, WeaveHook};
 use methods::library::{InProcess, ProcessStart};
 use methods::netavark::Netavark;
 use methods::pipework::Pipework;
-use methods::{Method, Process};
+use methods::{Method, Process, Role};
 use results::{Machine, Results};
 use sandbox::Host;
 
@@ -100,6 +100,11 @@ struct RunArgs {
     /// A config.json Docker wrote for a container asking for weave.
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../runtime-shim/tests/golden/docker-annotation-cidr/config.json"))]
     docker_config: PathBuf,
+    /// A prototype weave-hook build to measure beside the real one, as LABEL=PATH
+    /// (repeatable): adds its attach/detach rows, and a detach after exit with the
+    /// namespace held.
+    #[arg(long, value_parser = parse_candidate)]
+    candidate: Vec<(String, PathBuf)>,
     /// Measure only these parts (default: all).
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Part>,
@@ -139,6 +144,15 @@ fn main() -> std::process::ExitCode {
             eprintln!("weave-bench: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+fn parse_candidate(text: &str) -> Result<(String, PathBuf), String> {
+    match text.split_once('=') {
+        Some((label, path)) if !label.is_empty() && !path.is_empty() => {
+            Ok((label.to_string(), PathBuf::from(path)))
+        }
+        _ => Err(format!("{text:?}: expected LABEL=PATH")),
     }
 }
 
@@ -202,7 +216,8 @@ fn run(args: RunArgs) -> Result<()> {
         state_dir: work.join(format!("state-{tag}")),
         bundle: work.clone(),
         cidr,
-        detach_after_exit: false,
+        detach: DetachWhen::Running,
+        role: Role::Ours,
     };
     if wants(Part::Latency) {
         let mut methods: Vec<Box<dyn Method>> = vec![
@@ -218,7 +233,29 @@ fn run(args: RunArgs) -> Result<()> {
                 "wvbench-hookx",
                 Cidr::Exact(net("10.33.0.0/16")),
             )),
-            Box::new(Floor::new("wvbench-floor", net("10.35.0.0/16"))),
+            Box::new(WeaveHook {
+                detach: DetachWhen::Exited,
+                ..weave_hook(
+                    "weave-hook, detach after the container exited (runc)",
+                    "hookp",
+                    "wvbench-hookp",
+                    Cidr::Allocate(net("10.47.0.0/16")),
+                )
+            }),
+            Box::new(WeaveHook {
+                detach: DetachWhen::ExitedNetnsHeld,
+                ..weave_hook(
+                    "weave-hook, detach after exit, netns held (Docker)",
+                    "hookd",
+                    "wvbench-hookd",
+                    Cidr::Allocate(net("10.42.0.0/16")),
+                )
+            }),
+            Box::new(Floor::new(
+                "wvbench-floor",
+                net("10.35.0.0/16"),
+                "floor: same netlink requests, in-process",
+            )),
             Box::new(Cni {
                 bridge: "wvbench-cni".into(),
                 subnet: net("10.36.0.0/16"),
@@ -253,6 +290,32 @@ fn run(args: RunArgs) -> Result<()> {
                 args: Vec::new(),
             }),
         ];
+        for (i, (label, path)) in args.candidate.iter().enumerate() {
+            if !path.is_file() {
+                bail!("candidate {label}: {} is not a file", path.display());
+            }
+            let candidate = |detach, what: &str, bridge: String| WeaveHook {
+                label: format!("candidate {label}{what}"),
+                tag: bridge.trim_start_matches("wvbench-").to_string(),
+                binary: path.clone(),
+                state_dir: work.join(format!("state-cand{i}-{bridge}")),
+                bridge,
+                bundle: work.clone(),
+                cidr: Cidr::Allocate(net("10.45.0.0/16")),
+                detach,
+                role: Role::Probe,
+            };
+            for (detach, what, bridge) in [
+                (DetachWhen::Running, "", format!("wvbench-c{i}")),
+                (
+                    DetachWhen::ExitedNetnsHeld,
+                    ", detach after exit, netns held (Docker)",
+                    format!("wvbench-c{i}d"),
+                ),
+            ] {
+                methods.push(Box::new(candidate(detach, what, bridge)));
+            }
+        }
         let host = Host::create()?;
         let (attach, detach) =
             host.in_it(|| latency::run(&mut methods, args.samples, args.warmup))??;
@@ -264,6 +327,7 @@ fn run(args: RunArgs) -> Result<()> {
             &hook,
             &work,
             net("10.39.0.0/16"),
+            net("10.44.0.0/16"),
             &args.scale,
             args.samples,
             args.warmup,

@@ -42,13 +42,17 @@ pub fn draw(results: &Results, font: &Path, out: &Path) -> Result<()> {
         (FONT, 26),
     )?;
     let panels = root.split_evenly((3, 1));
-    let scale: Vec<Series> = results.scale.iter().map(|(_, s)| s.clone()).collect();
+    let scale: Vec<Series> = results
+        .scale
+        .iter()
+        .flat_map(|l| [l.hook.clone(), l.floor.clone(), l.floor_silent.clone()])
+        .collect();
     for ((area, title), series) in panels
         .iter()
         .zip([
             "Attach: one fresh netns onto a bridge, one address",
             "Detach",
-            "Scale: weave-hook attach with containers already attached",
+            "Scale: attach with containers already attached",
         ])
         .zip([&results.attach, &results.detach, &scale])
     {

@@ -18,7 +18,8 @@ pub const END: &str = "<!-- weave-bench:end -->";
 
 /// The headline figures, as ratios of medians from one run.
 pub struct Headline {
-    pub hook: Summary,
+    /// weave-hook's attach; `None` when the run did not measure latency.
+    pub hook: Option<Summary>,
     pub over_netavark: Option<f64>,
     pub over_cni: Option<f64>,
     pub over_floor: Option<f64>,
@@ -29,8 +30,8 @@ pub struct Headline {
     pub docker: Option<f64>,
 }
 
-fn ratio(a: &Summary, b: Option<&Series>) -> Option<f64> {
-    b.map(|b| a.median / b.summary().median)
+fn ratio(a: Option<Summary>, b: Option<&Series>) -> Option<f64> {
+    Some(a?.median / b?.summary().median)
 }
 
 fn find<'a>(series: &'a [Series], prefix: &str) -> Option<&'a Series> {
@@ -46,13 +47,14 @@ fn ours(series: &[Series]) -> Result<&Series> {
 }
 
 impl Headline {
-    pub fn of(results: &Results, shim: Option<&ShimCost>) -> Result<Self> {
-        let hook = ours(&results.attach)?.summary();
-        let dhook = ours(&results.detach)?.summary();
+    pub fn of(results: &Results, shim: Option<&ShimCost>) -> Self {
+        let hook = ours(&results.attach).ok().map(Series::summary);
+        let dhook = ours(&results.detach).ok().map(Series::summary);
         let scale = match (results.scale.first(), results.scale.last()) {
-            (Some((_, base)), Some((count, top))) if results.scale.len() > 1 => {
-                Some((*count, top.summary().median / base.summary().median))
-            }
+            (Some(base), Some(top)) if results.scale.len() > 1 => Some((
+                top.count,
+                top.hook.summary().median / base.hook.summary().median,
+            )),
             _ => None,
         };
         let concurrency = results
@@ -68,17 +70,17 @@ impl Headline {
                     sum(|b| b.duplicates),
                 )
             });
-        Ok(Self {
+        Self {
             hook,
-            over_netavark: ratio(&hook, find(&results.attach, "netavark")),
-            over_cni: ratio(&hook, find(&results.attach, "CNI")),
-            over_floor: ratio(&hook, find(&results.attach, "floor")),
-            detach_over_netavark: ratio(&dhook, find(&results.detach, "netavark")),
-            detach_over_floor: ratio(&dhook, find(&results.detach, "floor")),
+            over_netavark: ratio(hook, find(&results.attach, "netavark")),
+            over_cni: ratio(hook, find(&results.attach, "CNI")),
+            over_floor: ratio(hook, find(&results.attach, "floor")),
+            detach_over_netavark: ratio(dhook, find(&results.detach, "netavark")),
+            detach_over_floor: ratio(dhook, find(&results.detach, "floor")),
             scale,
             concurrency,
             docker: shim.and_then(ShimCost::docker_attach_ratio),
-        })
+        }
     }
 }
 
@@ -151,7 +153,7 @@ fn concurrency_table(out: &mut String, runs: &[Concurrency]) -> Result<()> {
 
 /// The generated part of BENCHMARKS.md.
 pub fn tables(results: &Results, shim: Option<&ShimCost>, plot: &str) -> Result<String> {
-    let h = Headline::of(results, shim)?;
+    let h = Headline::of(results, shim);
     let m = &results.machine;
     let mut out = String::new();
     writeln!(
@@ -194,23 +196,37 @@ pub fn tables(results: &Results, shim: Option<&ShimCost>, plot: &str) -> Result<
         writeln!(out, "| {what} | {value} | {} |", verdict(ok))?;
     }
     writeln!(out, "\n![latency distributions]({plot})\n")?;
-    out.push_str("### Attach: one fresh netns onto a bridge with one address\n\n");
-    latency_table(&mut out, &results.attach)?;
-    out.push_str("\n### Detach (container still running, so every method deletes a veth)\n\n");
-    latency_table(&mut out, &results.detach)?;
-    if let Some((_, base)) = results.scale.first() {
-        out.push_str("\n### Scale: weave-hook attach with containers already attached\n\n");
-        out.push_str("| already attached | median ms | p90 ms | p99 ms | ÷ at 0 (medians) |\n|---:|---:|---:|---:|---:|\n");
-        let base = base.summary().median;
-        for (count, s) in &results.scale {
-            let m = s.summary();
+    if h.hook.is_some() {
+        out.push_str("### Attach: one fresh netns onto a bridge with one address\n\n");
+        latency_table(&mut out, &results.attach)?;
+        out.push_str("\n### Detach (unless the row says otherwise, the container still runs, so every method deletes a veth)\n\n");
+        latency_table(&mut out, &results.detach)?;
+    }
+    if let Some(base) = results.scale.first() {
+        out.push_str("\n### Scale: attach with containers already attached (weave-hook, and the floor on the same bridge)\n\n");
+        out.push_str("| already attached | weave-hook median ms | p90 ms | p99 ms | ÷ at 0 | floor median ms | floor ÷ at 0 | weave-hook − floor, ms | floor without gratuitous ARP, median ms | ÷ at 0 |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        let hook0 = base.hook.summary().median;
+        let floor0 = base.floor.summary().median;
+        let silent0 = base.floor_silent.summary().median;
+        for level in &results.scale {
+            let (h, f, q) = (
+                level.hook.summary(),
+                level.floor.summary(),
+                level.floor_silent.summary(),
+            );
             writeln!(
                 out,
-                "| {count} | {:.2} | {:.2} | {:.2} | {:.2}x |",
-                m.median,
-                m.p90,
-                m.p99,
-                m.median / base
+                "| {} | {:.2} | {:.2} | {:.2} | {:.2}x | {:.2} | {:.2}x | {:.2} | {:.2} | {:.2}x |",
+                level.count,
+                h.median,
+                h.p90,
+                h.p99,
+                h.median / hook0,
+                f.median,
+                f.median / floor0,
+                h.median - f.median,
+                q.median,
+                q.median / silent0
             )?;
         }
     }
@@ -272,7 +288,10 @@ pub fn splice(markdown: &str, block: &str) -> Result<String> {
 
 /// The README paragraph with the headline ratios of this run.
 pub fn readme_section(results: &Results, shim: Option<&ShimCost>) -> Result<String> {
-    let h = Headline::of(results, shim)?;
+    let h = Headline::of(results, shim);
+    let hook = h.hook.context(
+        "the run measured no attach latency (run without --only, or with --only latency)",
+    )?;
     let mut out = String::from("## Performance\n\n");
     writeln!(
         out,
@@ -283,7 +302,7 @@ pub fn readme_section(results: &Results, shim: Option<&ShimCost>) -> Result<Stri
          (the same netlink requests from an already-running process).",
         results.machine.nproc,
         results.machine.kernel,
-        h.hook.median,
+        hook.median,
         x(h.over_netavark),
         x(h.over_cni),
         x(h.over_floor),
@@ -323,6 +342,13 @@ pub fn write(
     let block = tables(results, shim, plot)?;
     fs::write(benchmarks, splice(&markdown, &block)?)
         .with_context(|| format!("write {}", benchmarks.display()))?;
+    if Headline::of(results, shim).hook.is_none() {
+        eprintln!(
+            "weave-bench: no attach latency in these results; {} left as it was",
+            readme_section_path.display()
+        );
+        return Ok(());
+    }
     fs::write(readme_section_path, readme_section(results, shim)?)
         .with_context(|| format!("write {}", readme_section_path.display()))?;
     Ok(())

@@ -37,6 +37,16 @@ impl Series {
     }
 }
 
+/// Attach latency with `count` containers already attached to the bridge and in the store.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScaleLevel {
+    pub count: usize,
+    pub hook: Series,
+    pub floor: Series,
+    /// The floor without the gratuitous ARP that weave-hook sends.
+    pub floor_silent: Series,
+}
+
 /// Peak RSS of one kind of process, measured under /usr/bin/time.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Rss {
@@ -83,8 +93,8 @@ pub struct Results {
     pub samples: usize,
     pub attach: Vec<Series>,
     pub detach: Vec<Series>,
-    /// weave-hook attach with this many containers already attached, by count.
-    pub scale: Vec<(usize, Series)>,
+    /// weave-hook attach (and the floor) with containers already attached, by count.
+    pub scale: Vec<ScaleLevel>,
     pub concurrency: Vec<Concurrency>,
     /// weave-runtime's own cost per call (the real runtime replaced by /bin/true).
     pub runtime_calls: Vec<Series>,
@@ -122,8 +132,10 @@ impl Results {
         for s in &self.detach {
             rows("detach", s);
         }
-        for (count, s) in &self.scale {
-            rows(&format!("scale-{count}"), s);
+        for level in &self.scale {
+            rows(&format!("scale-{}", level.count), &level.hook);
+            rows(&format!("scale-{}", level.count), &level.floor);
+            rows(&format!("scale-{}", level.count), &level.floor_silent);
         }
         for s in &self.runtime_calls {
             rows("runtime-call", s);

@@ -78,6 +78,8 @@ impl Host {
 /// A "container": `sleep` in a fresh network namespace, killed when dropped.
 pub struct Container {
     child: Child,
+    /// Keeps the namespace alive after the process exits, as Docker's sandbox does.
+    held: Option<File>,
 }
 
 impl Container {
@@ -102,7 +104,7 @@ impl Container {
         let child = cmd
             .spawn()
             .context("start a container process (sleep in a new netns)")?;
-        Ok(Self { child })
+        Ok(Self { child, held: None })
     }
 
     pub fn pid(&self) -> i32 {
@@ -113,8 +115,16 @@ impl Container {
         PathBuf::from(format!("/proc/{}/ns/net", self.pid()))
     }
 
-    /// Kills the process and waits for it: its namespace is then on its way out (the
-    /// kernel frees it, and the veth end in it, asynchronously).
+    /// Keeps the network namespace alive past the process, until the container is dropped
+    /// (dockerd holds a container's namespace until after the runtime's delete).
+    pub fn hold_netns(&mut self) -> Result<()> {
+        let path = self.netns_path();
+        self.held = Some(File::open(&path).with_context(|| format!("open {}", path.display()))?);
+        Ok(())
+    }
+
+    /// Kills the process and waits for it. Unless held, its namespace is then on its way out
+    /// (the kernel frees it, and the veth end in it, asynchronously).
     pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

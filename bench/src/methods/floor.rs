@@ -20,15 +20,28 @@ use crate::timing::millis;
 pub struct Floor {
     pub bridge: String,
     pub subnet: Ipv4Net,
+    label: String,
+    /// Whether ethwe announces its address (arp_notify) as weave-hook's does.
+    announce: bool,
     host: Option<(Netlink, Netns)>,
 }
 
 impl Floor {
-    pub fn new(bridge: &str, subnet: Ipv4Net) -> Self {
+    pub fn new(bridge: &str, subnet: Ipv4Net, label: &str) -> Self {
         Self {
             bridge: bridge.to_string(),
             subnet,
+            label: label.to_string(),
+            announce: true,
             host: None,
+        }
+    }
+
+    /// The same without the gratuitous ARP: shows what the broadcast costs on a busy bridge.
+    pub fn silent(bridge: &str, subnet: Ipv4Net, label: &str) -> Self {
+        Self {
+            announce: false,
+            ..Self::new(bridge, subnet, label)
         }
     }
 
@@ -38,12 +51,14 @@ impl Floor {
 }
 
 /// What weave-hook does inside the container's namespace, request for request.
-fn configure_inside(addr: Ipv4Net) -> io::Result<()> {
+fn configure_inside(addr: Ipv4Net, announce: bool) -> io::Result<()> {
     let mut nl = Netlink::open()?;
     let ethwe = nl
         .link_by_name("ethwe")?
         .ok_or_else(|| io::Error::from_raw_os_error(libc::ENODEV))?;
-    std::fs::write("/proc/sys/net/ipv4/conf/ethwe/arp_notify", b"1")?;
+    if announce {
+        std::fs::write("/proc/sys/net/ipv4/conf/ethwe/arp_notify", b"1")?;
+    }
     nl.add_address(ethwe.index, addr)?;
     nl.set_up(ethwe.index)?;
     let lo = nl
@@ -57,7 +72,7 @@ fn configure_inside(addr: Ipv4Net) -> io::Result<()> {
 
 impl Method for Floor {
     fn name(&self) -> String {
-        "floor: same netlink requests, in-process".into()
+        self.label.clone()
     }
 
     fn role(&self) -> Role {
@@ -66,8 +81,13 @@ impl Method for Floor {
 
     fn prepare(&mut self) -> Result<()> {
         let mut nl = Netlink::open().context("open netlink socket")?;
-        nl.create_bridge(&self.bridge, None)
-            .with_context(|| format!("create bridge {}", self.bridge))?;
+        // The scale measurement shares weave-hook's bridge, which may exist already.
+        match nl.create_bridge(&self.bridge, None) {
+            Err(e) if e.raw_os_error() != Some(libc::EEXIST) => {
+                Err(e).with_context(|| format!("create bridge {}", self.bridge))?
+            }
+            _ => {}
+        }
         let bridge = nl
             .link_by_name(&self.bridge)?
             .context("the bridge just created is gone")?;
@@ -81,6 +101,7 @@ impl Method for Floor {
         let (host, home) = self.host.as_mut().context("floor not prepared")?;
         let veth = Self::veth(n);
         let addr = nth_addr(self.subnet, n);
+        let announce = self.announce;
         let start = Instant::now();
         let container_ns = Netns::open(Path::new(&container.netns_path()))?;
         let bridge = host.link_by_name(&self.bridge)?.context("bridge is gone")?;
@@ -92,7 +113,7 @@ impl Method for Floor {
             peer_netns: container_ns.file().as_fd(),
             mtu: None,
         })?;
-        container_ns.run_in(home, || configure_inside(addr))??;
+        container_ns.run_in(home, || configure_inside(addr, announce))??;
         Ok(millis(start.elapsed()))
     }
 

@@ -29,8 +29,22 @@ pub struct WeaveHook {
     pub state_dir: PathBuf,
     pub bundle: PathBuf,
     pub cidr: Cidr,
-    /// Detach as a poststop hook usually does: after the container exited.
-    pub detach_after_exit: bool,
+    pub detach: DetachWhen,
+    /// `Ours` for the release build; `Probe` for a prototype measured beside it.
+    pub role: Role,
+}
+
+/// When the measured detach runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DetachWhen {
+    /// The container still runs: the veth exists and must be deleted, as for every peer.
+    Running,
+    /// After the container exited and its namespace went with it (plain runc): the veth is
+    /// usually gone already.
+    Exited,
+    /// After the container exited, its namespace still held (Docker keeps it until after
+    /// the runtime's delete, when poststop runs): the veth still exists.
+    ExitedNetnsHeld,
 }
 
 impl WeaveHook {
@@ -110,7 +124,7 @@ impl Method for WeaveHook {
     }
 
     fn role(&self) -> Role {
-        Role::Ours
+        self.role
     }
 
     fn attach(&mut self, container: &Container, n: usize) -> Result<f64> {
@@ -119,8 +133,13 @@ impl Method for WeaveHook {
     }
 
     fn detach(&mut self, container: &mut Container, n: usize) -> Result<Option<f64>> {
-        if self.detach_after_exit {
-            container.stop();
+        match self.detach {
+            DetachWhen::Running => {}
+            DetachWhen::Exited => container.stop(),
+            DetachWhen::ExitedNetnsHeld => {
+                container.hold_netns()?;
+                container.stop();
+            }
         }
         let (mut cmd, input) = self.command(false, container, n);
         timing::time(&mut cmd, &input).map(Some)
