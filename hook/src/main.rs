@@ -267,3 +267,69 @@ fn init_logging(level: tracing::Level) {
             .init(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cli(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("weave-hook").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn dns_addr_values() {
+        assert_eq!(
+            parse_dns_addr("10.40.0.53/24").unwrap(),
+            "10.40.0.53/24".parse::<Ipv4Net>().unwrap()
+        );
+        assert!(parse_dns_addr("10.40.0.53/32").is_ok());
+        for bad in [
+            "10.40.0.53",
+            "10.40.0.0/24",
+            "10.40.0.255/24",
+            "127.0.0.1/8",
+            "x",
+        ] {
+            assert!(parse_dns_addr(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn dns_addr_inside_the_range_must_be_its_kept_first_host() {
+        assert!(check_dns_addr(&cli(&["ps"])).is_ok());
+        assert!(check_dns_addr(&cli(&["--dns-addr", "10.32.0.1/12", "ps"])).is_ok());
+        assert!(check_dns_addr(&cli(&["--dns-addr", "10.2.0.53/24", "ps"])).is_ok());
+        let err = check_dns_addr(&cli(&["--dns-addr", "10.32.0.7/12", "ps"])).unwrap_err();
+        assert!(err.contains("use 10.32.0.1"), "{err}");
+        let err = check_dns_addr(&cli(&[
+            "--ipalloc-range",
+            "10.40.0.0/16",
+            "--dns-addr",
+            "10.40.9.9/16",
+            "ps",
+        ]))
+        .unwrap_err();
+        assert!(err.contains("use 10.40.0.1"), "{err}");
+    }
+
+    #[test]
+    fn dns_upstreams_repeat() {
+        let c = cli(&[
+            "--dns-upstream",
+            "10.9.0.1",
+            "--dns-upstream",
+            "10.9.0.2:5353",
+            "ps",
+        ]);
+        assert_eq!(
+            c.dns_upstreams,
+            [
+                "10.9.0.1:53".parse::<SocketAddr>().unwrap(),
+                "10.9.0.2:5353".parse().unwrap()
+            ]
+        );
+        assert!(
+            Cli::try_parse_from(["weave-hook", "--dns-upstream", "dns.example", "ps"]).is_err()
+        );
+    }
+}
