@@ -44,7 +44,7 @@ impl Device {
         }
         let now = self.born.elapsed().as_millis() as u64 + RECHECK_MS;
         let last = self.checked_ms.load(Ordering::Relaxed);
-        if now - last < RECHECK_MS
+        if now.saturating_sub(last) < RECHECK_MS
             || self
                 .checked_ms
                 .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)

@@ -140,7 +140,7 @@ impl Table {
         }
         let now = self.born.elapsed().as_millis() as u64 + 1;
         let checked = owner.alive_at.load(Ordering::Relaxed);
-        if checked != 0 && now - checked < LIVENESS_CACHE.as_millis() as u64 {
+        if checked != 0 && now.saturating_sub(checked) < LIVENESS_CACHE.as_millis() as u64 {
             return true;
         }
         let alive = owner.process.is_some_and(running);
