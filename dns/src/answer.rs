@@ -195,7 +195,7 @@ fn reply_to(query: &Message) -> Message {
 }
 
 /// The most a reply to this query may take on this transport.
-pub fn reply_limit(query: &Message, transport: Transport) -> usize {
+fn reply_limit(query: &Message, transport: Transport) -> usize {
     match (transport, &query.edns) {
         (Transport::Tcp, _) => usize::from(u16::MAX),
         (Transport::Udp, None) => UDP_PLAIN_MAX,
