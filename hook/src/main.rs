@@ -71,7 +71,8 @@ enum Command {
     Detach,
     /// List attached containers: id, host veth, addresses.
     Ps,
-    /// Release reservations of containers that are gone and delete orphaned host veths.
+    /// Release reservations of containers that are gone; delete orphaned host veths, torn
+    /// store temp files and stale weave-runtime resolv.conf files.
     Gc,
     /// Stop weave-dns, delete the bridge and its firewall rule; refused while containers are
     /// attached.

@@ -20,7 +20,7 @@ pub const DEFAULT_STATE_DIR: &str = "/run/weave";
 pub const DEFAULT_IPALLOC_RANGE: &str = "10.32.0.0/12";
 
 const KNOWN_FLAGS: &str = "--weave-runtime, --weave-hook-path, --weave-bridge, \
---weave-ipalloc-range, --weave-state-dir, --weave-mtu, --weave-log-level, --weave-dns-server";
+--weave-ipalloc-range, --weave-state-dir, --weave-mtu, --weave-log-level, --weave-dns-addr";
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SettingsError {
@@ -45,6 +45,8 @@ pub struct HookSettings {
     pub state_dir: Option<PathBuf>,
     pub mtu: Option<u32>,
     pub log_level: Option<String>,
+    /// weave DNS's address on the bridge (`--dns-addr`), and the containers' nameserver.
+    pub dns_addr: Option<Ipv4Net>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,8 +56,6 @@ pub struct Settings {
     /// Explicit weave-hook path; `None` means next to weave-runtime's own executable.
     pub hook_path: Option<PathBuf>,
     pub hook: HookSettings,
-    /// Host-wide weave DNS address; `None` means the first host address of the range.
-    pub dns_server: Option<IpAddr>,
 }
 
 impl Settings {
@@ -73,7 +73,6 @@ impl Settings {
                 .filter(|p| !p.is_empty())
                 .map(PathBuf::from),
             hook: HookSettings::default(),
-            dns_server: None,
         };
         if let Some(p) = settings.hook_path.as_ref().filter(|p| p.is_relative()) {
             return Err(SettingsError::RelativeHookPathEnv(p.clone()));
@@ -125,8 +124,11 @@ impl Settings {
                         .ok_or_else(|| bad("must be a non-empty word such as info or debug"))?,
                 )
             }
-            "dns-server" => {
-                self.dns_server = Some(parsed(&value).ok_or_else(|| bad("not an IP address"))?)
+            "dns-addr" => {
+                self.hook.dns_addr =
+                    Some(parsed(&value).ok_or_else(|| {
+                        bad("not an IPv4 address with prefix such as 10.32.0.1/12")
+                    })?)
             }
             _ => return Err(SettingsError::UnknownFlag(name)),
         }
@@ -140,18 +142,21 @@ impl Settings {
             .unwrap_or(Path::new(DEFAULT_STATE_DIR))
     }
 
-    /// The DNS address containers get when their annotations do not name one: the flag,
-    /// else the first host address of the allocation range (10.32.0.1 by default), where
-    /// weave's DNS listens on the bridge.
+    /// The DNS address containers get when their annotations do not name one: the flag
+    /// (also given to the hook, which puts it on the bridge), else the first host address of
+    /// the allocation range (10.32.0.1 by default), the hook's own default.
     pub fn default_dns_server(&self) -> IpAddr {
-        self.dns_server.unwrap_or_else(|| {
-            let range = self.hook.ipalloc_range.unwrap_or_else(|| {
-                DEFAULT_IPALLOC_RANGE
-                    .parse()
-                    .expect("default range is a valid CIDR")
-            });
-            IpAddr::V4(range.trunc().hosts().next().unwrap_or(range.addr()))
-        })
+        self.hook
+            .dns_addr
+            .map(|a| IpAddr::V4(a.addr()))
+            .unwrap_or_else(|| {
+                let range = self.hook.ipalloc_range.unwrap_or_else(|| {
+                    DEFAULT_IPALLOC_RANGE
+                        .parse()
+                        .expect("default range is a valid CIDR")
+                });
+                IpAddr::V4(range.trunc().hosts().next().unwrap_or(range.addr()))
+            })
     }
 }
 
@@ -174,6 +179,9 @@ impl HookSettings {
         }
         if let Some(l) = &self.log_level {
             args.push(format!("--log-level={l}"));
+        }
+        if let Some(a) = &self.dns_addr {
+            args.push(format!("--dns-addr={a}"));
         }
         args.push(command.to_owned());
         args

@@ -450,7 +450,10 @@ fn bad_shim_flags_are_refused_for_every_command() {
             "--weave-state-dir=relative",
             "must be an absolute UTF-8 path",
         ),
-        ("--weave-dns-server=ns1", "not an IP address"),
+        (
+            "--weave-dns-addr=10.2.0.99",
+            "not an IPv4 address with prefix",
+        ),
         ("--weave-runtime=", "must not be empty"),
     ] {
         assert_refused(&f, &[flag, "features"], message);
