@@ -326,8 +326,7 @@ fn run(args: RunArgs) -> Result<()> {
         results.scale = scale::run(
             &hook,
             &work,
-            net("10.39.0.0/16"),
-            net("10.44.0.0/16"),
+            (net("10.39.0.0/16"), net("10.44.0.0/16")),
             &args.scale,
             args.samples,
             args.warmup,

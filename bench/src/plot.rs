@@ -45,14 +45,14 @@ pub fn draw(results: &Results, font: &Path, out: &Path) -> Result<()> {
     let scale: Vec<Series> = results
         .scale
         .iter()
-        .flat_map(|l| [l.hook.clone(), l.floor.clone(), l.floor_silent.clone()])
+        .flat_map(|l| [l.hook.clone(), l.floor.clone()])
         .collect();
     for ((area, title), series) in panels
         .iter()
         .zip([
             "Attach: one fresh netns onto a bridge, one address",
             "Detach",
-            "Scale: attach with containers already attached",
+            "Scale: attach with containers already attached (weave-hook and the floor)",
         ])
         .zip([&results.attach, &results.detach, &scale])
     {

@@ -133,9 +133,10 @@ impl Results {
             rows("detach", s);
         }
         for level in &self.scale {
-            rows(&format!("scale-{}", level.count), &level.hook);
-            rows(&format!("scale-{}", level.count), &level.floor);
-            rows(&format!("scale-{}", level.count), &level.floor_silent);
+            let phase = format!("scale-{}", level.count);
+            rows(&phase, &level.hook);
+            rows(&phase, &level.floor);
+            rows(&phase, &level.floor_silent);
         }
         for s in &self.runtime_calls {
             rows("runtime-call", s);

@@ -1,10 +1,13 @@
-//! weave-hook attach latency with 0, 100, 1000... containers already attached. Each count has
-//! a host namespace of its own (so the kernel's link tables hold exactly that many
-//! containers' veths, and the store that many records), and the counts are sampled
-//! interleaved, round by round. The floor is measured on the same bridges, to tell what
-//! grows in the kernel from what grows in weave-hook.
+//! weave-hook attach latency with 0, 100, 1000... containers already attached to its bridge and
+//! in its store. One host namespace; the counts are measured in ascending order, attaching more
+//! containers between them, so that at every count the machine holds exactly that many (an
+//! interleaved design would need all counts to coexist, and the traffic of the large ones
+//! would land on the small ones). Drift between counts is controlled by the floor, measured
+//! interleaved with weave-hook at every count on the same bridge, with and without the
+//! gratuitous ARP: what grows in the floor grows in the kernel, not in weave-hook.
 
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use ipnet::Ipv4Net;
@@ -18,108 +21,88 @@ use crate::sandbox::{Container, Host};
 const BRIDGE: &str = "wvbench-scale";
 /// Sample numbers start here, far above those of the containers attached beforehand.
 const FIRST_SAMPLE: usize = 1_000_000;
-
-struct Level {
-    count: usize,
-    host: Host,
-    hook: WeaveHook,
-    floor: Floor,
-    silent: Floor,
-    /// The containers attached beforehand; they stay attached until the level is dropped.
-    _attached: Vec<Container>,
-    series: Series,
-    floor_series: Series,
-    silent_series: Series,
-}
+/// Pause after attaching more containers: each new ethwe sends IPv6 router solicitations and
+/// multicast reports for a few seconds, flooded to every port of the bridge.
+const SETTLE: Duration = Duration::from_secs(10);
 
 pub fn run(
     binary: &Path,
     work: &Path,
-    subnet: Ipv4Net,
-    floor_subnet: Ipv4Net,
+    (subnet, floor_subnet): (Ipv4Net, Ipv4Net),
     counts: &[usize],
     samples: usize,
     warmup: usize,
 ) -> Result<Vec<ScaleLevel>> {
+    let mut counts = counts.to_vec();
+    counts.sort_unstable();
+    let host = Host::create()?;
+    let hook = |tag: &str, label: String| WeaveHook {
+        label,
+        tag: tag.to_string(),
+        binary: binary.to_path_buf(),
+        bridge: BRIDGE.to_string(),
+        state_dir: work.join("scale"),
+        bundle: work.to_path_buf(),
+        cidr: Cidr::Allocate(subnet),
+        detach: DetachWhen::Running,
+        role: Role::Ours,
+    };
+    let mut filler = hook("fill", String::new());
+    let mut attached: Vec<Container> = Vec::new();
     let mut levels = Vec::new();
-    for &count in counts {
-        let host = Host::create()?;
-        let hook = |tag: &str| WeaveHook {
-            label: format!("weave-hook attach, {count} attached"),
-            tag: tag.to_string(),
-            binary: binary.to_path_buf(),
-            bridge: BRIDGE.to_string(),
-            state_dir: work.join(format!("scale-{count}")),
-            bundle: work.to_path_buf(),
-            cidr: Cidr::Allocate(subnet),
-            detach: DetachWhen::Running,
-            role: Role::Ours,
-        };
-        let mut filler = hook("fill");
-        let attached = host.in_it(|| -> Result<Vec<Container>> {
-            (0..count)
-                .map(|n| {
-                    let c = Container::start()?;
-                    filler
-                        .attach(&c, n)
-                        .with_context(|| format!("attach container {n} of {count} beforehand"))?;
-                    Ok(c)
-                })
-                .collect()
+    for count in counts {
+        host.in_it(|| -> Result<()> {
+            while attached.len() < count {
+                let n = attached.len();
+                let c = Container::start()?;
+                filler
+                    .attach(&c, n)
+                    .with_context(|| format!("attach container {n} of {count} beforehand"))?;
+                attached.push(c);
+            }
+            Ok(())
         })??;
+        std::thread::sleep(SETTLE);
         eprintln!("weave-bench: scale: {count} containers attached");
-        let hook = hook("scale");
+        let mut hook = hook("scale", format!("weave-hook, {count} attached"));
         let mut floor = Floor::new(BRIDGE, floor_subnet, &format!("floor, {count} attached"));
         let mut silent = Floor::silent(
             BRIDGE,
             floor_subnet,
             &format!("floor without gratuitous ARP, {count} attached"),
         );
-        host.in_it(|| floor.prepare().and_then(|()| silent.prepare()))??;
-        levels.push(Level {
+        let mut series = [
+            Series::new(hook.name(), Role::Ours),
+            Series::new(floor.name(), Role::Floor),
+            Series::new(silent.name(), Role::Probe),
+        ];
+        host.in_it(|| -> Result<()> {
+            floor.prepare()?;
+            silent.prepare()?;
+            let mut methods: [&mut dyn Method; 3] = [&mut hook, &mut floor, &mut silent];
+            for round in 0..warmup + samples {
+                let n = FIRST_SAMPLE + round;
+                // Rotate the order, so each method follows each other alike.
+                methods.rotate_left(1);
+                for m in methods.iter_mut() {
+                    let mut c = Container::start()?;
+                    let t = m.attach(&c, n)?;
+                    m.detach(&mut c, n)?;
+                    if round >= warmup {
+                        let i = series.iter().position(|s| s.name == m.name());
+                        series[i.expect("a series per method")].push(t);
+                    }
+                }
+            }
+            Ok(())
+        })??;
+        let [hook, floor, floor_silent] = series;
+        levels.push(ScaleLevel {
             count,
-            host,
-            series: Series::new(hook.name(), Role::Ours),
-            floor_series: Series::new(floor.name(), Role::Floor),
-            silent_series: Series::new(silent.name(), Role::Probe),
             hook,
             floor,
-            silent,
-            _attached: attached,
+            floor_silent,
         });
     }
-    let count = levels.len();
-    for round in 0..warmup + samples {
-        for k in 0..count {
-            let level = &mut levels[(k + round) % count];
-            let n = FIRST_SAMPLE + round;
-            let methods: [&mut dyn Method; 3] =
-                [&mut level.hook, &mut level.floor, &mut level.silent];
-            let times = level.host.in_it(|| -> Result<Vec<f64>> {
-                methods
-                    .into_iter()
-                    .map(|m| {
-                        let mut c = Container::start()?;
-                        let t = m.attach(&c, n)?;
-                        m.detach(&mut c, n)?;
-                        Ok(t)
-                    })
-                    .collect()
-            })??;
-            if round >= warmup {
-                level.series.push(times[0]);
-                level.floor_series.push(times[1]);
-                level.silent_series.push(times[2]);
-            }
-        }
-    }
-    Ok(levels
-        .into_iter()
-        .map(|l| ScaleLevel {
-            count: l.count,
-            hook: l.series,
-            floor: l.floor_series,
-            floor_silent: l.silent_series,
-        })
-        .collect())
+    Ok(levels)
 }

@@ -23,6 +23,7 @@ pub struct Floor {
     label: String,
     /// Whether ethwe announces its address (arp_notify) as weave-hook's does.
     announce: bool,
+
     host: Option<(Netlink, Netns)>,
 }
 
