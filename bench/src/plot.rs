@@ -13,7 +13,7 @@ use crate::results::{Results, Series};
 const FONT: &str = "sans-serif";
 
 /// Distinct, dark enough on white: one per series of a panel.
-const COLORS: [RGBColor; 9] = [
+const COLORS: [RGBColor; 13] = [
     RGBColor(214, 39, 40),
     RGBColor(31, 119, 180),
     RGBColor(44, 160, 44),
@@ -23,7 +23,13 @@ const COLORS: [RGBColor; 9] = [
     RGBColor(227, 119, 194),
     RGBColor(23, 190, 207),
     RGBColor(90, 90, 90),
+    RGBColor(188, 189, 34),
+    RGBColor(0, 0, 0),
+    RGBColor(0, 0, 139),
+    RGBColor(0, 100, 0),
 ];
+/// Width of the legend column at the right of each panel.
+const LEGEND_WIDTH: u32 = 470;
 
 /// Draws `results` into `out` with the TrueType font at `font` (no system font lookup).
 pub fn draw(results: &Results, font: &Path, out: &Path) -> Result<()> {
@@ -31,7 +37,7 @@ pub fn draw(results: &Results, font: &Path, out: &Path) -> Result<()> {
     // The font table keeps a 'static reference; one font for the life of the process.
     plotters::style::register_font(FONT, FontStyle::Normal, Box::leak(bytes.into_boxed_slice()))
         .map_err(|_| anyhow!("{} is not a TrueType/OpenType font", font.display()))?;
-    let root = BitMapBackend::new(out, (1400, 1650)).into_drawing_area();
+    let root = BitMapBackend::new(out, (1600, 1650)).into_drawing_area();
     root.fill(&WHITE)?;
     let m = &results.machine;
     let root = root.titled(
@@ -86,10 +92,12 @@ fn cdf_panel(
     title: &str,
     series: &[Series],
 ) -> Result<()> {
+    let (width, _) = area.dim_in_pixel();
+    let (plot, legend) = area.split_horizontally(width.saturating_sub(LEGEND_WIDTH));
     let all = series.iter().flat_map(|s| s.ms.iter().copied());
     let lo = all.clone().fold(f64::MAX, f64::min) * 0.8;
     let hi = all.fold(0.0, f64::max) * 1.25;
-    let mut chart = ChartBuilder::on(area)
+    let mut chart = ChartBuilder::on(&plot)
         .caption(title, (FONT, 22))
         .margin(12)
         .x_label_area_size(45)
@@ -115,19 +123,14 @@ fn cdf_panel(
             .into_iter()
             .enumerate()
             .map(|(k, ms)| (ms, (k + 1) as f64 / n));
-        chart
-            .draw_series(LineSeries::new(points, color.stroke_width(2)))?
-            .label(s.name.clone())
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(3))
-            });
+        chart.draw_series(LineSeries::new(points, color.stroke_width(2)))?;
+        // The legend: a line of the series' colour and its name, one row each.
+        let y = 60 + 24 * i as i32;
+        legend.draw(&PathElement::new(
+            vec![(0, y), (28, y)],
+            color.stroke_width(3),
+        ))?;
+        legend.draw(&Text::new(s.name.clone(), (36, y - 8), (FONT, 15)))?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .label_font((FONT, 15))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()?;
     Ok(())
 }
