@@ -27,10 +27,16 @@ bench_cleanup() {
 	local status=$? pid ns
 	if [ -n "$bench_shim_pid" ]; then
 		# weave-runtime's benchmark names its throwaway host namespaces wvt<its pid>x<n> and
-		# keeps its dockerd's files under TMPDIR (the scratch directory): stop what is left.
+		# keeps its dockerd's files under TMPDIR (the scratch directory): every process it
+		# left (dockerd, containerd, shims, a half-started container's `runc init`) names the
+		# scratch directory in its command line or its environment. Twice: a dying parent
+		# may have just started a child.
 		kill "$bench_shim_pid" 2>/dev/null || true
-		for pid in $(grep -l -s -F "$bench_work" /proc/[0-9]*/cmdline | cut -d/ -f3); do
-			kill -KILL "$pid" 2>/dev/null || true
+		for _ in 1 2; do
+			for pid in $(grep -l -s -F "$bench_work" /proc/[0-9]*/cmdline /proc/[0-9]*/environ | cut -d/ -f3 | sort -u); do
+				[ "$pid" = $$ ] || kill -KILL "$pid" 2>/dev/null || true
+			done
+			sleep 1
 		done
 		for ns in $(ip netns list | awk '{print $1}' | grep -E "^wvt${bench_shim_pid}x[0-9]+$" || true); do
 			ip netns del "$ns" || true
