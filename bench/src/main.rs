@@ -451,3 +451,19 @@ fn command_output(cmd: &mut Command) -> String {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn candidates_are_label_equals_path() {
+        assert_eq!(
+            parse_candidate("static=/a/b=c").unwrap(),
+            ("static".to_string(), PathBuf::from("/a/b=c"))
+        );
+        assert!(parse_candidate("no-path=").is_err());
+        assert!(parse_candidate("=/path").is_err());
+        assert!(parse_candidate("plain").is_err());
+    }
+}

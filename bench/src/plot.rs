@@ -134,3 +134,14 @@ fn cdf_panel(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::ticks;
+
+    #[test]
+    fn ticks_are_one_two_five_within_the_range() {
+        assert_eq!(ticks(0.4, 60.0), vec![0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0]);
+        assert_eq!(ticks(12.0, 130.0), vec![20.0, 50.0, 100.0]);
+    }
+}
