@@ -153,6 +153,18 @@ impl Netlink {
         }
     }
 
+    /// Deletes a link by index: unlike a name, an index is not reused at once, so this never
+    /// deletes a newer link that took the name. Returns `false` when it did not exist.
+    pub fn delete_link_index(&mut self, index: u32) -> io::Result<bool> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        match self.request(RouteNetlinkMessage::DelLink(msg), 0) {
+            Ok(_) => Ok(true),
+            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Adds an IPv4 address; the kernel adds the subnet route with it.
     pub fn add_address(&mut self, index: u32, addr: Ipv4Net) -> io::Result<()> {
         let mut msg = AddressMessage::default();

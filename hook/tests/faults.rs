@@ -280,5 +280,5 @@ fn runtime_hook_timeout_then_the_same_container_starts() {
     assert_eq!(env.ps(), "");
     assert_eq!(env.files_in("addrs"), 0);
     assert_eq!(env.files_in("containers"), 0);
-    assert_eq!(env.host.links("vethwe"), Vec::<String>::new());
+    assert_eq!(env.host.veths_left(), Vec::<String>::new());
 }

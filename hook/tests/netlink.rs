@@ -133,6 +133,18 @@ fn host_links() -> String {
     sh("ip -o link show")
 }
 
+/// Detach deletes the host veth from a background child: waits up to 2 s for `name` to go.
+fn link_gone(name: &str) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while host_links().contains(name) {
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    true
+}
+
 #[test]
 fn attach_wires_bridge_veth_and_addresses() {
     if !root_or_skip("attach_wires_bridge_veth_and_addresses") {
@@ -180,10 +192,7 @@ fn attach_wires_bridge_veth_and_addresses() {
     );
 
     detach(&s, &c.id).unwrap();
-    assert!(
-        !host_links().contains(&veth),
-        "detach deletes the host veth"
-    );
+    assert!(link_gone(&veth), "detach deletes the host veth");
     assert!(Store::existing(dir.path()).records().unwrap().is_empty());
     detach(&s, &c.id).expect("detach is idempotent");
     detach(&s, &ContainerId::parse("never-attached").unwrap()).expect("never attached is fine");
@@ -474,4 +483,34 @@ fn existing_non_bridge_link_is_refused() {
         .to_string();
     assert!(err.contains("not a bridge"), "{err}");
     assert!(Store::existing(dir.path()).records().unwrap().is_empty());
+}
+
+#[test]
+fn restart_right_after_detach_keeps_the_new_veth() {
+    if !root_or_skip("restart_right_after_detach_keeps_the_new_veth") {
+        return;
+    }
+    private_host();
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(dir.path());
+    let first = Container::start("restarted");
+    attach(&s, &first.state("10.2.0.40/24")).unwrap();
+    let veth = host_veth_name(&first.id);
+    let old = sh(&format!("ip -o link show {veth}"));
+    // `docker restart`: poststop of the old process, at once createRuntime of the new one,
+    // same id, while detach's background child is still deleting the old veth.
+    detach(&s, &first.id).unwrap();
+    let second = Container::start("restarted");
+    attach(&s, &second.state("10.2.0.40/24")).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let new = sh(&format!("ip -o link show {veth}"));
+    assert_ne!(
+        old.split(':').next(),
+        new.split(':').next(),
+        "a new veth, with a new index"
+    );
+    assert!(new.contains("master weave") && new.contains(",UP"), "{new}");
+    assert!(second
+        .run("ip -o -4 addr show ethwe")
+        .contains("inet 10.2.0.40/24"));
 }

@@ -134,6 +134,21 @@ impl TestHost {
     }
 }
 
+impl TestHost {
+    /// The host veths (`vethwe*`) still there once detach's background deletion had time
+    /// to finish: waits up to 2 s for them to go.
+    pub fn veths_left(&self) -> Vec<String> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        loop {
+            let left = self.links("vethwe");
+            if left.is_empty() || std::time::Instant::now() > deadline {
+                return left;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
 impl Default for TestHost {
     fn default() -> Self {
         Self::new()

@@ -325,11 +325,7 @@ fn refused_dns_containers_leave_nothing_behind() {
     let runc = Runc::new(&env.runc.host);
     let nothing_left = |after: &str| {
         assert_eq!(env.ps(), "", "reservation left after {after}");
-        assert_eq!(
-            env.runc.host.links("vethwe"),
-            Vec::<String>::new(),
-            "{after}"
-        );
+        assert_eq!(env.runc.host.veths_left(), Vec::<String>::new(), "{after}");
         assert_eq!(env.dns.pid(), None, "weave-dns left after {after}");
     };
 

@@ -98,7 +98,7 @@ fn ten_rounds_of_64_concurrent_start_stop_cycles_leak_nothing() {
         });
         assert_eq!(env.ps(), "", "round {round}: reservations left");
         assert_eq!(
-            env.host.links("vethwe"),
+            env.host.veths_left(),
             Vec::<String>::new(),
             "round {round}: veths left"
         );

@@ -112,7 +112,7 @@ fn first_instruction_sees_the_address_20_of_20_and_nothing_is_left() {
         );
         assert_eq!(env.ps(), "", "run {i}: poststop released the container");
     }
-    assert_eq!(env.host.links("vethwe"), Vec::<String>::new());
+    assert_eq!(env.host.veths_left(), Vec::<String>::new());
     assert_eq!(
         env.host.links(&env.bridge),
         std::slice::from_ref(&env.bridge)
@@ -155,7 +155,7 @@ fn removed_container_leaves_nothing_and_unannotated_ones_are_not_touched() {
 
     ok_stdout(&podman.run(&["rm", "--force", "--time", "0", &name]), "rm");
     assert_eq!(env.ps(), "", "podman rm left a reservation");
-    assert_eq!(env.host.links("vethwe"), Vec::<String>::new());
+    assert_eq!(env.host.veths_left(), Vec::<String>::new());
 
     // The `when` condition: no weave annotation, no hook.
     let out = podman.run(&[

@@ -26,7 +26,7 @@ fn first_instruction_sees_the_address_in_50_runs() {
         );
         assert_eq!(env.ps(), "", "run {i}: poststop released the reservation");
     }
-    assert_eq!(env.host.links("vethwe"), Vec::<String>::new());
+    assert_eq!(env.host.veths_left(), Vec::<String>::new());
 }
 
 #[test]
@@ -58,7 +58,7 @@ fn containers_ping_each_other_and_delete_leaves_nothing() {
     assert!(env.ps().starts_with("server "), "{}", env.ps());
 
     runc.remove("server");
-    assert_eq!(env.host.links("vethwe"), Vec::<String>::new());
+    assert_eq!(env.host.veths_left(), Vec::<String>::new());
     assert_eq!(env.ps(), "");
     let addrs = std::fs::read_dir(env.state.path().join("addrs"))
         .unwrap()
@@ -129,7 +129,7 @@ fn thirty_two_concurrent_containers_get_distinct_reachable_addresses() {
         }
     });
     assert_eq!(env.ps(), "");
-    assert_eq!(env.host.links("vethwe"), Vec::<String>::new());
+    assert_eq!(env.host.veths_left(), Vec::<String>::new());
 }
 
 #[test]
@@ -189,7 +189,7 @@ fn malformed_cidr_refuses_the_container() {
         "{stderr}"
     );
     assert!(stderr.contains("10.2.0.300/24"), "{stderr}");
-    assert_eq!(env.host.links("vethwe"), Vec::<String>::new());
+    assert_eq!(env.host.veths_left(), Vec::<String>::new());
     assert_eq!(
         env.host.links("weave"),
         Vec::<String>::new(),

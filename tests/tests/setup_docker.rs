@@ -310,7 +310,7 @@ fn dockerd_started_with_the_written_config_attaches_containers() {
         );
         assert_eq!(weave.ps(), "", "run {i}: the reservation was not released");
     }
-    assert_eq!(host.links("vethwe"), Vec::<String>::new());
+    assert_eq!(host.veths_left(), Vec::<String>::new());
 
     let status = run_ok(
         Command::new(bin("weave-setup"))
