@@ -3,7 +3,8 @@
 # Debian 12:
 #   1. installs the peers (containernetworking-plugins' bridge + host-local, podman's
 #      netavark, iproute2) and Docker 26 for the end-to-end figures, GNU time and a font;
-#   2. builds weave-hook, weave-runtime and weave-bench in release mode;
+#   2. builds weave-bench in release mode, weave-hook and weave-runtime as users install them
+#      (scripts/build-release.sh: release, statically linked);
 #   3. weave-bench run: attach/detach latency of weave-hook vs the CNI bridge plugin, netavark,
 #      a pipework-style script and the netlink floor; scale; concurrency; peak RSS;
 #   4. weave-runtime's own benchmark (cargo bench -p weave-runtime): per-call passthrough
@@ -32,11 +33,14 @@ bench_deps
 bench_start
 
 echo "bench: building (release)"
-cargo build --release --quiet -p weave-hook -p weave-runtime -p weave-bench
+cargo build --release --quiet -p weave-bench
+# What users install: the static builds of scripts/build-release.sh.
+static=$(scripts/build-release.sh weave-hook weave-runtime | tail -n 1)
 mkdir -p bench/results
 echo "bench: load before: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores"
 
-TMPDIR=$bench_work "$bin/weave-bench" run --work "$bench_work/run" --out bench/results --samples "$samples"
+TMPDIR=$bench_work "$bin/weave-bench" run --work "$bench_work/run" --out bench/results --samples "$samples" \
+	--hook "$static/weave-hook" --runtime "$static/weave-runtime"
 
 shim_cost=()
 if [ "${BENCH_SKIP_DOCKER:-0}" != 1 ]; then

@@ -9,8 +9,7 @@ cd "$(dirname "$0")/.."
 
 [ "$(id -u)" -eq 0 ] || { echo "demo: run as root (the hook changes the host's network)" >&2; exit 1; }
 scripts/deps-runc.sh
-cargo build --release --quiet -p weave-hook
-HOOK="$PWD/target/release/weave-hook"
+HOOK="$(scripts/build-release.sh weave-hook | tail -n 1)/weave-hook"
 FLAGS=(--bridge weavedemo --state-dir /run/weave-demo)
 
 work=$(mktemp -d /tmp/weave-demo.XXXXXX)
