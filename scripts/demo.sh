@@ -61,5 +61,7 @@ runc --root "$work/runc" kill server KILL
 for _ in $(seq 50); do runc --root "$work/runc" delete server 2>/dev/null && break; sleep 0.1; done
 echo "== weave-hook ps (empty) and host veths left (none):"
 "$HOOK" "${FLAGS[@]}" ps
+# detach deletes a host veth that is still there from a background child: give it a moment.
+for _ in $(seq 20); do ip -br link | grep -q vethwe || break; sleep 0.1; done
 ip -br link | grep vethwe || echo "(no vethwe* links)"
 echo "demo: OK"
