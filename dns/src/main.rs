@@ -74,7 +74,8 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_level);
+    // hickory-proto logs about every odd packet; a flood would fill the log.
+    weave_hook::logging::init(cli.log_level, &["hickory_proto"]);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -161,30 +162,4 @@ async fn serve(
         _ = int.recv() => tracing::info!("SIGINT: exiting"),
     }
     Ok(())
-}
-
-fn init_logging(level: tracing::Level) {
-    use tracing_subscriber::prelude::*;
-    let filter = tracing_subscriber::filter::Targets::new()
-        .with_default(level)
-        // hickory-proto logs about every odd packet; a flood would fill the log.
-        .with_target("hickory_proto", tracing::Level::ERROR);
-    let journald = std::path::Path::new("/run/systemd/journal/socket")
-        .exists()
-        .then(|| tracing_journald::layer().ok())
-        .flatten();
-    match journald {
-        Some(layer) => tracing_subscriber::registry()
-            .with(filter)
-            .with(layer)
-            .init(),
-        None => tracing_subscriber::registry()
-            .with(filter)
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .with_writer(io::stderr)
-                    .with_target(false),
-            )
-            .init(),
-    }
 }

@@ -7,6 +7,7 @@ pub mod error;
 pub mod failpoint;
 pub mod firewall;
 pub mod gc;
+pub mod logging;
 pub mod netlink;
 pub mod netns;
 pub mod oci;

@@ -138,7 +138,9 @@ fn main() -> ExitCode {
             .error(clap::error::ErrorKind::ArgumentConflict, msg)
             .exit();
     }
-    init_logging(cli.log_level);
+    // netlink-packet-route warns about every attribute newer than itself (kernel 6.x adds
+    // some): not actionable for a user.
+    weave_hook::logging::init(cli.log_level, &["netlink_packet_route"]);
     let settings = Settings {
         bridge: cli.bridge,
         ipalloc_range: cli.ipalloc_range,
@@ -240,33 +242,6 @@ fn ps(settings: &Settings) -> Result<(), Error> {
         let _ = writeln!(out, "{} {} {}", record.id, record.veth, addrs.join(" "));
     }
     Ok(())
-}
-
-fn init_logging(level: tracing::Level) {
-    use tracing_subscriber::prelude::*;
-    // netlink-packet-route warns about every attribute newer than itself (kernel 6.x adds
-    // some): not actionable for a user, so only its errors are shown.
-    let filter = tracing_subscriber::filter::Targets::new()
-        .with_default(level)
-        .with_target("netlink_packet_route", tracing::Level::ERROR);
-    let journald = std::path::Path::new("/run/systemd/journal/socket")
-        .exists()
-        .then(|| tracing_journald::layer().ok())
-        .flatten();
-    match journald {
-        Some(layer) => tracing_subscriber::registry()
-            .with(filter)
-            .with(layer)
-            .init(),
-        None => tracing_subscriber::registry()
-            .with(filter)
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .with_writer(io::stderr)
-                    .with_target(false),
-            )
-            .init(),
-    }
 }
 
 #[cfg(test)]

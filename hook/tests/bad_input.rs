@@ -4,20 +4,9 @@
 
 use std::io::Write;
 use std::process::{Command, Stdio};
+use weave_e2e::root_or_skip;
 
 use nix::sched::{unshare, CloneFlags};
-
-fn root_or_skip(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{test} needs root, and CI must run it"
-    );
-    eprintln!("SKIPPED: {test} needs root (not in CI, so skipping)");
-    false
-}
 
 struct Case {
     name: &'static str,
@@ -206,18 +195,8 @@ fn every_bad_input_is_refused_and_changes_nothing() {
     }
     // A private "host" namespace: nothing the hook could wrongly create reaches the machine.
     unshare(CloneFlags::CLONE_NEWNET).unwrap();
-    let mut container = Command::new("unshare")
-        .args(["-n", "sleep", "300"])
-        .spawn()
-        .unwrap();
+    let mut container = weave_e2e::spawn_in_new_netns();
     let mut host_proc = Command::new("sleep").arg("300").spawn().unwrap();
-    let me = std::fs::read_link("/proc/thread-self/ns/net").unwrap();
-    while std::fs::read_link(format!("/proc/{}/ns/net", container.id()))
-        .ok()
-        .is_none_or(|ns| ns == me)
-    {
-        std::thread::sleep(std::time::Duration::from_millis(2));
-    }
     let state_dir = tempfile::tempdir().unwrap();
     let bundles = Bundles::new();
     let mut failures = Vec::new();

@@ -8,23 +8,12 @@ use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
+use weave_e2e::root_or_skip;
 
 use nix::sched::{unshare, CloneFlags};
 use weave_hook::failpoint::STEPS;
 
 const HOOK: &str = env!("CARGO_BIN_EXE_weave-hook");
-
-fn root_or_skip(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{test} needs root, and CI must run it"
-    );
-    eprintln!("SKIPPED: {test} needs root (not in CI, so skipping)");
-    false
-}
 
 fn sh(cmd: &str) -> String {
     let out = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
@@ -41,17 +30,7 @@ struct Container(Child);
 
 impl Container {
     fn start() -> Self {
-        let child = Command::new("unshare")
-            .args(["-n", "sleep", "300"])
-            .spawn()
-            .unwrap();
-        let me = std::fs::read_link("/proc/thread-self/ns/net").unwrap();
-        while std::fs::read_link(format!("/proc/{}/ns/net", child.id()))
-            .ok()
-            .is_none_or(|ns| ns == me)
-        {
-            std::thread::sleep(std::time::Duration::from_millis(2));
-        }
+        let child = weave_e2e::spawn_in_new_netns();
         Self(child)
     }
 

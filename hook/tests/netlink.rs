@@ -5,7 +5,8 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
+use weave_e2e::root_or_skip;
 
 use nix::sched::{unshare, CloneFlags};
 use weave_hook::attach::attach;
@@ -13,18 +14,6 @@ use weave_hook::detach::detach;
 use weave_hook::oci::{ContainerId, State, Status};
 use weave_hook::settings::{host_veth_name, Settings};
 use weave_hook::store::Store;
-
-fn root_or_skip(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{test} needs root, and CI must run it"
-    );
-    eprintln!("SKIPPED: {test} needs root (not in CI, so skipping)");
-    false
-}
 
 /// Moves the calling test thread into a fresh network namespace of its own, with the
 /// conditions of a Docker host: br_netfilter on and the FORWARD policy DROP.
@@ -54,19 +43,7 @@ struct Container {
 
 impl Container {
     fn start(id: &str) -> Self {
-        let child = Command::new("unshare")
-            .args(["-n", "sleep", "300"])
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        // unshare execs sleep after unsharing: wait until the namespace differs from ours.
-        let me = std::fs::read_link("/proc/thread-self/ns/net").unwrap();
-        while std::fs::read_link(format!("/proc/{}/ns/net", child.id()))
-            .ok()
-            .is_none_or(|ns| ns == me)
-        {
-            std::thread::sleep(std::time::Duration::from_millis(2));
-        }
+        let child = weave_e2e::spawn_in_new_netns();
         Self {
             id: ContainerId::parse(id).unwrap(),
             child,

@@ -27,6 +27,24 @@ pub fn root_or_skip(test: &str) -> bool {
     false
 }
 
+/// Spawns `sleep` in a network namespace of its own (a stand-in for a container) and returns
+/// once the namespace exists: `unshare` execs `sleep` only after unsharing.
+pub fn spawn_in_new_netns() -> std::process::Child {
+    let child = Command::new("unshare")
+        .args(["-n", "sleep", "300"])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let me = std::fs::read_link("/proc/thread-self/ns/net").unwrap();
+    while std::fs::read_link(format!("/proc/{}/ns/net", child.id()))
+        .ok()
+        .is_none_or(|ns| ns == me)
+    {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    child
+}
+
 /// True when `program` is on PATH. In CI a missing prerequisite fails the test; outside CI
 /// the test skips loudly.
 pub fn tool_or_skip(test: &str, program: &str) -> bool {
@@ -328,6 +346,34 @@ impl<'h> Runc<'h> {
             .stdin(Stdio::null())
             .output()
             .unwrap()
+    }
+
+    /// Starts every container at once (`runc run --detach` each); panics naming the first
+    /// that failed.
+    pub fn run_all_detached(&self, ids: &[String], bundle: &Bundle) {
+        std::thread::scope(|scope| {
+            let runs: Vec<_> = ids
+                .iter()
+                .map(|id| scope.spawn(|| self.run_detached(id, bundle)))
+                .collect();
+            for (id, run) in ids.iter().zip(runs) {
+                let out = run.join().unwrap();
+                assert!(
+                    out.status.success(),
+                    "{id}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        });
+    }
+
+    /// Removes every container at once.
+    pub fn remove_all(&self, ids: &[String]) {
+        std::thread::scope(|scope| {
+            for id in ids {
+                scope.spawn(move || self.remove(id));
+            }
+        });
     }
 
     /// Kills and deletes a container; poststop hooks run at the delete.

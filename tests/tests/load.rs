@@ -63,20 +63,7 @@ fn ten_rounds_of_64_concurrent_start_stop_cycles_leak_nothing() {
     let ids: Vec<String> = (0..CONTAINERS).map(|i| format!("load{i}")).collect();
     let mut peaks = Vec::new();
     for round in 0..ROUNDS {
-        std::thread::scope(|scope| {
-            let runs: Vec<_> = ids
-                .iter()
-                .map(|id| scope.spawn(|| runc.run_detached(id, &bundle)))
-                .collect();
-            for (id, run) in ids.iter().zip(runs) {
-                let out = run.join().unwrap();
-                assert!(
-                    out.status.success(),
-                    "round {round}, {id}: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-        });
+        runc.run_all_detached(&ids, &bundle);
         let ps = env.ps();
         let addrs: HashSet<&str> = ps
             .lines()
@@ -90,12 +77,7 @@ fn ten_rounds_of_64_concurrent_start_stop_cycles_leak_nothing() {
         );
         assert_eq!(env.host.links("vethwe").len(), CONTAINERS);
 
-        std::thread::scope(|scope| {
-            for id in &ids {
-                let runc = &runc;
-                scope.spawn(move || runc.remove(id));
-            }
-        });
+        runc.remove_all(&ids);
         assert_eq!(env.ps(), "", "round {round}: reservations left");
         assert_eq!(
             env.host.veths_left(),

@@ -75,20 +75,7 @@ fn thirty_two_concurrent_containers_get_distinct_reachable_addresses() {
     let runc = Runc::new(&env.host);
     let bundle = env.bundle(&["sleep", "120"], "net:default");
     let ids: Vec<String> = (0..32).map(|i| format!("many{i}")).collect();
-    std::thread::scope(|scope| {
-        let runs: Vec<_> = ids
-            .iter()
-            .map(|id| scope.spawn(|| runc.run_detached(id, &bundle)))
-            .collect();
-        for (id, run) in ids.iter().zip(runs) {
-            let out = run.join().unwrap();
-            assert!(
-                out.status.success(),
-                "{id}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-    });
+    runc.run_all_detached(&ids, &bundle);
     let ps = env.ps();
     let addrs: Vec<String> = ps
         .lines()
@@ -122,12 +109,7 @@ fn thirty_two_concurrent_containers_get_distinct_reachable_addresses() {
         String::from_utf8_lossy(&out.stdout)
     );
 
-    std::thread::scope(|scope| {
-        for id in &ids {
-            let runc = &runc;
-            scope.spawn(move || runc.remove(id));
-        }
-    });
+    runc.remove_all(&ids);
     assert_eq!(env.ps(), "");
     assert_eq!(env.host.veths_left(), Vec::<String>::new());
 }
