@@ -75,6 +75,19 @@ fn bridge_ports(bridge: &str) -> Result<usize> {
         .count())
 }
 
+/// Ports still on `bridge` once deletions left to the background (weave-hook's detach hands
+/// the ~30 ms veth deletion to a child) had up to 5 s to finish.
+fn ports_left(bridge: &str) -> Result<usize> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let ports = bridge_ports(bridge)?;
+        if ports == 0 || std::time::Instant::now() > deadline {
+            return Ok(ports);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// One round for one method: attach burst, checks, detach burst, checks.
 fn round(method: &dyn Process, at_once: usize) -> Result<(Burst, Burst)> {
     let containers: Vec<Container> = (0..at_once)
@@ -97,7 +110,7 @@ fn round(method: &dyn Process, at_once: usize) -> Result<(Burst, Burst)> {
         wall_ms,
         failures,
         duplicates: 0,
-        missing: bridge_ports(method.bridge())? + method.leftovers()?,
+        missing: ports_left(method.bridge())? + method.leftovers()?,
     };
     Ok((attach, detach))
 }
