@@ -20,7 +20,7 @@ pub const DEFAULT_STATE_DIR: &str = "/run/weave";
 pub const DEFAULT_IPALLOC_RANGE: &str = "10.32.0.0/12";
 
 const KNOWN_FLAGS: &str = "--weave-runtime, --weave-hook-path, --weave-bridge, \
---weave-ipalloc-range, --weave-state-dir, --weave-mtu, --weave-log-level, --weave-dns-addr";
+--weave-ipalloc-range, --weave-state-dir, --weave-mtu, --weave-log-level, --weave-dns-addr; --weave-help, first, prints weave-runtime's usage";
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SettingsError {

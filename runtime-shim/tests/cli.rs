@@ -546,3 +546,25 @@ fn a_refusal_is_also_written_to_runcs_json_log_where_containerd_reads_it() {
     );
     assert_eq!(text.lines().count(), 2);
 }
+
+#[test]
+fn weave_help_prints_the_shims_own_usage() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_weave-runtime"))
+        .arg("--weave-help")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    for flag in [
+        "--weave-runtime",
+        "--weave-hook-path",
+        "--weave-bridge",
+        "--weave-ipalloc-range",
+        "--weave-state-dir",
+        "--weave-mtu",
+        "--weave-log-level",
+        "--weave-dns-addr",
+    ] {
+        assert!(text.contains(flag), "{flag} missing from --weave-help");
+    }
+}
