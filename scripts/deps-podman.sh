@@ -9,21 +9,7 @@ set -euo pipefail
 
 packages=(podman netavark runc busybox-static iproute2 containernetworking-plugins)
 
-missing=()
-for p in "${packages[@]}"; do
-    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed$'; then
-        missing+=("$p")
-    fi
-done
-
-if [ "${#missing[@]}" -eq 0 ]; then
-    echo "deps-podman: already installed: ${packages[*]}"
-    exit 0
-fi
-
-echo "deps-podman: installing ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-apt-get -o DPkg::Lock::Timeout=600 update -qq
-apt-get -o DPkg::Lock::Timeout=600 install -y -qq "${missing[@]}"
+. "$(dirname "$0")/apt-lib.sh"
+apt_install_missing deps-podman "${packages[@]}"
 command -v podman >/dev/null
 echo "deps-podman: $(podman --version)"
