@@ -29,24 +29,40 @@ impl<'h> Dockerd<'h> {
     /// Starts dockerd with `runtimes.weave` = weave-runtime `runtime_args...`; waits until
     /// it answers.
     pub fn start(host: &'h TestHost, runtime_args: &[String]) -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("weave-dockerd")
-            .tempdir()
-            .unwrap();
+        let dir = Self::new_dir();
         let config = json!({
             "runtimes": {"weave": {"path": bin("weave-runtime"), "runtimeArgs": runtime_args}},
             // docker0 inside the test host, in the project's test range.
             "bip": "10.2.250.1/24",
             "storage-driver": "vfs",
         });
-        fs::write(dir.path().join("daemon.json"), config.to_string()).unwrap();
+        fs::write(Self::config_path(dir.path()), config.to_string()).unwrap();
+        Self::start_with_config(host, dir)
+    }
+
+    /// A directory for a daemon: the caller writes [`Dockerd::config_path`] in it, then
+    /// starts the daemon with [`Dockerd::start_with_config`].
+    pub fn new_dir() -> tempfile::TempDir {
+        tempfile::Builder::new()
+            .prefix("weave-dockerd")
+            .tempdir()
+            .unwrap()
+    }
+
+    /// The daemon.json a daemon on `dir` reads.
+    pub fn config_path(dir: &Path) -> PathBuf {
+        dir.join("daemon.json")
+    }
+
+    /// Starts dockerd on `dir`/daemon.json, which the caller wrote; waits until it answers.
+    pub fn start_with_config(host: &'h TestHost, dir: tempfile::TempDir) -> Self {
         let log = fs::File::create(dir.path().join("dockerd.log")).unwrap();
         // nsenter and unshare (without --fork) exec in place: the child's pid is dockerd's.
         let daemon = host
             .command("unshare")
             .args(["--mount", "--propagation", "private", "--", "dockerd"])
             .arg("--config-file")
-            .arg(dir.path().join("daemon.json"))
+            .arg(Self::config_path(dir.path()))
             .arg("--data-root")
             .arg(dir.path().join("data"))
             .arg("--exec-root")
@@ -66,6 +82,28 @@ impl<'h> Dockerd<'h> {
         let dockerd = Self { host, dir, daemon };
         dockerd.wait_ready();
         dockerd
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.daemon.id()
+    }
+
+    pub fn pidfile(&self) -> PathBuf {
+        self.dir.path().join("dockerd.pid")
+    }
+
+    /// The daemon's address, as `docker -H` and DOCKER_HOST take it.
+    pub fn socket_uri(&self) -> String {
+        format!("unix://{}", self.dir.path().join("docker.sock").display())
+    }
+
+    /// The names of the runtimes the daemon knows now (`docker info`).
+    pub fn runtimes(&self) -> String {
+        self.ok(&[
+            "info",
+            "--format",
+            "{{range $k, $v := .Runtimes}}{{$k}} {{end}}",
+        ])
     }
 
     fn wait_ready(&self) {
@@ -98,10 +136,7 @@ impl<'h> Dockerd<'h> {
     pub fn docker(&self) -> Command {
         let mut cmd = Command::new("timeout");
         cmd.args([CALL_TIMEOUT_SECS, "docker"])
-            .env(
-                "DOCKER_HOST",
-                format!("unix://{}", self.dir.path().join("docker.sock").display()),
-            )
+            .env("DOCKER_HOST", self.socket_uri())
             .env("DOCKER_CONFIG", self.dir.path().join("cli"))
             .stdin(Stdio::null());
         cmd

@@ -4,178 +4,21 @@
 //! namespace (so its mounts vanish with it).
 
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::thread::sleep;
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::{Command, Output};
 
+use weave_e2e::docker::Dockerd;
 use weave_e2e::{bin, root_or_skip, run_ok, tool_or_skip, unique, Rootfs, TestHost};
 
-const STARTUP: Duration = Duration::from_secs(60);
-const SHUTDOWN: Duration = Duration::from_secs(20);
-
-/// A dockerd and everything it owns; stopped by pid (and anything left in its mount
-/// namespace killed) when dropped, also when the test fails.
-struct Dockerd {
-    dir: tempfile::TempDir,
-    child: Child,
-    mount_ns: String,
-}
-
-impl Dockerd {
-    fn config(dir: &Path) -> PathBuf {
-        dir.join("daemon.json")
-    }
-
-    /// Starts dockerd on `dir`/daemon.json, which the caller has written.
-    fn start(host: &TestHost, dir: tempfile::TempDir) -> Self {
-        let log = fs::File::create(dir.path().join("dockerd.log")).unwrap();
-        let child = host
-            .command("unshare")
-            .args(["--mount", "--propagation", "private", "--", "dockerd"])
-            .arg("--config-file")
-            .arg(Self::config(dir.path()))
-            .arg("--data-root")
-            .arg(dir.path().join("data"))
-            .arg("--exec-root")
-            .arg(dir.path().join("exec"))
-            .arg("--pidfile")
-            .arg(dir.path().join("docker.pid"))
-            .arg("-H")
-            .arg(format!(
-                "unix://{}",
-                dir.path().join("docker.sock").display()
-            ))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        // nsenter and unshare exec in place: the child's pid is dockerd's.
-        let mut dockerd = Self {
-            dir,
-            child,
-            mount_ns: String::new(),
-        };
-        dockerd.wait_ready();
-        dockerd.mount_ns = fs::read_link(format!("/proc/{}/ns/mnt", dockerd.pid()))
-            .unwrap()
-            .to_string_lossy()
-            .into_owned();
-        dockerd
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn wait_ready(&mut self) {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("dockerd exited ({status}): {}", self.log());
-            }
-            if self.docker(&["version"]).status.success() {
-                return;
-            }
-            assert!(
-                start.elapsed() < STARTUP,
-                "dockerd not ready: {}",
-                self.log()
-            );
-            sleep(Duration::from_millis(200));
-        }
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(self.dir.path().join("dockerd.log")).unwrap_or_default()
-    }
-
-    fn host_uri(&self) -> String {
-        format!("unix://{}", self.dir.path().join("docker.sock").display())
-    }
-
-    fn docker(&self, args: &[&str]) -> Output {
-        Command::new("docker")
-            .arg("-H")
-            .arg(self.host_uri())
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    }
-
-    fn runtimes(&self) -> String {
-        let out = self.docker(&[
-            "info",
-            "--format",
-            "{{range $k, $v := .Runtimes}}{{$k}} {{end}}",
-        ]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// Imports a busybox rootfs as bb:latest (there is no registry).
-    fn import(&self) {
-        let rootfs = Rootfs::busybox();
-        let tar = self.dir.path().join("rootfs.tar");
-        run_ok(
-            Command::new("tar")
-                .arg("-C")
-                .arg(rootfs.path())
-                .arg("-cf")
-                .arg(&tar)
-                .arg("."),
-        );
-        let out = self.docker(&["import", tar.to_str().unwrap(), "bb:latest"]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    /// Flags that point weave-setup's --reload at this dockerd.
-    fn reload_flags(&self) -> Vec<String> {
-        vec![
-            "--reload".into(),
-            "--pidfile".into(),
-            self.dir.path().join("docker.pid").display().to_string(),
-            "--docker-host".into(),
-            self.host_uri(),
-        ]
-    }
-}
-
-impl Drop for Dockerd {
-    fn drop(&mut self) {
-        let pid = self.pid() as i32;
-        // SAFETY: signalling our own child by pid.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        let start = Instant::now();
-        while self.child.try_wait().ok().flatten().is_none() && start.elapsed() < SHUTDOWN {
-            sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        // containerd and shims started by dockerd share its mount namespace, which no one
-        // else uses: whatever is still in it is ours.
-        for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Ok(other) = entry.file_name().to_string_lossy().parse::<i32>() else {
-                continue;
-            };
-            let ns = fs::read_link(format!("/proc/{other}/ns/mnt"));
-            if !self.mount_ns.is_empty() && ns.is_ok_and(|ns| ns.to_string_lossy() == self.mount_ns)
-            {
-                // SAFETY: a process of this test's own dockerd.
-                unsafe { libc::kill(other, libc::SIGKILL) };
-            }
-        }
-    }
+/// Flags that point weave-setup's --reload at this dockerd.
+fn reload_flags(dockerd: &Dockerd) -> Vec<String> {
+    vec![
+        "--reload".into(),
+        "--pidfile".into(),
+        dockerd.pidfile().display().to_string(),
+        "--docker-host".into(),
+        dockerd.socket_uri(),
+    ]
 }
 
 /// The test's network: a bridge name and hook state of its own, handed to weave-runtime
@@ -244,7 +87,7 @@ fn succeeded(out: &Output, what: &str) -> String {
 
 /// `docker run --runtime weave` whose first instruction prints ethwe's address.
 fn run_attached(dockerd: &Dockerd, cidr: &str) -> Output {
-    dockerd.docker(&[
+    dockerd.run(&[
         "run",
         "--rm",
         "--runtime",
@@ -286,21 +129,21 @@ fn dockerd_started_with_the_written_config_attaches_containers() {
     }
     let host = TestHost::new();
     let weave = Weave::new();
-    let dir = tempfile::tempdir().unwrap();
-    let config = Dockerd::config(dir.path());
+    let dir = Dockerd::new_dir();
+    let config = Dockerd::config_path(dir.path());
     fs::write(&config, USER_CONFIG).unwrap();
     succeeded(&weave.setup_docker(&config, &[]), "weave-setup docker");
     let written: serde_json::Value = serde_json::from_slice(&fs::read(&config).unwrap()).unwrap();
     assert_eq!(written["labels"][0], "owner=ünïcødé");
     assert_eq!(written["default-ulimits"]["nofile"]["Hard"], 4096);
 
-    let dockerd = Dockerd::start(&host, dir);
+    let dockerd = Dockerd::start_with_config(&host, dir);
     assert!(
         dockerd.runtimes().contains("weave"),
         "{}",
         dockerd.runtimes()
     );
-    dockerd.import();
+    dockerd.import(&Rootfs::busybox());
     for i in 0..5 {
         let cidr = format!("10.2.8.{}/24", 5 + i);
         let stdout = succeeded(&run_attached(&dockerd, &cidr), "docker run --runtime weave");
@@ -316,7 +159,7 @@ fn dockerd_started_with_the_written_config_attaches_containers() {
         Command::new(bin("weave-setup"))
             .args(["status", "--config"])
             .arg(&config)
-            .args(&dockerd.reload_flags()[1..]),
+            .args(&reload_flags(&dockerd)[1..]),
     );
     assert!(
         status.contains(&format!("dockerd: pid {} reads", dockerd.pid())),
@@ -333,11 +176,11 @@ fn reload_makes_a_running_dockerd_use_the_runtime_and_uninstall_reload_drops_it(
     }
     let host = TestHost::new();
     let weave = Weave::new();
-    let dir = tempfile::tempdir().unwrap();
-    let config = Dockerd::config(dir.path());
+    let dir = Dockerd::new_dir();
+    let config = Dockerd::config_path(dir.path());
     fs::write(&config, USER_CONFIG).unwrap();
-    let dockerd = Dockerd::start(&host, dir);
-    dockerd.import();
+    let dockerd = Dockerd::start_with_config(&host, dir);
+    dockerd.import(&Rootfs::busybox());
     assert!(!dockerd.runtimes().contains("weave"));
     let pid = dockerd.pid();
 
@@ -345,7 +188,7 @@ fn reload_makes_a_running_dockerd_use_the_runtime_and_uninstall_reload_drops_it(
     let other = tempfile::tempdir().unwrap();
     let other_config = other.path().join("daemon.json");
     fs::write(&other_config, "{}").unwrap();
-    let out = weave.setup_docker(&other_config, &dockerd.reload_flags());
+    let out = weave.setup_docker(&other_config, &reload_flags(&dockerd));
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -355,7 +198,7 @@ fn reload_makes_a_running_dockerd_use_the_runtime_and_uninstall_reload_drops_it(
     assert_eq!(fs::read_to_string(&other_config).unwrap(), "{}");
 
     succeeded(
-        &weave.setup_docker(&config, &dockerd.reload_flags()),
+        &weave.setup_docker(&config, &reload_flags(&dockerd)),
         "weave-setup docker --reload",
     );
     assert!(
@@ -369,7 +212,7 @@ fn reload_makes_a_running_dockerd_use_the_runtime_and_uninstall_reload_drops_it(
 
     let mut uninstall = vec!["uninstall".to_string(), "docker".into(), "--config".into()];
     uninstall.push(config.display().to_string());
-    uninstall.extend(dockerd.reload_flags());
+    uninstall.extend(reload_flags(&dockerd));
     succeeded(
         &Command::new(bin("weave-setup"))
             .args(&uninstall)
