@@ -154,14 +154,7 @@ impl<'h> Dockerd<'h> {
     /// Imports `rootfs` as [`IMAGE`] (there is no registry to pull from).
     pub fn import(&self, rootfs: &Rootfs) {
         let tar = self.dir.path().join("rootfs.tar");
-        run_ok(
-            Command::new("tar")
-                .arg("-C")
-                .arg(rootfs.path())
-                .arg("-cf")
-                .arg(&tar)
-                .arg("."),
-        );
+        rootfs.tar_to(&tar);
         run_ok(self.docker().arg("import").arg(&tar).arg(IMAGE));
     }
 

@@ -211,6 +211,19 @@ impl Rootfs {
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
+
+    /// Packs the root filesystem into the tar file `tar`, as `docker import` and
+    /// `podman import` take it (there is no registry to pull from).
+    pub fn tar_to(&self, tar: &Path) {
+        run_ok(
+            Command::new("tar")
+                .arg("-C")
+                .arg(self.path())
+                .arg("-cf")
+                .arg(tar)
+                .arg("."),
+        );
+    }
 }
 
 /// An OCI bundle for runc: `runc spec`'s defaults, adapted for tests.

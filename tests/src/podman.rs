@@ -52,14 +52,7 @@ impl<'h> Podman<'h> {
     /// Imports `rootfs` as [`IMAGE`] (there is no registry to pull from).
     pub fn import(&self, rootfs: &Rootfs) {
         let tar = self.path("rootfs.tar");
-        run_ok(
-            Command::new("tar")
-                .arg("-C")
-                .arg(rootfs.path())
-                .arg("-cf")
-                .arg(&tar)
-                .arg("."),
-        );
+        rootfs.tar_to(&tar);
         run_ok(self.command().arg("import").arg(&tar).arg(IMAGE));
     }
 
