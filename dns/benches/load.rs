@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Message, Query, ResponseCode};
 use hickory_proto::rr::{Name, RecordType};
-use weave_hook::process::ProcessId;
-use weave_hook::store::Record;
+use weave_core::process::ProcessId;
+use weave_core::store::Record;
 
 const CLIENT_ENV: &str = "WEAVE_DNS_BENCH_CLIENT";
 const SERVER_IP: &str = "10.32.0.1";
@@ -166,6 +166,7 @@ impl Lab {
         for i in 0..NAMES {
             let record = Record {
                 id: format!("c{i}"),
+                veth_index: None,
                 bridge: "weave".into(),
                 veth: format!("vethwe{i}"),
                 addrs: vec![format!("{}/12", Self::name_addr(i)).parse().unwrap()],

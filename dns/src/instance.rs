@@ -1,13 +1,15 @@
 //! One weave-dns per state directory. The lock is taken only once the sockets are bound, so
 //! a held lock means "serving" (the hook waits for it); then the pid file is written, for
-//! `weave-hook reset`. Both protocols are the hook's (`weave_hook::dns`).
+//! `weave-hook reset`. The protocol is weave-core's (`weave_core::dns_instance`).
 
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use weave_hook::dns::{lock_held, open_lock, pid_path, try_lock};
+use weave_core::dns_instance::{lock_held, open_lock, try_lock};
+use weave_core::fsutil::{write_atomic, WriteOptions};
+use weave_core::layout::StateDir;
 
 /// The serving instance: holds the lock until dropped (or until the process dies).
 pub struct Instance {
@@ -17,14 +19,14 @@ pub struct Instance {
 
 /// Takes the lock and writes the pid file; `None` when another instance holds the lock.
 pub fn claim(state_dir: &Path) -> io::Result<Option<Instance>> {
-    let lock = open_lock(state_dir)?;
+    let dir = StateDir::new(state_dir);
+    let lock = open_lock(&dir)?;
     if !try_lock(&lock)? {
         return Ok(None);
     }
-    let pid_file = pid_path(state_dir);
-    let tmp = pid_file.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, format!("{}\n", std::process::id()))?;
-    std::fs::rename(&tmp, &pid_file)?;
+    let pid_file = dir.dns_pid();
+    let pid = format!("{}\n", std::process::id());
+    write_atomic(&pid_file, pid.as_bytes(), &WriteOptions::STATE)?;
     Ok(Some(Instance {
         _lock: lock,
         pid_file,
@@ -34,7 +36,7 @@ pub fn claim(state_dir: &Path) -> io::Result<Option<Instance>> {
 /// Whether another weave-dns holds the lock, or takes it within `patience` (it may have
 /// bound the port a moment before us and not locked yet).
 pub fn other_serves(state_dir: &Path, patience: Duration) -> bool {
-    let Ok(lock) = open_lock(state_dir) else {
+    let Ok(lock) = open_lock(&StateDir::new(state_dir)) else {
         return false;
     };
     let deadline = Instant::now() + patience;
@@ -68,13 +70,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         assert!(!other_serves(dir.path(), Duration::ZERO));
         let first = claim(dir.path()).unwrap().expect("the first claim wins");
-        let pid = std::fs::read_to_string(pid_path(dir.path())).unwrap();
+        let pid = std::fs::read_to_string(StateDir::new(dir.path()).dns_pid()).unwrap();
         assert_eq!(pid.trim(), std::process::id().to_string());
         // OFD locks conflict between open file descriptions, even in one process.
         assert!(claim(dir.path()).unwrap().is_none());
         assert!(other_serves(dir.path(), Duration::ZERO));
         drop(first);
-        assert!(!pid_path(dir.path()).exists());
+        assert!(!StateDir::new(dir.path()).dns_pid().exists());
         assert!(!other_serves(dir.path(), Duration::ZERO));
     }
 }

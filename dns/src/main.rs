@@ -12,6 +12,8 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use tokio::signal::unix::{signal, SignalKind};
 
+use weave_core::settings::{first_host, parse_upstream, DEFAULT_RANGE, DEFAULT_STATE_DIR};
+use weave_core::store::Store;
 use weave_dns::answer::Responder;
 use weave_dns::device::Device;
 use weave_dns::forward::Forwarder;
@@ -19,9 +21,6 @@ use weave_dns::records::{Names, Table};
 use weave_dns::server::{self, Server};
 use weave_dns::upstreams::Upstreams;
 use weave_dns::{instance, listen, watch};
-use weave_hook::dns::parse_upstream;
-use weave_hook::settings::{first_host, DEFAULT_RANGE, DEFAULT_STATE_DIR};
-use weave_hook::store::Store;
 
 /// UDP receive loops sharing the socket: one per core of these 2-core hosts.
 const UDP_TASKS: usize = 2;
@@ -75,7 +74,7 @@ struct Cli {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // hickory-proto logs about every odd packet; a flood would fill the log.
-    weave_hook::logging::init(cli.log_level, &["hickory_proto"]);
+    weave_core::logging::init(cli.log_level, &["hickory_proto"]);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

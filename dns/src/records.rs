@@ -12,9 +12,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use weave_hook::dns::label;
-use weave_hook::process::ProcessId;
-use weave_hook::store::{Record, Store, StoreError};
+use weave_core::dns::label;
+use weave_core::process::ProcessId;
+use weave_core::store::{Record, Store, StoreError};
 
 /// How long a positive liveness check is trusted.
 pub const LIVENESS_CACHE: Duration = Duration::from_millis(250);
@@ -49,8 +49,8 @@ impl Table {
     /// Reads every record of the store; records that cannot be read are left out and
     /// returned as errors, so one bad file does not hide the others.
     pub fn load(store: &Store) -> Result<(Self, Vec<StoreError>), StoreError> {
-        let (records, unreadable) = store.readable_records()?;
-        Ok((Self::from_records(&records), unreadable))
+        let listing = store.records()?;
+        Ok((Self::from_records(&listing.records), listing.unreadable))
     }
 
     pub fn from_records(records: &[Record]) -> Self {
@@ -143,27 +143,13 @@ impl Table {
         if checked != 0 && now.saturating_sub(checked) < LIVENESS_CACHE.as_millis() as u64 {
             return true;
         }
-        let alive = owner.process.is_some_and(running);
+        let alive = owner.process.is_some_and(|p| p.is_alive());
         match alive {
             true => owner.alive_at.store(now, Ordering::Relaxed),
             false => owner.dead.store(true, Ordering::Relaxed),
         }
         alive
     }
-}
-
-/// Whether this very process (pid and start time) runs. Unlike `ProcessId::is_alive`, a
-/// zombie counts as gone: a killed container's init stays one until its parent reaps it.
-fn running(process: ProcessId) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", process.pid)) else {
-        return false;
-    };
-    // Fields after the command name (which may hold spaces and ')'): 3 is the state,
-    // 22 the start time.
-    let mut fields = stat[stat.rfind(')').map_or(0, |i| i + 1)..].split_ascii_whitespace();
-    let state = fields.next();
-    let start_time = fields.nth(22 - 4).and_then(|f| f.parse::<u64>().ok());
-    !matches!(state, None | Some("Z" | "X")) && start_time == Some(process.start_time)
 }
 
 /// The current table, replaced as a whole when the records change.
@@ -202,6 +188,7 @@ pub(crate) mod tests {
     pub fn record(id: &str, addrs: &[&str], names: &[&str], owner: Option<ProcessId>) -> Record {
         Record {
             id: id.into(),
+            veth_index: None,
             bridge: "weave".into(),
             veth: "vethwe0".into(),
             addrs: addrs.iter().map(|a| a.parse().unwrap()).collect(),
@@ -241,42 +228,6 @@ pub(crate) mod tests {
         assert!(t.addresses("b").is_empty());
         assert!(t.addresses("c").is_empty());
         assert!(t.names(ip("10.32.0.2")).is_empty());
-    }
-
-    #[test]
-    fn a_zombie_is_not_running() {
-        assert!(running(me().unwrap()));
-        let mut child = std::process::Command::new("true").spawn().unwrap();
-        let pid = child.id() as i32;
-        let zombie = loop {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-            if stat.contains(") Z ") {
-                break stat;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        };
-        let start: u64 = zombie
-            .rsplit(')')
-            .next()
-            .unwrap()
-            .split_whitespace()
-            .nth(19)
-            .unwrap()
-            .parse()
-            .unwrap();
-        assert!(
-            ProcessId {
-                pid,
-                start_time: start
-            }
-            .is_alive(),
-            "the hook's check counts it"
-        );
-        assert!(!running(ProcessId {
-            pid,
-            start_time: start
-        }));
-        child.wait().unwrap();
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use inotify::{EventMask, Inotify, WatchMask};
-use weave_hook::store::Store;
+use weave_core::store::Store;
 
 use crate::records::{Names, Table};
 

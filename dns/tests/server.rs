@@ -13,8 +13,8 @@ use hickory_proto::op::Query;
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
-use weave_hook::process::ProcessId;
-use weave_hook::store::Record as Attached;
+use weave_core::process::ProcessId;
+use weave_core::store::Record as Attached;
 
 const PORT: u16 = 5300;
 
@@ -67,6 +67,7 @@ fn wait_until(what: &str, f: impl Fn() -> bool) {
 fn attach(state: &Path, id: &str, addr: &str, names: &[&str]) {
     let record = Attached {
         id: id.into(),
+        veth_index: None,
         bridge: "weave".into(),
         veth: "vethwe0".into(),
         addrs: vec![addr.parse().unwrap()],

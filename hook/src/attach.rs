@@ -7,17 +7,19 @@ use std::path::Path;
 
 use ipnet::Ipv4Net;
 
+use weave_core::failpoint;
+use weave_core::id::ContainerId;
+use weave_core::oci::State;
+use weave_core::options::{self, Wanted};
+use weave_core::process::ProcessId;
+use weave_core::settings::{host_veth_name, Settings, CONTAINER_IFNAME};
+use weave_core::store::{Holder, Record, Reserved, Store};
+
 use crate::bridge;
 use crate::dns;
 use crate::error::{Error, Result};
-use crate::failpoint;
 use crate::netlink::{Netlink, VethRequest};
 use crate::netns::Netns;
-use crate::oci::State;
-use crate::options::{self, Wanted};
-use crate::process::ProcessId;
-use crate::settings::{host_veth_name, Settings, CONTAINER_IFNAME};
-use crate::store::{Holder, Record, Store};
 
 /// Attaches the container the state describes, if it asked for weave. Returns its record,
 /// or `None` when it asked for nothing. On failure everything done so far is undone.
@@ -31,7 +33,7 @@ pub fn attach(settings: &Settings, state: &State) -> Result<Option<Record>> {
     // Only a weave DNS container's config.json is read for its hostname, so plain attaches
     // stay as fast as they were.
     let (dns_addr, names) = match request.dns {
-        true => (Some(settings.dns_addr()), dns::names_of(state)?),
+        true => (Some(settings.dns_addr()), weave_core::dns::names_of(state)?),
         false => (None, Vec::new()),
     };
     let container_ns = Netns::open(Path::new(&format!("/proc/{pid}/ns/net")))
@@ -53,31 +55,55 @@ pub fn attach(settings: &Settings, state: &State) -> Result<Option<Record>> {
         owner: Some(owner),
         names: &names,
     };
-    let record = store.reserve(&holder, &request.addrs, settings.ipalloc_range)?;
+    let reserved = store.reserve(&holder, &request.addrs, settings.ipalloc_range)?;
     failpoint::hit("reserved");
-    let wired = wire(settings, &store, &record, dns_addr, &container_ns, &host_ns);
+    let record = &reserved.record;
+    let mut created = None;
+    let wired = wire(
+        settings,
+        &store,
+        &reserved,
+        dns_addr,
+        &Target {
+            id: &state.id,
+            container_ns: &container_ns,
+            host_ns: &host_ns,
+        },
+        &mut created,
+    );
     // The server comes last: once it serves, the container's very first query is answered.
     let served = wired.and_then(|()| match dns_addr {
         Some(_) => dns::ensure_server(settings).map_err(Error::from),
         None => Ok(()),
     });
     if let Err(e) = served {
-        undo(&store, state, &veth);
+        undo(&store, state, created);
         return Err(e);
     }
     failpoint::hit("attached");
     tracing::info!(id = %state.id, %veth, addrs = ?record.addrs, names = ?record.names, "attached");
-    Ok(Some(record))
+    Ok(Some(Record {
+        veth_index: created,
+        ..reserved.record
+    }))
+}
+
+/// The container being wired.
+struct Target<'a> {
+    id: &'a ContainerId,
+    container_ns: &'a Netns,
+    host_ns: &'a Netns,
 }
 
 fn wire(
     settings: &Settings,
     store: &Store,
-    record: &Record,
+    reserved: &Reserved,
     dns_addr: Option<Ipv4Net>,
-    container_ns: &Netns,
-    host_ns: &Netns,
+    target: &Target,
+    created: &mut Option<u32>,
 ) -> Result<()> {
+    let record = &reserved.record;
     let mut host = Netlink::open().map_err(Error::netlink("open netlink socket"))?;
     let bridge_index = bridge::ensure(&mut host, settings)?;
     failpoint::hit("bridge");
@@ -92,37 +118,33 @@ fn wire(
             _ => {}
         }
     }
-    // A veth of this name belongs to an earlier run of the same container id (its hook was
-    // killed, or its poststop never ran): that container is gone, so its veth is stale.
-    if host
-        .delete_link(&record.veth)
-        .map_err(Error::netlink(format!("delete stale {}", record.veth)))?
-    {
-        tracing::info!(veth = %record.veth, "deleted a stale veth of an earlier run");
-    }
-    let created = host.create_veth(&VethRequest {
+    remove_stale_veth(&mut host, reserved)?;
+    let index = host.create_veth(&VethRequest {
         host_name: &record.veth,
         bridge_index,
         peer_name: CONTAINER_IFNAME,
-        peer_netns: std::os::fd::AsFd::as_fd(container_ns.file()),
+        peer_netns: std::os::fd::AsFd::as_fd(target.container_ns.file()),
         mtu: settings.mtu,
     });
-    match created {
+    let index = match index {
         Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
-            // Either name may clash; the host name was just cleared, so it is ethwe.
+            // The host name was free a moment ago, so it is ethwe.
             return Err(Error::AlreadyAttached);
         }
         other => other.map_err(Error::netlink(format!(
             "create veth {} with peer {CONTAINER_IFNAME} in the container",
             record.veth
         )))?,
-    }
+    };
+    *created = Some(index);
     failpoint::hit("veth");
+    store.set_veth_index(target.id, index)?;
     let dns_route = dns_addr
         .map(|a| a.addr())
         .filter(|a| dns::needs_route(&record.addrs, *a));
-    container_ns
-        .run_in(host_ns, || configure_inside(record, dns_route))
+    target
+        .container_ns
+        .run_in(target.host_ns, || configure_inside(record, dns_route))
         .map_err(Error::io("enter the container's network namespace"))?
 }
 
@@ -164,12 +186,37 @@ fn configure_inside(record: &Record, dns_route: Option<Ipv4Addr>) -> Result<()> 
     Ok(())
 }
 
-/// Best-effort undo of a failed attach: the veth (its peer goes with it) and the reservation.
-fn undo(store: &Store, state: &State, veth: &str) {
-    match Netlink::open().and_then(|mut nl| nl.delete_link(veth)) {
-        Ok(_) => {}
-        Err(e) => {
-            tracing::warn!(%veth, error = %e, "undo: cannot delete veth; `weave-hook gc` will")
+/// A host veth of this name that an earlier run of the same container id left (its hook was
+/// killed, its poststop never ran, or its detach's background deletion has not run yet) is
+/// deleted, by index. Any other link of this name is
+/// not ours to delete: the attach is refused.
+fn remove_stale_veth(host: &mut Netlink, reserved: &Reserved) -> Result<()> {
+    let veth = &reserved.record.veth;
+    let Some(link) = host
+        .link_by_name(veth)
+        .map_err(Error::netlink(format!("look up {veth}")))?
+    else {
+        return Ok(());
+    };
+    let ours = reserved
+        .previous
+        .as_ref()
+        .is_some_and(|p| p.veth == *veth && p.veth_index.is_none_or(|i| i == link.index));
+    if !ours {
+        return Err(Error::VethNameTaken { veth: veth.clone() });
+    }
+    host.delete_link_index(link.index)
+        .map_err(Error::netlink(format!("delete stale {veth}")))?;
+    tracing::info!(%veth, "deleted a stale veth of an earlier run");
+    Ok(())
+}
+
+/// Best-effort undo of a failed attach: the veth it created (its peer goes with it) and the
+/// reservation.
+fn undo(store: &Store, state: &State, created: Option<u32>) {
+    if let Some(index) = created {
+        if let Err(e) = Netlink::open().and_then(|mut nl| nl.delete_link_index(index)) {
+            tracing::warn!(index, error = %e, "undo: cannot delete the veth; `weave-hook gc` will");
         }
     }
     if let Err(e) = store.release(&state.id) {

@@ -3,11 +3,51 @@
 use std::fs;
 use std::io;
 
+use weave_core::settings::{fnv1a, Settings};
+use weave_core::store::Store;
+
 use crate::error::{Error, Result};
 use crate::firewall;
-use crate::netlink::Netlink;
-use crate::settings::Settings;
-use crate::store::Store;
+use crate::netlink::{Link, Netlink};
+
+/// Start of the ifalias weave-hook gives the bridges it creates.
+const ALIAS_PREFIX: &str = "weave-hook ";
+/// The kernel's limit on an ifalias (IFALIASZ - 1).
+const MAX_ALIAS: usize = 255;
+
+/// The ifalias that marks a bridge as the one of this state directory: two state
+/// directories on one bridge would hand out the same addresses, and the `reset` of one would
+/// cut the other's containers off.
+pub fn owner_alias(settings: &Settings) -> String {
+    let dir = settings.state_dir.display().to_string();
+    let dir = dir.trim_end_matches('/');
+    let alias = format!("{ALIAS_PREFIX}{dir}");
+    match alias.len() <= MAX_ALIAS {
+        true => alias,
+        false => format!("{ALIAS_PREFIX}#{:016x}", fnv1a(dir.as_bytes())),
+    }
+}
+
+/// Checks that the bridge is this state directory's. A bridge without the mark (just
+/// created, or made by an earlier weave-hook or by hand for weave) is marked as ours.
+fn check_owner(host: &mut Netlink, link: &Link, settings: &Settings) -> Result<()> {
+    let ours = owner_alias(settings);
+    match link.alias.as_deref() {
+        Some(alias) if alias == ours => Ok(()),
+        Some(alias) => Err(Error::BridgeOwnedElsewhere {
+            bridge: link.name.clone(),
+            owner: alias
+                .strip_prefix(ALIAS_PREFIX)
+                .unwrap_or(alias)
+                .to_string(),
+        }),
+        None => {
+            tracing::info!(bridge = %link.name, alias = %ours, "marking the bridge as this state directory's");
+            host.set_alias(link.index, &ours)
+                .map_err(Error::netlink(format!("mark bridge {} as ours", link.name)))
+        }
+    }
+}
 
 /// Makes sure the bridge exists and is up; returns its index. Concurrent first attaches
 /// race to create it: whoever loses gets `EEXIST` and uses the winner's.
@@ -39,6 +79,7 @@ pub fn ensure(host: &mut Netlink, settings: &Settings) -> Result<u32> {
             link.kind.unwrap_or_else(|| "non-bridge".into()),
         ));
     }
+    check_owner(host, &link, settings)?;
     if !link.up {
         host.set_up(link.index)
             .map_err(Error::netlink(format!("bring bridge {name} up")))?;
@@ -49,7 +90,7 @@ pub fn ensure(host: &mut Netlink, settings: &Settings) -> Result<u32> {
 /// Where the store remembers that this bridge's firewall rule is in place, so the common
 /// attach costs one file check instead of two iptables processes.
 fn firewall_marker(store: &Store, bridge: &str) -> std::path::PathBuf {
-    store.root().join(format!("firewall-{bridge}"))
+    store.layout().firewall_marker(bridge)
 }
 
 /// Makes bridged traffic between the bridge's ports pass where the firewall sees it.
@@ -62,7 +103,8 @@ pub fn ensure_forwarding(store: &Store, bridge: &str) -> Result<()> {
     if marker.exists() {
         return Ok(());
     }
-    store.locked(|| {
+    let _lock = store.lock()?;
+    (|| {
         if marker.exists() {
             return Ok(());
         }
@@ -76,12 +118,13 @@ pub fn ensure_forwarding(store: &Store, bridge: &str) -> Result<()> {
             Err(e) => return Err(e.into()),
         }
         fs::write(&marker, b"").map_err(Error::io(format!("write {}", marker.display())))
-    })?
+    })()
 }
 
 /// Removes the bridge's firewall rule and forgets it; used when the bridge goes away.
 pub fn remove_forwarding(store: &Store, bridge: &str) -> Result<()> {
-    store.locked(|| {
+    let _lock = store.lock()?;
+    (|| {
         match firewall::remove_accept(bridge) {
             Ok(n) => tracing::info!(%bridge, removed = n, "removed FORWARD rules"),
             Err(firewall::FirewallError::Spawn(e)) if e.kind() == io::ErrorKind::NotFound => {}
@@ -94,5 +137,5 @@ pub fn remove_forwarding(store: &Store, bridge: &str) -> Result<()> {
             }
             _ => Ok(()),
         }
-    })?
+    })()
 }

@@ -2,66 +2,100 @@
 
 use std::fs;
 use std::io;
+use std::os::fd::AsRawFd;
 
 use nix::unistd::{fork, ForkResult};
+use weave_core::id::ContainerId;
+use weave_core::settings::Settings;
+use weave_core::store::{Record, Store};
 
 use crate::error::{Error, Result};
 use crate::netlink::Netlink;
-use crate::oci::ContainerId;
-use crate::settings::{host_veth_name, Settings};
-use crate::store::Store;
 
-/// Where weave-runtime writes a container's resolv.conf; removed at detach.
-pub fn resolv_conf_path(settings: &Settings, id: &ContainerId) -> std::path::PathBuf {
-    settings
-        .state_dir
-        .join("resolv")
-        .join(format!("{}.conf", id.as_str()))
+/// A host veth that detach found still present, for the caller to delete (see
+/// [`delete_in_background`] and [`delete_now`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeftVeth {
+    pub name: String,
+    pub index: u32,
 }
 
-/// Releases the container's reservations, deletes its host veth if it still exists and its
-/// resolv.conf. Every step runs even when an earlier one fails; the failures are reported
-/// together. Detaching a container that was never attached is a success.
-pub fn detach(settings: &Settings, id: &ContainerId) -> Result<()> {
+/// Releases the container's reservations and its resolv.conf, and finds its host veth if it
+/// still exists (proved the container's by the index its record holds). Every step runs even
+/// when an earlier one fails; the failures are reported together. Detaching a container that
+/// was never attached is a success.
+///
+/// At poststop the veth usually still exists (Docker holds the namespace until after the
+/// runtime's delete; with plain runc the namespace is freed asynchronously), and deleting a
+/// device costs its caller ~30 ms of RCU waits in the kernel, which the runtime and
+/// `docker run --rm` would wait for: so the veth is returned, for the caller to delete.
+pub fn detach(settings: &Settings, id: &ContainerId) -> Result<Option<LeftVeth>> {
     let mut failures = Vec::new();
     let store = Store::open(&settings.state_dir)?;
-    let veth = match store.release(id) {
-        Ok(Some(record)) => record.veth,
-        Ok(None) => host_veth_name(id),
+    let left = match store.release(id) {
+        Ok(Some(record)) => find_veth(&record).unwrap_or_else(|e| {
+            failures.push(e);
+            None
+        }),
+        // Without a record no link is provably this container's: gc deletes orphans.
+        Ok(None) => None,
         Err(e) => {
-            failures.push(e.to_string());
-            host_veth_name(id)
+            failures.push(e.into());
+            None
         }
     };
-    // At poststop the veth usually still exists (Docker holds the namespace until after the
-    // runtime's delete; with plain runc the namespace is freed asynchronously), and deleting
-    // a device costs its caller ~30 ms of RCU waits in the kernel, which the runtime and
-    // `docker run --rm` would wait for. So a detached child deletes it, by index: should the
-    // same container id attach again meanwhile, its new veth has another index.
-    match Netlink::open().and_then(|mut nl| nl.link_by_name(&veth)) {
-        Ok(Some(link)) => delete_in_background(&veth, link.index),
-        Ok(None) => tracing::debug!(%veth, "host veth already gone"),
-        Err(e) => failures.push(Error::netlink(format!("look up {veth}"))(e).to_string()),
-    }
-    let resolv = resolv_conf_path(settings, id);
+    let resolv = settings.layout().resolv(id);
     match fs::remove_file(&resolv) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => {
-            failures.push(format!("remove {}: {e}", resolv.display()))
+            failures.push(Error::io(format!("remove {}", resolv.display()))(e))
         }
         _ => {}
     }
-    if failures.is_empty() {
-        tracing::info!(%id, "detached");
-        Ok(())
-    } else {
-        Err(Error::Several(failures.join("; ")))
+    match failures.is_empty() {
+        true => {
+            tracing::info!(%id, "detached");
+            Ok(left)
+        }
+        false => Err(Error::Several(failures)),
     }
 }
 
-/// Deletes the link from a child that outlives the hook. A lost child costs nothing lasting:
-/// attach deletes a stale veth of its name, and `weave-hook gc` deletes orphans.
-fn delete_in_background(veth: &str, index: u32) {
-    // SAFETY: the hook is single-threaded, so the child may run any code.
+/// The record's host veth, if it still exists: by the recorded index (checked to still carry
+/// the recorded name), or by name for a record written before its veth existed.
+fn find_veth(record: &Record) -> Result<Option<LeftVeth>> {
+    let mut nl = Netlink::open().map_err(Error::netlink("open netlink socket"))?;
+    let lookup = Error::netlink(format!("look up {}", record.veth));
+    let link = match record.veth_index {
+        Some(index) => nl.link_by_index(index).map_err(lookup)?,
+        None => nl.link_by_name(&record.veth).map_err(lookup)?,
+    };
+    Ok(link.filter(|l| l.name == record.veth).map(|l| LeftVeth {
+        name: l.name,
+        index: l.index,
+    }))
+}
+
+/// Deletes the veth now, in the caller.
+pub fn delete_now(veth: &LeftVeth) -> Result<()> {
+    Netlink::open()
+        .and_then(|mut nl| nl.delete_link_index(veth.index))
+        .map(drop)
+        .map_err(Error::netlink(format!("delete {}", veth.name)))
+}
+
+/// Deletes the veth from a child that outlives the caller, which then need not wait for the
+/// kernel. Only a single-threaded process may fork and go on running Rust code in the child
+/// (another thread may hold a lock the child would need), so a multi-threaded caller deletes
+/// it in the foreground instead. A lost child costs nothing lasting: `weave-hook gc` deletes
+/// orphans.
+pub fn delete_in_background(veth: &LeftVeth) {
+    if !single_threaded() {
+        if let Err(e) = delete_now(veth) {
+            tracing::warn!(veth = %veth.name, error = %e, "cannot delete the host veth; `weave-hook gc` will");
+        }
+        return;
+    }
+    // SAFETY: the process is single-threaded (checked above), so the child may run any code.
     match unsafe { fork() } {
         Ok(ForkResult::Child) => {
             // A runtime reading the hook's stdout and stderr waits until every writer has
@@ -73,21 +107,47 @@ fn delete_in_background(veth: &str, index: u32) {
                 .open("/dev/null")
             {
                 for fd in 0..3 {
-                    let _ = nix::unistd::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), fd);
+                    let _ = nix::unistd::dup2(null.as_raw_fd(), fd);
                 }
             }
-            if let Err(e) = Netlink::open().and_then(|mut nl| nl.delete_link_index(index)) {
-                tracing::warn!(%veth, error = %e, "cannot delete the host veth; `weave-hook gc` will");
-            }
-            // SAFETY: leaves without running the parent's exit handlers or flushing its buffers.
-            unsafe { libc::_exit(0) }
+            let code = match delete_now(veth) {
+                Ok(()) => 0,
+                Err(_) => 1,
+            };
+            // Leaves without running the parent's exit handlers or flushing its buffers.
+            // SAFETY: _exit(2) is always safe to call; nix has no wrapper for it.
+            unsafe { libc::_exit(code) }
         }
         Ok(ForkResult::Parent { .. }) => {}
         Err(e) => {
-            tracing::warn!(%veth, error = %e, "cannot fork; deleting the host veth in the foreground");
-            if let Err(e) = Netlink::open().and_then(|mut nl| nl.delete_link_index(index)) {
-                tracing::warn!(%veth, error = %e, "cannot delete the host veth; `weave-hook gc` will");
+            tracing::warn!(veth = %veth.name, error = %e, "cannot fork; deleting the host veth in the foreground");
+            if let Err(e) = delete_now(veth) {
+                tracing::warn!(veth = %veth.name, error = %e, "cannot delete the host veth; `weave-hook gc` will");
             }
         }
+    }
+}
+
+/// Whether the calling process has one thread (`Threads:` of /proc/self/status).
+fn single_threaded() -> bool {
+    fs::read_to_string("/proc/self/status").is_ok_and(|status| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Threads:"))
+            .is_some_and(|n| n.trim() == "1")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_test_process_is_not_single_threaded() {
+        // The test harness runs tests on threads of their own: the background deletion
+        // must not fork here.
+        let _other =
+            std::thread::spawn(|| std::thread::sleep(std::time::Duration::from_millis(200)));
+        assert!(!single_threaded());
     }
 }

@@ -4,11 +4,13 @@ use std::io;
 
 use thiserror::Error;
 
+use weave_core::dns::NamesError;
+use weave_core::oci::OciError;
+use weave_core::options::OptionsError;
+use weave_core::store::StoreError;
+
 use crate::dns::DnsError;
 use crate::firewall::FirewallError;
-use crate::oci::OciError;
-use crate::options::OptionsError;
-use crate::store::StoreError;
 
 #[derive(Debug, Error)]
 pub enum Error {
@@ -22,6 +24,8 @@ pub enum Error {
     Firewall(#[from] FirewallError),
     #[error(transparent)]
     Dns(#[from] DnsError),
+    #[error(transparent)]
+    Names(#[from] NamesError),
     #[error("the OCI state has no pid: attach runs as a createRuntime (or prestart) hook, while the container's process exists")]
     NoPid,
     #[error("the OCI state says status {0:?}: weave-hook runs at createRuntime or prestart (status creating) and poststop (status stopped)")]
@@ -42,6 +46,12 @@ pub enum Error {
     NotABridge(String, String),
     #[error("the container already has an interface named ethwe (attached twice?)")]
     AlreadyAttached,
+    #[error("bridge {bridge} belongs to weave state directory {owner}; use that --state-dir, or another --bridge")]
+    BridgeOwnedElsewhere { bridge: String, owner: String },
+    #[error("host interface {veth} exists and is not this container's (veth names are a hash of the container id, and another container's id has the same hash, or another program made it); rename the container, or run `weave-hook gc` if it is left over")]
+    VethNameTaken { veth: String },
+    #[error("bridge {bridge} has ports weave-hook did not make ({ports}); not deleting it")]
+    ForeignPorts { bridge: String, ports: String },
     #[error("{op}: {source}")]
     Netlink {
         op: String,
@@ -64,8 +74,8 @@ pub enum Error {
         count: usize,
         ids: String,
     },
-    #[error("{0}")]
-    Several(String),
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Several(Vec<Error>),
 }
 
 impl Error {

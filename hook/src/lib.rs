@@ -1,19 +1,15 @@
+//! weave-hook: what changes the host's network (netlink, namespaces, the bridge, the
+//! firewall) and the commands built on it. The rules it shares with weave's other programs
+//! (options, ids, settings, the store) are in weave-core.
+
 pub mod attach;
 pub mod bridge;
-pub mod cidr;
 pub mod detach;
 pub mod dns;
 pub mod error;
-pub mod failpoint;
 pub mod firewall;
 pub mod gc;
-pub mod logging;
 pub mod netlink;
 pub mod netns;
-pub mod oci;
-pub mod options;
 pub mod privileges;
-pub mod process;
 pub mod reset;
-pub mod settings;
-pub mod store;

@@ -8,10 +8,12 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser, Subcommand};
 use ipnet::Ipv4Net;
 
+use weave_core::id::IdError;
+use weave_core::oci::{self, OciError, State, Status};
+use weave_core::settings::{self, DnsSettings, Settings};
+use weave_core::store::Store;
 use weave_hook::error::Error;
-use weave_hook::oci::{State, Status};
-use weave_hook::settings::{self, DnsSettings, Settings};
-use weave_hook::{attach, detach, dns, gc, privileges, reset, store::Store};
+use weave_hook::{attach, detach, gc, privileges, reset};
 
 /// Attach OCI containers to a weave bridge network before their process starts.
 ///
@@ -25,28 +27,28 @@ use weave_hook::{attach, detach, dns, gc, privileges, reset, store::Store};
 #[command(name = "weave-hook", version, about, long_about)]
 struct Cli {
     /// Name of the bridge containers are attached to (created on first use).
-    #[arg(long, global = true, default_value = settings::DEFAULT_BRIDGE, value_parser = parse_bridge)]
+    #[arg(long, global = true, default_value = settings::DEFAULT_BRIDGE, value_parser = settings::parse_bridge)]
     bridge: String,
     /// Range that `net:default` (and an empty weave.cidr) allocates from. Its first host
     /// address is kept for weave itself.
-    #[arg(long, global = true, default_value = settings::DEFAULT_RANGE, value_parser = parse_range)]
+    #[arg(long, global = true, default_value = settings::DEFAULT_RANGE, value_parser = settings::parse_range)]
     ipalloc_range: Ipv4Net,
     /// Directory of the address store and attachment records (tmpfs, so a reboot clears it).
-    #[arg(long, global = true, default_value = settings::DEFAULT_STATE_DIR)]
+    #[arg(long, global = true, default_value = settings::DEFAULT_STATE_DIR, value_parser = settings::parse_state_dir)]
     state_dir: PathBuf,
     /// MTU of the bridge (when weave-hook creates it) and of both veth ends; kernel default
     /// (1500) when not given.
-    #[arg(long, global = true, value_parser = clap::value_parser!(u32).range(68..=65535))]
+    #[arg(long, global = true, value_parser = settings::parse_mtu)]
     mtu: Option<u32>,
     /// Log level: error, warn, info, debug or trace. Logs go to journald when its socket
     /// exists, else to stderr.
-    #[arg(long, global = true, default_value = "warn")]
-    log_level: tracing::Level,
+    #[arg(long, global = true, default_value = settings::DEFAULT_LOG_LEVEL, value_parser = settings::parse_log_level)]
+    log_level: String,
     /// Weave DNS's address with its prefix, put on the bridge for weave.dns=true containers;
     /// weave-dns listens there. Default: the first host of --ipalloc-range with the range's
     /// prefix (10.32.0.1/12). Inside the range only that address is allowed (allocation
     /// never hands it out).
-    #[arg(long, global = true, value_parser = parse_dns_addr)]
+    #[arg(long, global = true, value_parser = settings::parse_dns_addr)]
     dns_addr: Option<Ipv4Net>,
     /// The weave-dns program started when no server serves the state directory yet.
     /// Default: weave-dns next to weave-hook's own executable.
@@ -54,7 +56,7 @@ struct Cli {
     dns_server_path: Option<PathBuf>,
     /// Upstream resolver (IP or IP:PORT) of a weave-dns this hook starts, for names outside
     /// weave.local; repeat it for several. Default: weave-dns reads /etc/resolv.conf.
-    #[arg(long = "dns-upstream", global = true, value_parser = dns::parse_upstream)]
+    #[arg(long = "dns-upstream", global = true, value_parser = settings::parse_upstream)]
     dns_upstreams: Vec<SocketAddr>,
     #[command(subcommand)]
     command: Option<Command>,
@@ -79,68 +81,17 @@ enum Command {
     Reset,
 }
 
-fn parse_bridge(name: &str) -> Result<String, String> {
-    settings::check_ifname(name).map(|()| name.to_string())
-}
-
-fn parse_range(text: &str) -> Result<Ipv4Net, String> {
-    let net: Ipv4Net = text
-        .parse()
-        .map_err(|_| format!("{text:?} is not an IPv4 subnet like 10.32.0.0/12"))?;
-    if net != net.trunc() {
-        return Err(format!(
-            "{text:?} has host bits set; the subnet is {}",
-            net.trunc()
-        ));
-    }
-    if net.prefix_len() > 29 || net.prefix_len() == 0 {
-        return Err(format!("{text:?}: use a prefix length from /1 to /29"));
-    }
-    Ok(net)
-}
-
-fn parse_dns_addr(text: &str) -> Result<Ipv4Net, String> {
-    let net: Ipv4Net = text
-        .parse()
-        .map_err(|_| format!("{text:?} is not an IPv4 address with prefix like 10.32.0.1/12"))?;
-    let ip = net.addr();
-    if ip.is_loopback() || ip.is_multicast() || ip.is_unspecified() || ip.is_broadcast() {
-        return Err(format!("{text:?} cannot be a bridge address"));
-    }
-    if net.prefix_len() < 31 && (ip == net.network() || ip == net.broadcast()) {
-        return Err(format!(
-            "{text:?} is the network or broadcast address of its prefix"
-        ));
-    }
-    Ok(net)
-}
-
-/// Inside the allocation range only the address allocation keeps free may serve DNS.
-fn check_dns_addr(cli: &Cli) -> Result<(), String> {
-    let Some(addr) = cli.dns_addr else {
-        return Ok(());
-    };
-    let kept = settings::first_host(cli.ipalloc_range);
-    if cli.ipalloc_range.contains(&addr.addr()) && addr.addr() != kept.addr() {
-        return Err(format!(
-            "--dns-addr {addr} is inside --ipalloc-range {}, where containers get addresses; use {} (kept free for weave) or an address outside the range",
-            cli.ipalloc_range,
-            kept.addr()
-        ));
-    }
-    Ok(())
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Err(msg) = check_dns_addr(&cli) {
+    if let Err(msg) = settings::check_dns_addr(cli.ipalloc_range, cli.dns_addr) {
         Cli::command()
             .error(clap::error::ErrorKind::ArgumentConflict, msg)
             .exit();
     }
     // netlink-packet-route warns about every attribute newer than itself (kernel 6.x adds
     // some): not actionable for a user.
-    weave_hook::logging::init(cli.log_level, &["netlink_packet_route"]);
+    let level = cli.log_level.parse().expect("validated by parse_log_level");
+    weave_core::logging::init(level, &["netlink_packet_route"]);
     let settings = Settings {
         bridge: cli.bridge,
         ipalloc_range: cli.ipalloc_range,
@@ -196,6 +147,9 @@ fn run(settings: &Settings, command: Command) -> Result<(), Failure> {
         Command::Gc => {
             privileges::check().map_err(fail(None))?;
             let report = gc::collect(settings).map_err(fail(None))?;
+            for skipped in &report.skipped {
+                eprintln!("weave-hook: gc: skipped: {skipped}");
+            }
             println!(
                 "released {} container(s), {} orphaned address(es), deleted {} veth(s), {} stale resolv.conf file(s)",
                 report.released.len(),
@@ -210,7 +164,21 @@ fn run(settings: &Settings, command: Command) -> Result<(), Failure> {
             reset::reset(settings).map_err(fail(None))
         }
         Command::Hook | Command::Attach | Command::Detach => {
-            let state = State::read(io::stdin().lock()).map_err(|e| fail(None)(e.into()))?;
+            let input =
+                oci::read_state_bytes(io::stdin().lock()).map_err(|e| fail(None)(e.into()))?;
+            let state = match State::parse(&input) {
+                Ok(state) => state,
+                // No container with such an id was ever attached (attach refuses it), so
+                // there is nothing to detach.
+                Err(OciError::BadId(IdError::TooLong { .. }))
+                    if matches!(command, Command::Detach)
+                        || (matches!(command, Command::Hook)
+                            && oci::status_of(&input) == Some(Status::Stopped)) =>
+                {
+                    return Ok(())
+                }
+                Err(e) => return Err(fail(None)(e.into())),
+            };
             let on = fail(Some(state.id.to_string()));
             let wants_attach = match command {
                 Command::Attach => true,
@@ -229,17 +197,26 @@ fn run(settings: &Settings, command: Command) -> Result<(), Failure> {
             if wants_attach {
                 attach::attach(settings, &state).map(drop).map_err(on)
             } else {
-                detach::detach(settings, &state.id).map_err(on)
+                let left = detach::detach(settings, &state.id).map_err(on)?;
+                // This binary is single-threaded: the deletion may outlive it.
+                if let Some(veth) = left {
+                    detach::delete_in_background(&veth);
+                }
+                Ok(())
             }
         }
     }
 }
 
 fn ps(settings: &Settings) -> Result<(), Error> {
+    let listing = Store::existing(&settings.state_dir).records()?;
     let mut out = io::stdout().lock();
-    for record in Store::existing(&settings.state_dir).records()? {
+    for record in listing.records {
         let addrs: Vec<String> = record.addrs.iter().map(ToString::to_string).collect();
         let _ = writeln!(out, "{} {} {}", record.id, record.veth, addrs.join(" "));
+    }
+    for skipped in &listing.unreadable {
+        eprintln!("weave-hook: ps: skipped: {skipped}");
     }
     Ok(())
 }
@@ -253,39 +230,19 @@ mod tests {
     }
 
     #[test]
-    fn dns_addr_values() {
-        assert_eq!(
-            parse_dns_addr("10.40.0.53/24").unwrap(),
-            "10.40.0.53/24".parse::<Ipv4Net>().unwrap()
-        );
-        assert!(parse_dns_addr("10.40.0.53/32").is_ok());
-        for bad in [
-            "10.40.0.53",
-            "10.40.0.0/24",
-            "10.40.0.255/24",
-            "127.0.0.1/8",
-            "x",
+    fn bad_values_are_refused_by_the_core_validators() {
+        for args in [
+            ["--ipalloc-range", "10.32.5.0/12"],
+            ["--log-level", "verbose"],
+            ["--mtu", "40"],
+            ["--state-dir", "relative"],
+            ["--bridge", "a/b"],
+            ["--dns-addr", "10.2.0.0/24"],
         ] {
-            assert!(parse_dns_addr(bad).is_err(), "{bad}");
+            let full = ["weave-hook", args[0], args[1], "ps"];
+            assert!(Cli::try_parse_from(full).is_err(), "{args:?}");
         }
-    }
-
-    #[test]
-    fn dns_addr_inside_the_range_must_be_its_kept_first_host() {
-        assert!(check_dns_addr(&cli(&["ps"])).is_ok());
-        assert!(check_dns_addr(&cli(&["--dns-addr", "10.32.0.1/12", "ps"])).is_ok());
-        assert!(check_dns_addr(&cli(&["--dns-addr", "10.2.0.53/24", "ps"])).is_ok());
-        let err = check_dns_addr(&cli(&["--dns-addr", "10.32.0.7/12", "ps"])).unwrap_err();
-        assert!(err.contains("use 10.32.0.1"), "{err}");
-        let err = check_dns_addr(&cli(&[
-            "--ipalloc-range",
-            "10.40.0.0/16",
-            "--dns-addr",
-            "10.40.9.9/16",
-            "ps",
-        ]))
-        .unwrap_err();
-        assert!(err.contains("use 10.40.0.1"), "{err}");
+        assert_eq!(cli(&["--log-level", "INFO", "ps"]).log_level, "info");
     }
 
     #[test]

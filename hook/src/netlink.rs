@@ -10,8 +10,8 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 
 use ipnet::Ipv4Net;
 use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
-    NLM_F_REQUEST,
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP,
+    NLM_F_DUMP_INTR, NLM_F_ECHO, NLM_F_EXCL, NLM_F_REQUEST,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
@@ -32,6 +32,8 @@ pub struct Link {
     pub kind: Option<String>,
     /// The index of the bridge (or other controller) the link is enslaved to.
     pub master: Option<u32>,
+    /// Its ifalias (weave-hook marks the bridges it owns with one).
+    pub alias: Option<String>,
 }
 
 /// What a veth pair looks like when it is created in one request.
@@ -76,6 +78,26 @@ impl Netlink {
         }
     }
 
+    /// Looks a link up by index; `None` when no such link exists.
+    pub fn link_by_index(&mut self, index: u32) -> io::Result<Option<Link>> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        match self.request(RouteNetlinkMessage::GetLink(msg), 0) {
+            Ok(replies) => Ok(replies.into_iter().find_map(link_from_reply)),
+            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Sets a link's ifalias.
+    pub fn set_alias(&mut self, index: u32, alias: &str) -> io::Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        msg.attributes
+            .push(LinkAttribute::IfAlias(alias.to_string()));
+        self.request(RouteNetlinkMessage::SetLink(msg), 0).map(drop)
+    }
+
     /// Lists every link of the namespace.
     pub fn links(&mut self) -> io::Result<Vec<Link>> {
         let replies = self.request(
@@ -107,8 +129,9 @@ impl Netlink {
     }
 
     /// Creates a veth pair in one request: the host end enslaved to the bridge and up,
-    /// the peer created inside `peer_netns` (down; the caller configures it there).
-    pub fn create_veth(&mut self, req: &VethRequest) -> io::Result<()> {
+    /// the peer created inside `peer_netns` (down; the caller configures it there). Returns
+    /// the host end's index.
+    pub fn create_veth(&mut self, req: &VethRequest) -> io::Result<u32> {
         let mut peer = LinkMessage::default();
         peer.attributes
             .push(LinkAttribute::IfName(req.peer_name.to_string()));
@@ -129,8 +152,23 @@ impl Netlink {
             LinkInfo::Kind(InfoKind::Veth),
             LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
         ]));
-        self.request(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)
-            .map(drop)
+        // NLM_F_ECHO: the kernel sends the new link back, index included (since Linux 6.3);
+        // older kernels do not, and then one lookup by name finds it.
+        let replies = self.request(
+            RouteNetlinkMessage::NewLink(msg),
+            NLM_F_CREATE | NLM_F_EXCL | NLM_F_ECHO,
+        )?;
+        let echoed = replies
+            .into_iter()
+            .filter_map(link_from_reply)
+            .find(|l| l.name == req.host_name);
+        match echoed {
+            Some(link) => Ok(link.index),
+            None => self
+                .link_by_name(req.host_name)?
+                .map(|l| l.index)
+                .ok_or_else(|| io::Error::from_raw_os_error(libc::ENODEV)),
+        }
     }
 
     /// Brings a link up.
@@ -227,12 +265,34 @@ impl Netlink {
             .collect())
     }
 
-    /// Sends one request and collects the replies until the kernel's ACK or DONE.
+    /// Sends one request and collects the replies until the kernel's ACK or DONE. A dump
+    /// that the kernel marks interrupted (NLM_F_DUMP_INTR: the table changed meanwhile, so
+    /// entries may be missing) is asked again, a few times.
     fn request(
         &mut self,
         msg: RouteNetlinkMessage,
         flags: u16,
     ) -> io::Result<Vec<RouteNetlinkMessage>> {
+        const DUMP_TRIES: usize = 5;
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match self.request_once(msg.clone(), flags)? {
+                (replies, false) => return Ok(replies),
+                (replies, true) if tries >= DUMP_TRIES => {
+                    tracing::warn!("netlink dump interrupted {tries} times; using the last one");
+                    return Ok(replies);
+                }
+                (_, true) => {}
+            }
+        }
+    }
+
+    fn request_once(
+        &mut self,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+    ) -> io::Result<(Vec<RouteNetlinkMessage>, bool)> {
         self.seq = self.seq.wrapping_add(1);
         let mut header = NetlinkHeader::default();
         header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
@@ -245,8 +305,10 @@ impl Netlink {
         self.collect_replies(flags & NLM_F_DUMP == NLM_F_DUMP)
     }
 
-    fn collect_replies(&mut self, dump: bool) -> io::Result<Vec<RouteNetlinkMessage>> {
+    /// The replies, and whether a dump was interrupted.
+    fn collect_replies(&mut self, dump: bool) -> io::Result<(Vec<RouteNetlinkMessage>, bool)> {
         let mut replies = Vec::new();
+        let mut interrupted = false;
         loop {
             let len = self.socket.recv(&mut &mut self.buf[..], 0)?;
             let mut offset = 0;
@@ -265,16 +327,17 @@ impl Netlink {
                 if packet.header.sequence_number != self.seq {
                     continue;
                 }
+                interrupted |= packet.header.flags & NLM_F_DUMP_INTR != 0;
                 match packet.payload {
                     NetlinkPayload::Error(err) => {
                         return match err.code {
                             Some(code) => Err(io::Error::from_raw_os_error(-code.get())),
                             // With NLM_F_ACK every request ends in an ACK, a dump in DONE.
-                            None if !dump => Ok(replies),
+                            None if !dump => Ok((replies, interrupted)),
                             None => continue,
                         };
                     }
-                    NetlinkPayload::Done(_) => return Ok(replies),
+                    NetlinkPayload::Done(_) => return Ok((replies, interrupted)),
                     NetlinkPayload::InnerMessage(m) => replies.push(m),
                     _ => {}
                 }
@@ -285,7 +348,7 @@ impl Netlink {
 
 /// A stable MAC for a bridge name: locally administered, unicast, the same after a reset.
 pub fn bridge_mac(name: &str) -> [u8; 6] {
-    let hash = crate::store::fnv1a(name.as_bytes()).to_be_bytes();
+    let hash = weave_core::settings::fnv1a(name.as_bytes()).to_be_bytes();
     let mut mac = [0; 6];
     mac.copy_from_slice(&hash[..6]);
     mac[0] = (mac[0] & 0xfc) | 0x02;
@@ -299,10 +362,12 @@ fn link_from_reply(reply: RouteNetlinkMessage) -> Option<Link> {
     let mut name = None;
     let mut kind = None;
     let mut master = None;
+    let mut alias = None;
     for attr in &msg.attributes {
         match attr {
             LinkAttribute::IfName(n) => name = Some(n.clone()),
             LinkAttribute::Controller(i) => master = Some(*i),
+            LinkAttribute::IfAlias(a) => alias = Some(a.clone()).filter(|a| !a.is_empty()),
             LinkAttribute::LinkInfo(infos) => {
                 kind = infos.iter().find_map(|i| match i {
                     LinkInfo::Kind(k) => Some(k.to_string()),
@@ -318,5 +383,6 @@ fn link_from_reply(reply: RouteNetlinkMessage) -> Option<Link> {
         up: msg.header.flags.contains(LinkFlags::Up),
         kind,
         master,
+        alias,
     })
 }

@@ -1,47 +1,92 @@
 //! Reset: take the network down when nothing uses it (weave-dns, bridge and firewall rule).
 
+use weave_core::settings::Settings;
+use weave_core::store::Store;
+
 use crate::bridge;
 use crate::dns;
 use crate::error::{Error, Result};
 use crate::netlink::Netlink;
-use crate::settings::Settings;
-use crate::store::Store;
 
 /// Stops the state directory's weave-dns, deletes the bridge (and weave DNS's address with
-/// it) and removes its firewall rule. Refuses while a live container is attached to it;
-/// records of dead ones are collected first.
+/// it) and removes its firewall rule. Refuses while a live container is attached to it (dead
+/// ones are collected first), when the bridge is another state directory's, and when it has
+/// ports weave-hook did not make. The bridge is deleted under the store's lock, so no attach
+/// can add a port meanwhile.
 pub fn reset(settings: &Settings) -> Result<()> {
     crate::gc::collect(settings)?;
     let store = Store::open(&settings.state_dir)?;
-    let attached: Vec<String> = store
-        .records()?
+    refuse_while_attached(&store, settings)?;
+    if dns::stop_server(&settings.layout())? {
+        tracing::info!("stopped weave-dns");
+    }
+    {
+        let _lock = store.lock()?;
+        refuse_while_attached(&store, settings)?;
+        delete_bridge(settings)?;
+    }
+    bridge::remove_forwarding(&store, &settings.bridge)
+}
+
+fn refuse_while_attached(store: &Store, settings: &Settings) -> Result<()> {
+    let listing = store.records()?;
+    // A record that cannot be read is skipped: if its container is attached, its veth is a
+    // port of the bridge, and `delete_bridge` refuses.
+    for skipped in &listing.unreadable {
+        tracing::warn!("reset: skipped: {skipped}");
+    }
+    let attached: Vec<String> = listing
+        .records
         .into_iter()
         .filter(|r| r.bridge == settings.bridge)
         .map(|r| r.id)
         .collect();
-    if !attached.is_empty() {
-        return Err(Error::StillAttached {
+    match attached.is_empty() {
+        true => Ok(()),
+        false => Err(Error::StillAttached {
             bridge: settings.bridge.clone(),
             count: attached.len(),
             ids: attached.join(", "),
+        }),
+    }
+}
+
+fn delete_bridge(settings: &Settings) -> Result<()> {
+    let name = &settings.bridge;
+    let mut host = Netlink::open().map_err(Error::netlink("open netlink socket"))?;
+    let Some(link) = host
+        .link_by_name(name)
+        .map_err(Error::netlink(format!("look up {name}")))?
+    else {
+        return Ok(());
+    };
+    if link.kind.as_deref() != Some("bridge") {
+        return Err(Error::NotABridge(
+            name.clone(),
+            link.kind.unwrap_or_default(),
+        ));
+    }
+    let ours = bridge::owner_alias(settings);
+    if let Some(owner) = link.alias.as_deref().filter(|a| *a != ours) {
+        return Err(Error::BridgeOwnedElsewhere {
+            bridge: name.clone(),
+            owner: owner.to_string(),
         });
     }
-    if dns::stop_server(&settings.state_dir)? {
-        tracing::info!("stopped weave-dns");
+    let ports: Vec<String> = host
+        .links()
+        .map_err(Error::netlink("list links"))?
+        .into_iter()
+        .filter(|l| l.master == Some(link.index))
+        .map(|l| l.name)
+        .collect();
+    if !ports.is_empty() {
+        return Err(Error::ForeignPorts {
+            bridge: name.clone(),
+            ports: ports.join(", "),
+        });
     }
-    let mut host = Netlink::open().map_err(Error::netlink("open netlink socket"))?;
-    if let Some(link) = host
-        .link_by_name(&settings.bridge)
-        .map_err(Error::netlink(format!("look up {}", settings.bridge)))?
-    {
-        if link.kind.as_deref() != Some("bridge") {
-            return Err(Error::NotABridge(
-                settings.bridge.clone(),
-                link.kind.unwrap_or_default(),
-            ));
-        }
-        host.delete_link(&settings.bridge)
-            .map_err(Error::netlink(format!("delete bridge {}", settings.bridge)))?;
-    }
-    bridge::remove_forwarding(&store, &settings.bridge)
+    host.delete_link_index(link.index)
+        .map_err(Error::netlink(format!("delete bridge {name}")))?;
+    Ok(())
 }

@@ -11,7 +11,7 @@ use std::process::{Child, Command, Output, Stdio};
 use weave_e2e::root_or_skip;
 
 use nix::sched::{unshare, CloneFlags};
-use weave_hook::failpoint::STEPS;
+use weave_core::failpoint::STEPS;
 
 const HOOK: &str = env!("CARGO_BIN_EXE_weave-hook");
 
@@ -203,6 +203,13 @@ fn killed_between_claim_and_record_is_collected_without_a_reattach() {
         )
         .status
         .success());
+        // The bridge is this state directory's: the next round's directory needs its own.
+        let reset = hook(dir.path(), "wvfg", &["reset"], "", None);
+        assert!(
+            reset.status.success(),
+            "{step}: {}",
+            String::from_utf8_lossy(&reset.stderr)
+        );
     }
 }
 

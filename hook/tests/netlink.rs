@@ -9,11 +9,21 @@ use std::process::{Child, Command};
 use weave_e2e::root_or_skip;
 
 use nix::sched::{unshare, CloneFlags};
+use weave_core::id::ContainerId;
+use weave_core::oci::{State, Status};
+use weave_core::settings::{host_veth_name, Settings};
+use weave_core::store::Store;
 use weave_hook::attach::attach;
-use weave_hook::detach::detach;
-use weave_hook::oci::{ContainerId, State, Status};
-use weave_hook::settings::{host_veth_name, Settings};
-use weave_hook::store::Store;
+use weave_hook::detach;
+
+/// Detach as the binary does it, the veth deleted in the foreground (a test process has
+/// several threads, so the binary's background deletion would not fork here either).
+fn detach(s: &Settings, id: &ContainerId) -> weave_hook::error::Result<()> {
+    match detach::detach(s, id)? {
+        Some(veth) => detach::delete_now(&veth),
+        None => Ok(()),
+    }
+}
 
 /// Moves the calling test thread into a fresh network namespace of its own, with the
 /// conditions of a Docker host: br_netfilter on and the FORWARD policy DROP.
@@ -170,7 +180,11 @@ fn attach_wires_bridge_veth_and_addresses() {
 
     detach(&s, &c.id).unwrap();
     assert!(link_gone(&veth), "detach deletes the host veth");
-    assert!(Store::existing(dir.path()).records().unwrap().is_empty());
+    assert!(Store::existing(dir.path())
+        .records()
+        .unwrap()
+        .records
+        .is_empty());
     detach(&s, &c.id).expect("detach is idempotent");
     detach(&s, &ContainerId::parse("never-attached").unwrap()).expect("never attached is fine");
 }
@@ -260,6 +274,7 @@ fn refused_attach_leaves_nothing_behind() {
     let ids: Vec<String> = Store::existing(dir.path())
         .records()
         .unwrap()
+        .records
         .into_iter()
         .map(|r| r.id)
         .collect();
@@ -284,7 +299,11 @@ fn failure_after_the_veth_undoes_veth_and_reservation() {
     let err = attach(&s, &c.state("10.2.0.8/24")).unwrap_err().to_string();
     assert!(err.contains("ethwe"), "{err}");
     assert!(!host_links().contains(&host_veth_name(&c.id)));
-    assert!(Store::existing(dir.path()).records().unwrap().is_empty());
+    assert!(Store::existing(dir.path())
+        .records()
+        .unwrap()
+        .records
+        .is_empty());
     assert_eq!(
         std::fs::read_dir(dir.path().join("addrs")).unwrap().count(),
         0
@@ -304,7 +323,11 @@ fn host_network_namespace_is_refused() {
         .to_string();
     assert!(err.contains("host's network namespace"), "{err}");
     assert!(!host_links().contains("vethwe"));
-    assert!(Store::existing(dir.path()).records().unwrap().is_empty());
+    assert!(Store::existing(dir.path())
+        .records()
+        .unwrap()
+        .records
+        .is_empty());
 }
 
 #[test]
@@ -324,7 +347,11 @@ fn gone_pid_is_refused() {
         err.contains(&format!("pid {}", state.pid.unwrap())),
         "{err}"
     );
-    assert!(Store::existing(dir.path()).records().unwrap().is_empty());
+    assert!(Store::existing(dir.path())
+        .records()
+        .unwrap()
+        .records
+        .is_empty());
 }
 
 #[test]
@@ -353,6 +380,7 @@ fn gc_collects_killed_containers_and_orphan_veths() {
     let ids: Vec<String> = Store::existing(dir.path())
         .records()
         .unwrap()
+        .records
         .into_iter()
         .map(|r| r.id)
         .collect();
@@ -459,7 +487,11 @@ fn existing_non_bridge_link_is_refused() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("not a bridge"), "{err}");
-    assert!(Store::existing(dir.path()).records().unwrap().is_empty());
+    assert!(Store::existing(dir.path())
+        .records()
+        .unwrap()
+        .records
+        .is_empty());
 }
 
 #[test]
@@ -475,11 +507,14 @@ fn restart_right_after_detach_keeps_the_new_veth() {
     let veth = host_veth_name(&first.id);
     let old = sh(&format!("ip -o link show {veth}"));
     // `docker restart`: poststop of the old process, at once createRuntime of the new one,
-    // same id, while detach's background child is still deleting the old veth.
-    detach(&s, &first.id).unwrap();
+    // same id, before detach's background child deleted the old veth...
+    let left = detach::detach(&s, &first.id)
+        .unwrap()
+        .expect("the old veth is left");
     let second = Container::start("restarted");
     attach(&s, &second.state("10.2.0.40/24")).unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    // ... which it then does, by the old index.
+    detach::delete_now(&left).unwrap();
     let new = sh(&format!("ip -o link show {veth}"));
     assert_ne!(
         old.split(':').next(),
@@ -490,4 +525,126 @@ fn restart_right_after_detach_keeps_the_new_veth() {
     assert!(second
         .run("ip -o -4 addr show ethwe")
         .contains("inet 10.2.0.40/24"));
+}
+
+/// Runs the weave-hook binary in the calling thread's namespaces (its "host").
+fn hook_bin(state_dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_weave-hook"))
+        .arg("--state-dir")
+        .arg(state_dir)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_bridge_belongs_to_one_state_dir() {
+    if !root_or_skip("a_bridge_belongs_to_one_state_dir") {
+        return;
+    }
+    private_host();
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (sa, sb) = (settings(a.path()), settings(b.path()));
+    let c1 = Container::start("in-a");
+    attach(&sa, &c1.state("10.2.0.1/24")).unwrap();
+    // Another state directory on the same bridge would hand out 10.2.0.1 again.
+    let c2 = Container::start("in-b");
+    let err = attach(&sb, &c2.state("10.2.0.1/24"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("bridge weave belongs to weave state directory")
+            && err.contains(&a.path().display().to_string()),
+        "{err}"
+    );
+    assert!(Store::existing(b.path())
+        .records()
+        .unwrap()
+        .records
+        .is_empty());
+    // The other directory's reset neither deletes the bridge nor cuts c1 off.
+    let err = weave_hook::reset::reset(&sb).unwrap_err().to_string();
+    assert!(err.contains("belongs to weave state directory"), "{err}");
+    assert!(host_links().contains(": weave:"));
+    assert!(c1.run("ip -o link show ethwe").contains(",UP"));
+    // Its own reset refuses while c1 is attached, and when a port is not weave's.
+    assert!(weave_hook::reset::reset(&sa).is_err());
+    detach(&sa, &c1.id).unwrap();
+    sh("ip link add wvforeign type veth peer name wvforeign-p && ip link set wvforeign master weave");
+    let err = weave_hook::reset::reset(&sa).unwrap_err().to_string();
+    assert!(
+        err.contains("ports weave-hook did not make (wvforeign)"),
+        "{err}"
+    );
+    sh("ip link del wvforeign");
+    weave_hook::reset::reset(&sa).unwrap();
+    assert!(!host_links().contains(": weave:"));
+}
+
+#[test]
+fn a_link_that_is_not_the_containers_is_never_deleted() {
+    if !root_or_skip("a_link_that_is_not_the_containers_is_never_deleted") {
+        return;
+    }
+    private_host();
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(dir.path());
+    let c = Container::start("collides");
+    // Another program's link (or another container's: the name is a 36-bit hash of the id).
+    let veth = host_veth_name(&c.id);
+    sh(&format!(
+        "ip link add {veth} type veth peer name wvcollide-p"
+    ));
+    let err = attach(&s, &c.state("10.2.0.9/24")).unwrap_err().to_string();
+    assert!(
+        err.contains(&format!("host interface {veth} exists")),
+        "{err}"
+    );
+    assert!(host_links().contains(&format!("{veth}:")));
+    assert!(Store::existing(dir.path())
+        .records()
+        .unwrap()
+        .records
+        .is_empty());
+    // Without a record nothing proves the link the container's: detach leaves it too.
+    detach(&s, &c.id).unwrap();
+    let out = hook_bin(dir.path(), &["--bridge", "weave", "gc"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(host_links().contains(&format!("{veth}:")));
+    sh(&format!("ip link del {veth}"));
+}
+
+#[test]
+fn a_corrupt_record_is_skipped_by_gc_ps_and_reset() {
+    if !root_or_skip("a_corrupt_record_is_skipped_by_gc_ps_and_reset") {
+        return;
+    }
+    private_host();
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(dir.path());
+    let c = Container::start("good");
+    attach(&s, &c.state("10.2.0.11/24")).unwrap();
+    let bad = dir.path().join("containers/bad.json");
+    std::fs::write(&bad, "{torn").unwrap();
+    let bad = bad.display().to_string();
+    for cmd in ["ps", "gc"] {
+        let out = hook_bin(dir.path(), &[cmd]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{cmd}: {stderr}");
+        assert!(stderr.contains(&bad), "{cmd} names the file: {stderr}");
+    }
+    let ps = String::from_utf8(hook_bin(dir.path(), &["ps"]).stdout).unwrap();
+    assert!(ps.starts_with("good "), "{ps}");
+    // gc kept the live container's veth and record.
+    assert!(c.run("ip -o link show ethwe").contains(",UP"));
+    detach(&s, &c.id).unwrap();
+    let out = hook_bin(dir.path(), &["reset"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains(&bad), "reset names the file: {stderr}");
+    assert!(!host_links().contains(": weave:"));
 }

@@ -4,7 +4,6 @@
 //! of its own; then, for every command, it execs the real runtime with the same arguments
 //! (minus its own `--weave-*` flags) and environment.
 
-pub mod container_id;
 pub mod exec;
 pub mod files;
 pub mod hooks;

@@ -9,12 +9,13 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::container_id::{ContainerId, InvalidId};
 use crate::hooks::{self, HooksError};
 use crate::mounts::{self, MountsError};
 use crate::request::{DnsRequest, Request, RequestError};
 use crate::resolv::ResolvConf;
 use crate::settings::Settings;
+use weave_core::id::{ContainerId, IdError};
+use weave_core::layout::StateDir;
 
 /// What to do to one bundle.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,7 +48,9 @@ pub enum PlanError {
     #[error(transparent)]
     Request(#[from] RequestError),
     #[error(transparent)]
-    Id(#[from] InvalidId),
+    Id(#[from] IdError),
+    #[error("invalid container id {0:?}: not UTF-8")]
+    IdNotUtf8(String),
     #[error(transparent)]
     Hooks(#[from] HooksError),
     #[error(transparent)]
@@ -79,7 +82,7 @@ pub fn plan(
         Request::Nothing => return Ok(Plan::unchanged()),
         Request::Attach { dns } => dns,
     };
-    let id = ContainerId::parse(inputs.id)?;
+    let id = parse_id(inputs.id)?;
     let mut config = original.clone();
     hooks::inject(&mut config, inputs.hook_path, &inputs.settings.hook)?;
     let resolv = match dns {
@@ -98,7 +101,7 @@ fn resolv_file(
     inputs: &Inputs,
     read_to_string: impl Fn(&Path) -> io::Result<String>,
 ) -> Result<ResolvFile, PlanError> {
-    let path = resolv_path(inputs.settings.state_dir(), id);
+    let path = StateDir::new(inputs.settings.state_dir()).resolv(id);
     let original = match mounts::resolv_source(config, inputs.bundle)? {
         // Our own file, from an earlier run of this bundle: parsing it again gives the same
         // result; it is gone once that container stopped.
@@ -121,7 +124,10 @@ fn resolv_file(
     Ok(ResolvFile { path, contents })
 }
 
-/// `<state-dir>/resolv/<id>.conf`: weave-hook's detach deletes it at poststop.
-pub fn resolv_path(state_dir: &Path, id: &ContainerId) -> PathBuf {
-    state_dir.join("resolv").join(format!("{id}.conf"))
+/// The container id of the runtime's command line, by weave's one rule.
+pub fn parse_id(raw: &OsStr) -> Result<ContainerId, PlanError> {
+    let text = raw
+        .to_str()
+        .ok_or_else(|| PlanError::IdNotUtf8(raw.to_string_lossy().chars().take(80).collect()))?;
+    Ok(ContainerId::parse(text)?)
 }

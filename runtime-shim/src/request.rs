@@ -2,19 +2,17 @@
 //! `WEAVE_CIDR` in `process.env` (the env fallback of Docker < 24, which has no
 //! `--annotation`).
 //!
-//! `weave.cidr` is parsed with weave-hook's own parser, so the shim and the hook agree on what
-//! opts out (`none`) and a bad value fails the create before runc runs, config.json untouched.
+//! The options are read and decided by weave-core's rules, the hook's own, so the shim and the
+//! hook agree on what opts out (`none`), which of repeated `WEAVE_CIDR` counts, and a bad value
+//! fails the create before runc runs, config.json untouched.
 
 use std::net::IpAddr;
 
 use serde_json::Value;
-use weave_hook::cidr::{self, CidrError, CidrSpec};
-
-pub const CIDR: &str = "weave.cidr";
-pub const DNS: &str = "weave.dns";
-pub const DNS_SERVER: &str = "weave.dns.server";
-pub const DNS_SEARCH: &str = "weave.dns.search";
-pub const CIDR_ENV: &str = "WEAVE_CIDR";
+use weave_core::options::{
+    self, OptionsError, Wanted, CIDR_ANNOTATION as CIDR, DNS_ANNOTATION as DNS,
+    DNS_SEARCH_ANNOTATION as DNS_SEARCH, DNS_SERVER_ANNOTATION as DNS_SERVER,
+};
 
 /// The domain every weave DNS container searches first.
 pub const WEAVE_DOMAIN: &str = "weave.local.";
@@ -37,20 +35,14 @@ pub struct DnsRequest {
     pub search: Option<Vec<String>>,
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error)]
 pub enum RequestError {
     #[error("config.json: \"annotations\" is not an object of strings")]
     AnnotationsNotObject,
     #[error("annotation {0} is not a string")]
     NotAString(&'static str),
-    #[error("{source_name}={value:?}: {error}")]
-    BadCidr {
-        source_name: &'static str,
-        value: String,
-        error: CidrError,
-    },
-    #[error("annotation {DNS}={0:?}: expected \"true\" or \"false\"")]
-    BadDnsFlag(String),
+    #[error(transparent)]
+    Options(#[from] OptionsError),
     #[error("annotation {DNS_SERVER}={0:?}: not an IP address")]
     BadDnsServer(String),
     #[error("annotation {DNS_SEARCH}={0:?}: {1:?} is not a domain name")]
@@ -60,33 +52,16 @@ pub enum RequestError {
 impl Request {
     pub fn from_config(config: &Value) -> Result<Self, RequestError> {
         let annotations = Annotations::of(config)?;
-        let asked = match annotations.get(CIDR)? {
-            Some(c) => Some(("annotation weave.cidr", c.to_owned())),
-            None => env_var(config, CIDR_ENV).map(|c| ("environment variable WEAVE_CIDR", c)),
+        let env = env_entries(config);
+        let cidr = options::cidr_option(annotations.get(CIDR)?, env.iter().copied());
+        let wanted = options::decide(cidr, annotations.get(DNS)?)?;
+        let dns = match wanted {
+            Wanted::Nothing => return Ok(Request::Nothing),
+            Wanted::Attach(request) => request.dns,
         };
-        if let Some((source_name, value)) = &asked {
-            let spec = cidr::parse(value).map_err(|error| RequestError::BadCidr {
-                source_name,
-                value: value.clone(),
-                error,
-            })?;
-            if spec == CidrSpec::None {
-                return Ok(Request::Nothing);
-            }
-        }
-        let dns = match annotations.get(DNS)?.map(str::trim) {
-            None | Some("false" | "") => false,
-            Some("true") => true,
-            Some(other) => return Err(RequestError::BadDnsFlag(other.to_owned())),
-        };
-        // weave.dns alone attaches too: the container needs the network to reach weave DNS.
-        if asked.is_none() && !dns {
-            return Ok(Request::Nothing);
-        }
-        let dns = if dns {
-            Some(DnsRequest::from_annotations(&annotations)?)
-        } else {
-            None
+        let dns = match dns {
+            true => Some(DnsRequest::from_annotations(&annotations)?),
+            false => None,
         };
         Ok(Request::Attach { dns })
     }
@@ -154,13 +129,11 @@ impl<'a> Annotations<'a> {
     }
 }
 
-/// First `NAME=value` in `process.env`, as getenv(3) would find it in the container.
-fn env_var(config: &Value, name: &str) -> Option<String> {
+/// The strings of `process.env` (what is not a string is not a variable runc would set).
+fn env_entries(config: &Value) -> Vec<&str> {
     config
-        .pointer("/process/env")?
-        .as_array()?
-        .iter()
-        .filter_map(Value::as_str)
-        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
-        .map(str::to_owned)
+        .pointer("/process/env")
+        .and_then(Value::as_array)
+        .map(|env| env.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
 }

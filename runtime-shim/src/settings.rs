@@ -1,11 +1,15 @@
 //! weave-runtime's own settings: the `--weave-*` flags (which can sit in daemon.json
-//! `runtimeArgs`) and the environment variables, turned into typed values.
+//! `runtimeArgs`) and the environment variables, turned into typed values. The flags it passes
+//! on to weave-hook are checked with the hook's own validators (weave-core's), so a value the
+//! hook would refuse fails the `create` with one `weave-runtime:` line instead of every
+//! container failing at its hook.
 
 use std::ffi::{OsStr, OsString};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use ipnet::Ipv4Net;
+use weave_core::settings::{self as core, HookFlag};
 
 use crate::runc_args::ShimFlag;
 
@@ -13,11 +17,6 @@ use crate::runc_args::ShimFlag;
 pub const RUNTIME_ENV: &str = "WEAVE_RUNTIME";
 /// Environment variable naming the weave-hook binary (a flag wins over it).
 pub const HOOK_PATH_ENV: &str = "WEAVE_HOOK_PATH";
-
-/// Defaults shared with weave-hook: the shim needs them to place resolv.conf files and to
-/// derive the DNS address, the hook to allocate addresses and delete those files.
-pub const DEFAULT_STATE_DIR: &str = "/run/weave";
-pub const DEFAULT_IPALLOC_RANGE: &str = "10.32.0.0/12";
 
 const KNOWN_FLAGS: &str = "--weave-runtime, --weave-hook-path, --weave-bridge, \
 --weave-ipalloc-range, --weave-state-dir, --weave-mtu, --weave-log-level, --weave-dns-addr; --weave-help, first, prints weave-runtime's usage";
@@ -30,8 +29,10 @@ pub enum SettingsError {
     BadValue {
         flag: String,
         value: String,
-        why: &'static str,
+        why: String,
     },
+    #[error("--weave-dns-addr: {0}")]
+    DnsAddrInRange(String),
     #[error("{HOOK_PATH_ENV}={0:?}: must be an absolute UTF-8 path")]
     RelativeHookPathEnv(PathBuf),
 }
@@ -80,57 +81,31 @@ impl Settings {
         for flag in flags {
             settings.apply(flag)?;
         }
+        core::check_dns_addr(settings.hook.range(), settings.hook.dns_addr)
+            .map_err(SettingsError::DnsAddrInRange)?;
         Ok(settings)
     }
 
     fn apply(&mut self, ShimFlag { name, value }: ShimFlag) -> Result<(), SettingsError> {
-        let bad = |why| SettingsError::BadValue {
+        let bad = |why: String| SettingsError::BadValue {
             flag: name.clone(),
-            value: value.to_string_lossy().into_owned(),
+            value: value.to_string_lossy().chars().take(200).collect(),
             why,
         };
         match name.as_str() {
-            "runtime" if value.is_empty() => return Err(bad("must not be empty")),
+            "runtime" if value.is_empty() => return Err(bad("must not be empty".into())),
             "runtime" => self.runtime = value,
             "hook-path" => {
-                self.hook_path =
-                    Some(absolute(&value).ok_or_else(|| bad("must be an absolute UTF-8 path"))?)
-            }
-            "state-dir" => {
-                self.hook.state_dir =
-                    Some(absolute(&value).ok_or_else(|| bad("must be an absolute UTF-8 path"))?)
-            }
-            "bridge" => {
-                self.hook.bridge = Some(interface_name(&value).ok_or_else(|| {
-                    bad("not a valid interface name (1-15 bytes, no '/', ':' or whitespace)")
-                })?)
-            }
-            "ipalloc-range" => {
-                self.hook.ipalloc_range = Some(
-                    parsed(&value).ok_or_else(|| bad("not an IPv4 CIDR such as 10.32.0.0/12"))?,
+                self.hook_path = Some(
+                    absolute(&value).ok_or_else(|| bad("must be an absolute UTF-8 path".into()))?,
                 )
             }
-            "mtu" => {
-                self.hook.mtu = Some(
-                    parsed(&value)
-                        .filter(|m| (68..=65535).contains(m))
-                        .ok_or_else(|| bad("not an MTU between 68 and 65535"))?,
-                )
+            _ => {
+                let flag = HookFlag::from_name(&name)
+                    .ok_or_else(|| SettingsError::UnknownFlag(name.clone()))?;
+                let text = value.to_str().ok_or_else(|| bad("must be UTF-8".into()))?;
+                self.hook.set(flag, text).map_err(bad)?;
             }
-            "log-level" => {
-                self.hook.log_level = Some(
-                    utf8(&value)
-                        .filter(|l| !l.is_empty())
-                        .ok_or_else(|| bad("must be a non-empty word such as info or debug"))?,
-                )
-            }
-            "dns-addr" => {
-                self.hook.dns_addr =
-                    Some(parsed(&value).ok_or_else(|| {
-                        bad("not an IPv4 address with prefix such as 10.32.0.1/12")
-                    })?)
-            }
-            _ => return Err(SettingsError::UnknownFlag(name)),
         }
         Ok(())
     }
@@ -139,28 +114,41 @@ impl Settings {
         self.hook
             .state_dir
             .as_deref()
-            .unwrap_or(Path::new(DEFAULT_STATE_DIR))
+            .unwrap_or(Path::new(core::DEFAULT_STATE_DIR))
     }
 
     /// The DNS address containers get when their annotations do not name one: the flag
     /// (also given to the hook, which puts it on the bridge), else the first host address of
     /// the allocation range (10.32.0.1 by default), the hook's own default.
     pub fn default_dns_server(&self) -> IpAddr {
-        self.hook
+        let dns = self
+            .hook
             .dns_addr
-            .map(|a| IpAddr::V4(a.addr()))
-            .unwrap_or_else(|| {
-                let range = self.hook.ipalloc_range.unwrap_or_else(|| {
-                    DEFAULT_IPALLOC_RANGE
-                        .parse()
-                        .expect("default range is a valid CIDR")
-                });
-                IpAddr::V4(range.trunc().hosts().next().unwrap_or(range.addr()))
-            })
+            .unwrap_or_else(|| core::first_host(self.hook.range()));
+        IpAddr::V4(dns.addr())
     }
 }
 
 impl HookSettings {
+    /// Sets one flag from its text, checked with weave-hook's own validator.
+    fn set(&mut self, flag: HookFlag, text: &str) -> Result<(), String> {
+        match flag {
+            HookFlag::Bridge => self.bridge = Some(core::parse_bridge(text)?),
+            HookFlag::IpallocRange => self.ipalloc_range = Some(core::parse_range(text)?),
+            HookFlag::StateDir => self.state_dir = Some(core::parse_state_dir(text)?),
+            HookFlag::Mtu => self.mtu = Some(core::parse_mtu(text)?),
+            HookFlag::LogLevel => self.log_level = Some(core::parse_log_level(text)?),
+            HookFlag::DnsAddr => self.dns_addr = Some(core::parse_dns_addr(text)?),
+        }
+        Ok(())
+    }
+
+    /// The allocation range the hook will use.
+    fn range(&self) -> Ipv4Net {
+        self.ipalloc_range
+            .unwrap_or_else(|| core::DEFAULT_RANGE.parse().expect("default range is valid"))
+    }
+
     /// weave-hook's argv for `command` (`attach` or `detach`): argv[0], the global settings
     /// flags, then the command.
     pub fn hook_args(&self, command: &str) -> Vec<String> {
@@ -188,26 +176,8 @@ impl HookSettings {
     }
 }
 
-fn utf8(value: &OsStr) -> Option<String> {
-    value.to_str().map(str::to_owned)
-}
-
-fn parsed<T: std::str::FromStr>(value: &OsStr) -> Option<T> {
-    value.to_str()?.parse().ok()
-}
-
 /// Paths end up in hook args and mount sources, which OCI requires to be absolute UTF-8.
 fn absolute(value: &OsStr) -> Option<PathBuf> {
     let s = value.to_str()?;
     s.starts_with('/').then(|| PathBuf::from(s))
-}
-
-/// The kernel's rule for interface names (dev_valid_name).
-fn interface_name(value: &OsStr) -> Option<String> {
-    let s = value.to_str()?;
-    let ok = (1..=15).contains(&s.len())
-        && s != "."
-        && s != ".."
-        && !s.chars().any(|c| c == '/' || c == ':' || c.is_whitespace());
-    ok.then(|| s.to_owned())
 }

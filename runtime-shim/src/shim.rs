@@ -67,7 +67,8 @@ fn prepare_and_exec(scanned: Scanned) -> Result<Infallible, Error> {
     let runtime = exec::resolve(&settings.runtime, std::env::var_os("PATH").as_deref())?;
     let written = match &scanned.create {
         Some(target) => prepare(target, &settings).map_err(|source| Error::Container {
-            id: target.id.to_string_lossy().into_owned(),
+            // An id too long to accept is shown in full by no message.
+            id: target.id.to_string_lossy().chars().take(64).collect(),
             source,
         })?,
         None => None,
@@ -98,7 +99,7 @@ fn prepare(target: &CreateTarget, settings: &Settings) -> Result<Option<PathBuf>
     }
     let written = match &plan.resolv {
         Some(r) => {
-            files::create(&r.path, r.contents.as_bytes())?;
+            files::create_resolv(&r.path, r.contents.as_bytes())?;
             Some(r.path.clone())
         }
         None => None,

@@ -228,11 +228,11 @@ fn weave_dns_writes_resolv_conf_under_the_state_dir_and_mounts_it() {
         fs::metadata(&resolv).unwrap().permissions().mode() & 0o777,
         0o644
     );
-    let dir_mode = fs::metadata(f.path("state/resolv"))
-        .unwrap()
-        .permissions()
-        .mode();
-    assert_eq!(dir_mode & 0o777, 0o755);
+    // The state directory is private whoever creates it first (weave-hook makes it 0700).
+    for dir in ["state", "state/resolv"] {
+        let mode = fs::metadata(f.path(dir)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700, "{dir}");
+    }
     assert_eq!(f.config()["mounts"][0]["source"], json!(resolv));
     assert_eq!(fs::read_dir(f.path("state/resolv")).unwrap().count(), 1);
 }
@@ -347,7 +347,7 @@ fn bad_annotations_are_refused() {
     for (annotations, message) in [
         (
             json!({"weave.dns": "maybe"}),
-            "weave.dns=\"maybe\": expected \"true\" or \"false\"",
+            "bad weave.dns annotation \"maybe\": use true or false",
         ),
         (
             json!({"weave.dns": "true", "weave.dns.server": "10.2.0"}),
@@ -364,7 +364,7 @@ fn bad_annotations_are_refused() {
         (json!(["weave.cidr"]), "\"annotations\" is not an object"),
         (
             json!({"weave.cidr": "10.2.0.5"}),
-            "annotation weave.cidr=\"10.2.0.5\": entry '10.2.0.5' has no prefix",
+            "bad annotation weave.cidr \"10.2.0.5\": entry '10.2.0.5' has no prefix",
         ),
         (
             json!({"weave.cidr": "none 10.2.0.5/24"}),
@@ -384,7 +384,7 @@ fn a_bad_weave_cidr_in_the_environment_is_refused() {
     assert_refused(
         &f,
         &strs(&f.create_args()),
-        "container c1: environment variable WEAVE_CIDR=\"net:10.2.0.1/24\": entry",
+        "container c1: bad environment variable WEAVE_CIDR \"net:10.2.0.1/24\": entry",
     );
 }
 
@@ -414,6 +414,79 @@ fn an_unsafe_container_id_is_refused() {
 }
 
 #[test]
+fn settings_the_hook_would_refuse_fail_the_create() {
+    let f = Fixture::new(&docker_like(json!({"weave.cidr": "10.2.0.5/24"})));
+    for (flag, why) in [
+        (
+            "--weave-ipalloc-range=10.32.5.0/12",
+            "has host bits set; the subnet is 10.32.0.0/12",
+        ),
+        (
+            "--weave-log-level=verbose",
+            "is not a log level; use one of error, warn",
+        ),
+        ("--weave-mtu=40", "not an MTU"),
+        ("--weave-state-dir=relative", "not an absolute path"),
+        ("--weave-dns-addr=10.32.0.7/12", "is inside --ipalloc-range"),
+    ] {
+        let mut args = vec![flag.to_owned()];
+        args.extend(f.create_args());
+        assert_refused(&f, &strs(&args), why);
+    }
+}
+
+#[test]
+fn a_repeated_weave_cidr_counts_by_its_last_definition() {
+    // As runc gives it to the process: the last one. Here the first alone would opt out.
+    let mut config = docker_like(json!({}));
+    config["process"]["env"] = json!(["WEAVE_CIDR=none", "WEAVE_CIDR=10.2.0.5/24"]);
+    let f = Fixture::new(&config);
+    let out = f.run(&strs(&f.create_args()));
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        f.config()["hooks"]["createRuntime"].is_array(),
+        "the hook is added"
+    );
+    let mut config = docker_like(json!({}));
+    config["process"]["env"] = json!(["WEAVE_CIDR=10.2.0.5/24", "WEAVE_CIDR=none"]);
+    let f = Fixture::new(&config);
+    let before = f.config_bytes();
+    let out = f.run(&strs(&f.create_args()));
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(f.config_bytes(), before, "opted out: untouched");
+}
+
+#[test]
+fn ids_past_the_limit_are_refused_by_the_hooks_rule() {
+    let f = Fixture::new(&docker_like(json!({"weave.cidr": "10.2.0.5/24"})));
+    let b = f.bundle().display().to_string();
+    let long = "a".repeat(251);
+    assert_refused(
+        &f,
+        &["create", "-b", &b, &long],
+        "is 251 bytes long; weave accepts ids of at most 250 bytes",
+    );
+    let longest = "a".repeat(250);
+    let out = f.run(&["create", "-b", &b, &longest]);
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
 fn an_unreadable_resolv_conf_source_is_refused() {
     let f = Fixture::new(&docker_like(json!({"weave.dns": "true"})));
     assert_refused(
@@ -440,16 +513,13 @@ fn bad_shim_flags_are_refused_for_every_command() {
     let f = Fixture::new(&docker_like(json!({"weave.cidr": "10.2.0.5/24"})));
     for (flag, message) in [
         ("--weave-colour=blue", "unknown flag --weave-colour"),
-        ("--weave-mtu=9", "--weave-mtu \"9\": not an MTU"),
+        ("--weave-mtu=9", "--weave-mtu \"9\": \"9\" is not an MTU"),
         (
             "--weave-bridge=much-too-long-name",
-            "not a valid interface name",
+            "must be 1 to 15 bytes long",
         ),
-        ("--weave-ipalloc-range=10.32.0.0", "not an IPv4 CIDR"),
-        (
-            "--weave-state-dir=relative",
-            "must be an absolute UTF-8 path",
-        ),
+        ("--weave-ipalloc-range=10.32.0.0", "is not an IPv4 subnet"),
+        ("--weave-state-dir=relative", "is not an absolute path"),
         (
             "--weave-dns-addr=10.2.0.99",
             "not an IPv4 address with prefix",
@@ -541,7 +611,7 @@ fn a_refusal_is_also_written_to_runcs_json_log_where_containerd_reads_it() {
     assert_eq!(last["level"], "error");
     let msg = last["msg"].as_str().unwrap();
     assert!(
-        msg.starts_with("weave-runtime: container c1: annotation weave.dns=\"maybe\""),
+        msg.starts_with("weave-runtime: container c1: bad weave.dns annotation \"maybe\""),
         "{msg}"
     );
     assert_eq!(text.lines().count(), 2);

@@ -97,7 +97,7 @@ fn config_edits_match_golden_files() {
         let resolv = plan.resolv.as_ref().map(|r| {
             assert_eq!(
                 r.path,
-                weave_runtime::plan::resolv_path(settings(case).state_dir(), &id())
+                weave_core::layout::StateDir::new(settings(case).state_dir()).resolv(&id())
             );
             r.contents.clone()
         });
@@ -114,8 +114,8 @@ fn config_edits_match_golden_files() {
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
-fn id() -> weave_runtime::container_id::ContainerId {
-    weave_runtime::container_id::ContainerId::parse(ID.as_ref()).unwrap()
+fn id() -> weave_core::id::ContainerId {
+    weave_core::id::ContainerId::parse(ID).unwrap()
 }
 
 #[test]

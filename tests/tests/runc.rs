@@ -212,3 +212,46 @@ fn env_fallback_and_opt_out() {
         "weave.cidr=none wins over the env"
     );
 }
+
+#[test]
+fn the_longest_ids_attach_and_detach_and_longer_ones_are_refused_cleanly() {
+    let Some(env) =
+        Env::new("the_longest_ids_attach_and_detach_and_longer_ones_are_refused_cleanly")
+    else {
+        return;
+    };
+    let runc = Runc::new(&env.host);
+    let bundle = env.bundle(&["ip", "-o", "-4", "addr", "show", "ethwe"], "10.2.0.8/24");
+    // runc accepts ids up to 255 bytes (its state directory's name); weave up to 250.
+    let longest = "l".repeat(250);
+    let out = runc.run(&longest, &bundle);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("inet 10.2.0.8/24"));
+    assert_eq!(env.ps(), "", "detach released it");
+    assert_eq!(env.files_in("addrs"), 0);
+    assert_eq!(env.host.veths_left(), Vec::<String>::new());
+    for len in [251, 255] {
+        let id = "l".repeat(len);
+        let out = runc.run(&id, &bundle);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{len}: refused");
+        assert!(
+            stderr.contains(&format!(
+                "is {len} bytes long; weave accepts ids of at most 250"
+            )),
+            "{len}: {stderr}"
+        );
+        runc.remove(&id);
+        assert_eq!(env.ps(), "", "{len}");
+        assert_eq!(
+            env.files_in("addrs") + env.files_in("containers"),
+            0,
+            "{len}"
+        );
+        assert_eq!(env.host.veths_left(), Vec::<String>::new(), "{len}");
+    }
+}

@@ -156,7 +156,7 @@ impl Process for WeaveHook {
     }
 
     fn ifname(&self) -> &'static str {
-        weave_hook::settings::CONTAINER_IFNAME
+        weave_core::settings::CONTAINER_IFNAME
     }
 
     fn bridge(&self) -> &str {

@@ -7,8 +7,8 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use weave_hook::oci::State;
-use weave_hook::settings::Settings;
+use weave_core::oci::State;
+use weave_core::settings::Settings;
 
 use super::hook::WeaveHook;
 use super::{Method, Role};
@@ -25,12 +25,8 @@ impl InProcess {
     fn settings(&self) -> Settings {
         Settings {
             bridge: self.hook.bridge.clone(),
-            ipalloc_range: weave_hook::settings::DEFAULT_RANGE
-                .parse()
-                .expect("the default range parses"),
             state_dir: self.hook.state_dir.clone(),
-            mtu: None,
-            dns: Default::default(),
+            ..Settings::defaults()
         }
     }
 }
@@ -58,7 +54,12 @@ impl Method for InProcess {
         let input = self.hook.stopped_state(n);
         let start = Instant::now();
         let state = State::read(&input[..])?;
-        weave_hook::detach::detach(&settings, &state.id).context("in-process detach")?;
+        let left = weave_hook::detach::detach(&settings, &state.id).context("in-process detach")?;
+        // As the binary does: the kernel's deletion wait is not the caller's (forked only
+        // when this process is single-threaded).
+        if let Some(veth) = left {
+            weave_hook::detach::delete_in_background(&veth);
+        }
         Ok(Some(millis(start.elapsed())))
     }
 }

@@ -11,13 +11,19 @@ use crate::oci::{BundleConfig, OciError, State};
 
 pub const CIDR_ANNOTATION: &str = "weave.cidr";
 pub const DNS_ANNOTATION: &str = "weave.dns";
+/// Extra weave DNS names (see [`crate::dns::names`]).
+pub const NAMES_ANNOTATION: &str = "weave.dns.names";
+/// weave-runtime: the nameserver of a weave DNS container's resolv.conf.
+pub const DNS_SERVER_ANNOTATION: &str = "weave.dns.server";
+/// weave-runtime: the search list of a weave DNS container's resolv.conf.
+pub const DNS_SEARCH_ANNOTATION: &str = "weave.dns.search";
 pub const CIDR_ENV: &str = "WEAVE_CIDR";
 
 #[derive(Debug, Error)]
 pub enum OptionsError {
     #[error("bad {source_name} {value:?}: {error}")]
     Cidr {
-        source_name: &'static str,
+        source_name: CidrSource,
         value: String,
         error: CidrError,
     },
@@ -27,6 +33,22 @@ pub enum OptionsError {
     NoBundle,
     #[error(transparent)]
     Bundle(#[from] OciError),
+}
+
+/// Where a container's `weave.cidr` came from, for error messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CidrSource {
+    Annotation,
+    Env,
+}
+
+impl std::fmt::Display for CidrSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Annotation => "annotation weave.cidr",
+            Self::Env => "environment variable WEAVE_CIDR",
+        })
+    }
 }
 
 /// What the container asked weave to do.
@@ -43,35 +65,42 @@ pub struct Request {
     pub dns: bool,
 }
 
-/// Resolves the container's weave options from its state, reading config.json only when
-/// the state's annotations do not say.
-pub fn resolve(state: &State) -> Result<Wanted, OptionsError> {
-    let state_dns = state.annotations.get(DNS_ANNOTATION).map(String::as_str);
-    if let Some(cidr) = state.annotations.get(CIDR_ANNOTATION) {
-        return decide(Some(("annotation weave.cidr", cidr)), state_dns);
-    }
-    let bundle = state.bundle.as_deref().ok_or(OptionsError::NoBundle)?;
-    let config = BundleConfig::read(bundle)?;
-    let dns = state_dns.or(config.annotations.get(DNS_ANNOTATION).map(String::as_str));
-    let cidr = match config.annotations.get(CIDR_ANNOTATION) {
-        Some(v) => Some(("annotation weave.cidr", v.as_str())),
-        None => config
-            .env_var(CIDR_ENV)
-            .map(|v| ("environment variable WEAVE_CIDR", v)),
-    };
-    decide(cidr, dns)
+/// The value of `NAME=value` in a process environment. When a name is defined more than once
+/// the **last** definition counts: that is the value runc gives the container's process (it
+/// sets the variables in order), and Docker keeps the last of repeated `-e`.
+pub fn env_var<'a>(env: impl DoubleEndedIterator<Item = &'a str>, name: &str) -> Option<&'a str> {
+    env.rev()
+        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
 }
 
-fn decide(cidr: Option<(&'static str, &str)>, dns: Option<&str>) -> Result<Wanted, OptionsError> {
-    let dns = match dns.map(str::trim) {
-        None | Some("false") | Some("") => false,
-        Some("true") => true,
-        Some(other) => return Err(OptionsError::Dns(other.to_string())),
-    };
+/// The container's `weave.cidr`: the annotation when there is one, else `WEAVE_CIDR` of its
+/// environment (how Docker < 24, which has no `--annotation`, passes it).
+pub fn cidr_option<'a>(
+    annotation: Option<&'a str>,
+    env: impl DoubleEndedIterator<Item = &'a str>,
+) -> Option<(CidrSource, &'a str)> {
+    match annotation {
+        Some(value) => Some((CidrSource::Annotation, value)),
+        None => env_var(env, CIDR_ENV).map(|value| (CidrSource::Env, value)),
+    }
+}
+
+/// `weave.dns`: absent, empty or `false` is off, `true` on (spaces around are ignored).
+pub fn parse_dns_flag(value: Option<&str>) -> Result<bool, OptionsError> {
+    match value.map(str::trim) {
+        None | Some("false" | "") => Ok(false),
+        Some("true") => Ok(true),
+        Some(other) => Err(OptionsError::Dns(other.chars().take(80).collect())),
+    }
+}
+
+/// Turns the options found into what weave does: the one rule for the hook and weave-runtime.
+pub fn decide(cidr: Option<(CidrSource, &str)>, dns: Option<&str>) -> Result<Wanted, OptionsError> {
+    let dns = parse_dns_flag(dns)?;
     let spec = match cidr {
         Some((source_name, value)) => cidr::parse(value).map_err(|error| OptionsError::Cidr {
             source_name,
-            value: value.to_string(),
+            value: value.chars().take(200).collect(),
             error,
         })?,
         // weave.dns alone still needs the network to reach weave's DNS.
@@ -84,6 +113,24 @@ fn decide(cidr: Option<(&'static str, &str)>, dns: Option<&str>) -> Result<Wante
     })
 }
 
+/// Resolves the container's weave options from its OCI state: the state's annotations (runc
+/// and podman copy config.json's there), else config.json's annotations, else its
+/// environment. config.json is read only when the state's annotations do not say.
+pub fn resolve(state: &State) -> Result<Wanted, OptionsError> {
+    let state_dns = state.annotations.get(DNS_ANNOTATION).map(String::as_str);
+    if let Some(cidr) = state.annotations.get(CIDR_ANNOTATION) {
+        return decide(Some((CidrSource::Annotation, cidr)), state_dns);
+    }
+    let bundle = state.bundle.as_deref().ok_or(OptionsError::NoBundle)?;
+    let config = BundleConfig::read(bundle)?;
+    let dns = state_dns.or(config.annotations.get(DNS_ANNOTATION).map(String::as_str));
+    let cidr = cidr_option(
+        config.annotations.get(CIDR_ANNOTATION).map(String::as_str),
+        config.env.iter().map(String::as_str),
+    );
+    decide(cidr, dns)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,7 +139,7 @@ mod tests {
 
     fn state(annotations: &[(&str, &str)], bundle: Option<&Path>) -> State {
         State {
-            id: crate::oci::ContainerId::parse("c1").unwrap(),
+            id: crate::id::ContainerId::parse("c1").unwrap(),
             status: crate::oci::Status::Creating,
             pid: Some(1),
             bundle: bundle.map(Path::to_path_buf),
@@ -159,6 +206,28 @@ mod tests {
         assert_eq!(
             resolve(&state(&[("weave.cidr", "none")], None)).unwrap(),
             Wanted::Nothing
+        );
+    }
+
+    #[test]
+    fn a_repeated_weave_cidr_counts_by_its_last_definition() {
+        let env = [
+            "WEAVE_CIDR=10.9.0.1/24",
+            "PATH=/bin",
+            "WEAVE_CIDR=10.9.0.2/24",
+        ];
+        assert_eq!(env_var(env.into_iter(), CIDR_ENV), Some("10.9.0.2/24"));
+        assert_eq!(env_var(env.into_iter(), "WEAVE"), None);
+        assert_eq!(env_var(["WEAVE_CIDRX=1"].into_iter(), CIDR_ENV), None);
+        let b = bundle_with(
+            r#"{"process":{"env":["WEAVE_CIDR=10.9.0.1/24","WEAVE_CIDR=10.9.0.2/24"]}}"#,
+        );
+        let Wanted::Attach(req) = resolve(&state(&[], Some(b.path()))).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            req.addrs,
+            vec![AddrRequest::Exact("10.9.0.2/24".parse().unwrap())]
         );
     }
 

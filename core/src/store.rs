@@ -1,23 +1,20 @@
-//! The address store: which container holds which address, under the state directory.
+//! The address store: which container holds which address, under the state directory
+//! (paths in [`crate::layout`]).
 //!
-//! ```text
-//! <state-dir>/lock                 flock(2) held while the store is read or changed
-//! <state-dir>/containers/<id>.json one record per attached container (written atomically)
-//! <state-dir>/addrs/<ip>           one file per reserved address, holding its owner's id
-//! <state-dir>/released/<id>        addresses a container had at its last detach
-//! ```
-//! Every change happens under the lock, so two hooks never hand out one address, and a
-//! reader never sees half a change. A hook killed mid-change leaves at worst an address file
-//! without a record, or a record whose process is gone: `collect_garbage` removes both.
+//! Every change happens under the store's lock, so two hooks never hand out one address, and
+//! a reader never sees half a change. The lock is never held across a process or a network
+//! call. A hook killed mid-change leaves at worst an address file without a record, or a
+//! record whose process is gone: `collect_garbage` removes both.
 
 use std::collections::HashSet;
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Write};
 use std::net::Ipv4Addr;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
+
+use nix::fcntl::{Flock, FlockArg};
 
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
@@ -25,11 +22,16 @@ use thiserror::Error;
 
 use crate::cidr::AddrRequest;
 use crate::failpoint;
-use crate::oci::ContainerId;
+use crate::fsutil::{self, WriteOptions};
+use crate::id::ContainerId;
+use crate::layout::{self, StateDir, RECORD_SUFFIX};
 use crate::process::ProcessId;
+use crate::settings::fnv1a;
 
 /// How long a detached container's addresses are remembered for its restart.
 pub const RELEASED_MEMORY: Duration = Duration::from_secs(24 * 3600);
+/// Records are a few hundred bytes; anything much larger is not one of ours.
+const MAX_RECORD_BYTES: u64 = 64 * 1024;
 
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -46,7 +48,7 @@ pub enum StoreError {
         "no free address left in {0}; stop containers, or run `weave-hook gc` if some were killed"
     )]
     SubnetFull(Ipv4Net),
-    #[error("record {0} is corrupt: {1}")]
+    #[error("record {0} is corrupt ({1}); `weave-hook gc` skips it, remove it once its container is gone")]
     Corrupt(PathBuf, String),
 }
 
@@ -64,6 +66,11 @@ pub struct Record {
     pub id: String,
     pub bridge: String,
     pub veth: String,
+    /// The host veth's interface index once it exists: links are deleted by index, and only
+    /// when the index still carries the recorded name, so a link of the same name made
+    /// later (a restarted container's, another program's) is never hit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub veth_index: Option<u32>,
     pub addrs: Vec<Ipv4Net>,
     /// The container's init process; `None` for a record whose process is not known.
     pub owner: Option<ProcessId>,
@@ -88,6 +95,29 @@ pub struct Holder<'a> {
     pub names: &'a [String],
 }
 
+/// What a reservation found and made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reserved {
+    pub record: Record,
+    /// What the same id had before: the record an earlier run left (killed hook, no
+    /// poststop), else what it held at its last detach (`docker restart`: the background
+    /// deletion of its veth may not have happened yet). A veth of that name and index is
+    /// this container's to replace.
+    pub previous: Option<Record>,
+}
+
+/// The records of a store, read leniently: one file that cannot be read does not hide the
+/// others.
+#[derive(Debug, Default)]
+pub struct Listing {
+    /// Sorted by id.
+    pub records: Vec<Record>,
+    /// Why each unreadable record file could not be read.
+    pub unreadable: Vec<StoreError>,
+    /// The ids whose record files exist but cannot be read: their addresses are kept.
+    pub unreadable_ids: Vec<String>,
+}
+
 /// What `collect_garbage` removed.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Garbage {
@@ -98,95 +128,79 @@ pub struct Garbage {
 }
 
 pub struct Store {
-    root: PathBuf,
+    dir: StateDir,
 }
 
 /// The store's lock; released when dropped (or when the process dies).
-struct Lock(#[allow(dead_code)] File);
+pub struct Lock(#[allow(dead_code)] Flock<File>);
 
 impl Store {
-    /// A handle on the store under `root`, created (mode 0700) when missing.
+    /// A handle on the store under `root`, its directories created (mode 0700) when missing.
     pub fn open(root: &Path) -> Result<Self, StoreError> {
-        for dir in [
-            root.to_path_buf(),
-            root.join("containers"),
-            root.join("addrs"),
-            root.join("released"),
-        ] {
+        let dir = StateDir::new(root);
+        for path in dir.store_dirs() {
             DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
-                .create(&dir)
-                .map_err(io_err("create directory", &dir))?;
+                .create(&path)
+                .map_err(io_err("create directory", &path))?;
         }
-        Ok(Self {
-            root: root.to_path_buf(),
-        })
+        Ok(Self { dir })
     }
 
     /// A handle for reading only: nothing is created.
     pub fn existing(root: &Path) -> Self {
         Self {
-            root: root.to_path_buf(),
+            dir: StateDir::new(root),
         }
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
+    pub fn layout(&self) -> &StateDir {
+        &self.dir
     }
 
-    fn lock(&self) -> Result<Lock, StoreError> {
-        let path = self.root.join("lock");
+    pub fn root(&self) -> &Path {
+        self.dir.root()
+    }
+
+    /// Takes the store's lock, for changes of the state directory that must not race with
+    /// the store's. Hold it briefly: never across a process or a network call.
+    pub fn lock(&self) -> Result<Lock, StoreError> {
+        let path = self.dir.store_lock();
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&path)
             .map_err(io_err("open", &path))?;
-        // SAFETY: flock on a file descriptor we own.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(io_err("lock", &path)(io::Error::last_os_error()));
-        }
-        Ok(Lock(file))
-    }
-
-    /// Runs `f` under the store's lock, for other state-directory changes that must not race.
-    pub fn locked<T>(&self, f: impl FnOnce() -> T) -> Result<T, StoreError> {
-        let _lock = self.lock()?;
-        Ok(f())
-    }
-
-    fn record_path(&self, id: &str) -> PathBuf {
-        self.records_dir().join(format!("{id}.json"))
-    }
-
-    fn addr_path(&self, ip: Ipv4Addr) -> PathBuf {
-        self.root.join("addrs").join(ip.to_string())
-    }
-
-    fn released_path(&self, id: &str) -> PathBuf {
-        self.root.join("released").join(id)
+        Flock::lock(file, FlockArg::LockExclusive)
+            .map(Lock)
+            .map_err(|(_, errno)| io_err("lock", &path)(errno.into()))
     }
 
     /// Reserves the requested addresses for a container and records it.
     ///
     /// `DefaultRange` requests allocate from `default_range`, whose first host address is
     /// kept for weave itself (the bridge's own address). A previous record of the same id is
-    /// replaced: its container is gone (runtimes do not reuse a live id), and its addresses
-    /// are preferred, as are those it had at its last detach.
+    /// replaced: its container is gone (runtimes do not reuse a live id); its addresses are
+    /// preferred, as are those it had at its last detach, and those it held that the new
+    /// request does not ask for are released.
     pub fn reserve(
         &self,
         holder: &Holder,
         requests: &[AddrRequest],
         default_range: Ipv4Net,
-    ) -> Result<Record, StoreError> {
+    ) -> Result<Reserved, StoreError> {
         let id = holder.id;
         let _lock = self.lock()?;
-        let mut preferred = self.released_addrs(id.as_str());
-        if let Some(stale) = self.read_record(id.as_str())? {
-            preferred.extend(stale.addrs.iter().map(Ipv4Net::addr));
-        }
+        let stale = self.read_record(id)?;
+        let previous = stale.clone().or_else(|| self.released_record(id));
+        let preferred: Vec<Ipv4Addr> = previous
+            .iter()
+            .flat_map(|r| r.addrs.iter().map(Ipv4Net::addr))
+            .collect();
         let mut claimed: Vec<Ipv4Net> = Vec::with_capacity(requests.len());
         let result = requests.iter().try_for_each(|req| {
             let net = match *req {
@@ -201,6 +215,7 @@ impl Store {
             id: id.as_str().to_string(),
             bridge: holder.bridge.to_string(),
             veth: holder.veth.to_string(),
+            veth_index: None,
             addrs: claimed.clone(),
             owner: holder.owner,
             names: holder.names.to_vec(),
@@ -208,29 +223,46 @@ impl Store {
         let result = result.and_then(|()| self.write_record(&record));
         if let Err(e) = result {
             for net in &claimed {
-                self.release_addr(net.addr(), id.as_str());
+                self.release_addr(net.addr(), id);
             }
             return Err(e);
         }
-        Ok(record)
+        if let Some(stale) = &stale {
+            for old in stale.addrs.iter().filter(|a| !claimed.contains(a)) {
+                self.release_addr(old.addr(), id);
+            }
+        }
+        Ok(Reserved { record, previous })
+    }
+
+    /// Records the index of the container's host veth, once it exists.
+    pub fn set_veth_index(&self, id: &ContainerId, index: u32) -> Result<(), StoreError> {
+        let _lock = self.lock()?;
+        match self.read_record(id)? {
+            Some(mut record) => {
+                record.veth_index = Some(index);
+                self.write_record(&record)
+            }
+            None => Ok(()),
+        }
     }
 
     /// Releases a container's addresses and forgets its record. Returns the record, or
     /// `None` when the container was not attached (which is not an error).
     pub fn release(&self, id: &ContainerId) -> Result<Option<Record>, StoreError> {
         let _lock = self.lock()?;
-        self.release_locked(id.as_str())
+        self.release_locked(id)
     }
 
-    fn release_locked(&self, id: &str) -> Result<Option<Record>, StoreError> {
+    fn release_locked(&self, id: &ContainerId) -> Result<Option<Record>, StoreError> {
         let Some(record) = self.read_record(id)? else {
             return Ok(None);
         };
         for net in &record.addrs {
             self.release_addr(net.addr(), id);
         }
-        self.remember_released(&record);
-        let path = self.record_path(id);
+        self.remember_released(id, &record);
+        let path = self.dir.record(id);
         match fs::remove_file(&path) {
             Ok(()) => Ok(Some(record)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Some(record)),
@@ -238,61 +270,72 @@ impl Store {
         }
     }
 
-    /// Every attached container, sorted by id.
-    pub fn records(&self) -> Result<Vec<Record>, StoreError> {
-        let (records, mut unreadable) = self.readable_records()?;
-        match unreadable.is_empty() {
-            true => Ok(records),
-            false => Err(unreadable.swap_remove(0)),
-        }
-    }
-
     /// The directory holding one record per attached container (weave-dns watches it).
     pub fn records_dir(&self) -> PathBuf {
-        self.root.join("containers")
+        self.dir.records_dir()
     }
 
-    /// Every record that can be read, sorted by id, and the errors of those that cannot:
-    /// for readers that must not let one bad file hide the others (weave-dns).
-    pub fn readable_records(&self) -> Result<(Vec<Record>, Vec<StoreError>), StoreError> {
-        let dir = self.records_dir();
+    /// Every record that can be read, and what could not be read.
+    pub fn records(&self) -> Result<Listing, StoreError> {
+        let dir = self.dir.records_dir();
         let entries = match fs::read_dir(&dir) {
             Ok(entries) => entries,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Default::default()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Listing::default()),
             Err(e) => return Err(io_err("read directory", &dir)(e)),
         };
-        let mut records = Vec::new();
-        let mut unreadable = Vec::new();
+        let mut listing = Listing::default();
         for entry in entries {
             let entry = entry.map_err(io_err("read directory", &dir))?;
             let name = entry.file_name();
-            let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".json")) else {
+            let Some(id) = name
+                .to_str()
+                .and_then(|n| layout::id_of_file(n, RECORD_SUFFIX))
+            else {
                 continue;
             };
-            match self.read_record(id) {
-                Ok(Some(record)) => records.push(record),
+            match self.read_record(&id) {
+                Ok(Some(record)) => listing.records.push(record),
                 Ok(None) => {}
-                Err(e) => unreadable.push(e),
-            }
-        }
-        records.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok((records, unreadable))
-    }
-
-    /// Releases what belongs to containers that are gone, and address files without a
-    /// record (left by a hook killed between writing them and writing its record).
-    pub fn collect_garbage(&self) -> Result<Garbage, StoreError> {
-        let _lock = self.lock()?;
-        let mut garbage = Garbage::default();
-        for record in self.records()? {
-            if !record.is_alive() {
-                if let Some(r) = self.release_locked(&record.id)? {
-                    garbage.dead.push(r);
+                Err(e) => {
+                    listing.unreadable.push(e);
+                    listing.unreadable_ids.push(id.as_str().to_string());
                 }
             }
         }
-        let owners: HashSet<String> = self.records()?.into_iter().map(|r| r.id).collect();
-        let dir = self.root.join("addrs");
+        listing.records.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(listing)
+    }
+
+    /// The record of one container, if it has one.
+    pub fn record(&self, id: &ContainerId) -> Result<Option<Record>, StoreError> {
+        self.read_record(id)
+    }
+
+    /// Releases what belongs to containers that are gone, and address files without a
+    /// record (left by a hook killed between writing them and writing its record). Records
+    /// that cannot be read are skipped (returned in the listing), and their addresses kept.
+    pub fn collect_garbage(&self) -> Result<(Garbage, Listing), StoreError> {
+        let _lock = self.lock()?;
+        let mut garbage = Garbage::default();
+        let mut listing = self.records()?;
+        let (live, dead): (Vec<Record>, Vec<Record>) =
+            listing.records.drain(..).partition(Record::is_alive);
+        for record in dead {
+            let Ok(id) = ContainerId::parse(&record.id) else {
+                continue;
+            };
+            if let Some(r) = self.release_locked(&id)? {
+                garbage.dead.push(r);
+            }
+        }
+        listing.records = live;
+        let owners: HashSet<&str> = listing
+            .records
+            .iter()
+            .map(|r| r.id.as_str())
+            .chain(listing.unreadable_ids.iter().map(String::as_str))
+            .collect();
+        let dir = self.dir.addrs_dir();
         for entry in fs::read_dir(&dir).map_err(io_err("read directory", &dir))? {
             let entry = entry.map_err(io_err("read directory", &dir))?;
             let Some(ip) = entry
@@ -304,25 +347,25 @@ impl Store {
                 let _ = fs::remove_file(entry.path());
                 continue;
             };
-            let owner = fs::read_to_string(entry.path()).unwrap_or_default();
-            if !owners.contains(owner.trim()) {
+            let owner = self.addr_owner(ip);
+            if !owner.is_some_and(|o| owners.contains(o.as_str())) {
                 let _ = fs::remove_file(entry.path());
                 garbage.orphan_addrs.push(ip);
             }
         }
         self.remove_temp_records();
         self.forget_old_releases();
-        Ok(garbage)
+        Ok((garbage, listing))
     }
 
     /// Temp files of record writers killed between write and rename (under the lock, so no
     /// writer is running now).
     fn remove_temp_records(&self) {
-        let Ok(entries) = fs::read_dir(self.root.join("containers")) else {
+        let Ok(entries) = fs::read_dir(self.dir.records_dir()) else {
             return;
         };
         for entry in entries.flatten() {
-            if !entry.file_name().to_string_lossy().ends_with(".json") {
+            if !entry.file_name().to_string_lossy().ends_with(RECORD_SUFFIX) {
                 let _ = fs::remove_file(entry.path());
             }
         }
@@ -330,19 +373,26 @@ impl Store {
 
     fn claim_exact(&self, id: &ContainerId, net: Ipv4Net) -> Result<(), StoreError> {
         let ip = net.addr();
-        match self.try_claim(ip, id.as_str())? {
-            Claim::Taken(owner) if owner != id.as_str() => {
+        match self.try_claim(ip, id)? {
+            Claim::Taken(Some(owner)) if owner != *id => {
                 // The holder may be a container that was killed without its poststop hook.
                 let holder_alive = self
-                    .read_record(&owner)?
+                    .read_record(&owner)
+                    .ok()
+                    .flatten()
                     .is_some_and(|r| r.is_alive() && r.addrs.iter().any(|a| a.addr() == ip));
                 if holder_alive {
-                    return Err(StoreError::AddressInUse { addr: ip, owner });
+                    return Err(StoreError::AddressInUse {
+                        addr: ip,
+                        owner: owner.to_string(),
+                    });
                 }
                 tracing::info!(%ip, stale_owner = %owner, "taking over an address whose holder is gone");
-                self.overwrite_claim(ip, id.as_str())
+                self.overwrite_claim(ip, id)
             }
-            Claim::Taken(_) | Claim::Claimed => Ok(()),
+            // An address file that names no valid id is junk (torn, or planted): replace it.
+            Claim::Taken(None) => self.overwrite_claim(ip, id),
+            Claim::Taken(Some(_)) | Claim::Claimed => Ok(()),
         }
     }
 
@@ -359,27 +409,20 @@ impl Store {
             .find(|ip| pool.contains(**ip))
             .map(|ip| pool.offset_of(*ip))
             .unwrap_or_else(|| fnv1a(id.as_str().as_bytes()) % pool.size);
+        let net = |ip| Ipv4Net::new(ip, subnet.prefix_len()).expect("prefix from a valid net");
         for step in 0..pool.size {
             let ip = pool.nth((hint + step) % pool.size);
-            match self.try_claim(ip, id.as_str())? {
-                Claim::Claimed => {
-                    return Ok(
-                        Ipv4Net::new(ip, subnet.prefix_len()).expect("prefix from a valid net")
-                    )
-                }
-                Claim::Taken(owner) if owner == id.as_str() => {
-                    return Ok(
-                        Ipv4Net::new(ip, subnet.prefix_len()).expect("prefix from a valid net")
-                    )
-                }
+            match self.try_claim(ip, id)? {
+                Claim::Claimed => return Ok(net(ip)),
+                Claim::Taken(Some(owner)) if owner == *id => return Ok(net(ip)),
                 Claim::Taken(_) => {}
             }
         }
         Err(StoreError::SubnetFull(subnet))
     }
 
-    fn try_claim(&self, ip: Ipv4Addr, id: &str) -> Result<Claim, StoreError> {
-        let path = self.addr_path(ip);
+    fn try_claim(&self, ip: Ipv4Addr, id: &ContainerId) -> Result<Claim, StoreError> {
+        let path = self.dir.addr(ip);
         match OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -387,65 +430,94 @@ impl Store {
             .open(&path)
         {
             Ok(mut file) => {
-                file.write_all(id.as_bytes())
+                file.write_all(id.as_str().as_bytes())
                     .map_err(io_err("write", &path))?;
                 failpoint::hit("claimed");
                 Ok(Claim::Claimed)
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                let owner = fs::read_to_string(&path).map_err(io_err("read", &path))?;
-                Ok(Claim::Taken(owner.trim().to_string()))
+                Ok(Claim::Taken(self.addr_owner(ip)))
             }
             Err(e) => Err(io_err("create", &path)(e)),
         }
     }
 
-    fn overwrite_claim(&self, ip: Ipv4Addr, id: &str) -> Result<(), StoreError> {
-        let path = self.addr_path(ip);
-        write_atomic(&path, id.as_bytes())
+    /// The id an address file names; `None` when it names none (torn, or not a regular
+    /// file of ours). Its content is never shown to anyone unless it is a valid id.
+    fn addr_owner(&self, ip: Ipv4Addr) -> Option<ContainerId> {
+        let text = fsutil::read_small(&self.dir.addr(ip), crate::id::MAX_ID_LEN as u64).ok()?;
+        ContainerId::parse(std::str::from_utf8(&text).ok()?.trim()).ok()
+    }
+
+    fn overwrite_claim(&self, ip: Ipv4Addr, id: &ContainerId) -> Result<(), StoreError> {
+        self.write(&self.dir.addr(ip), id.as_str().as_bytes())
     }
 
     /// Removes an address file if it still names `id` (never someone else's).
-    fn release_addr(&self, ip: Ipv4Addr, id: &str) {
-        let path = self.addr_path(ip);
-        if fs::read_to_string(&path).is_ok_and(|owner| owner.trim() == id) {
-            let _ = fs::remove_file(&path);
+    fn release_addr(&self, ip: Ipv4Addr, id: &ContainerId) {
+        if self.addr_owner(ip).as_ref() == Some(id) {
+            let _ = fs::remove_file(self.dir.addr(ip));
         }
     }
 
-    fn read_record(&self, id: &str) -> Result<Option<Record>, StoreError> {
-        let path = self.record_path(id);
-        let text = match fs::read(&path) {
+    fn read_record(&self, id: &ContainerId) -> Result<Option<Record>, StoreError> {
+        let path = self.dir.record(id);
+        let text = match fsutil::read_small(&path, MAX_RECORD_BYTES) {
             Ok(text) => text,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                return Err(StoreError::Corrupt(path, e.to_string()))
+            }
             Err(e) => return Err(io_err("read", &path)(e)),
         };
-        serde_json::from_slice(&text)
-            .map(Some)
-            .map_err(|e| StoreError::Corrupt(path, e.to_string()))
+        let record: Record = serde_json::from_slice(&text)
+            .map_err(|e| StoreError::Corrupt(path.clone(), e.to_string()))?;
+        if record.id != id.as_str() {
+            return Err(StoreError::Corrupt(
+                path,
+                "it names another container".into(),
+            ));
+        }
+        Ok(Some(record))
     }
 
     fn write_record(&self, record: &Record) -> Result<(), StoreError> {
         let text = serde_json::to_vec(record).expect("a record always serializes");
-        write_atomic(&self.record_path(&record.id), &text)
+        let id = ContainerId::parse(&record.id).expect("records are written for valid ids");
+        self.write(&self.dir.record(&id), &text)
     }
 
-    fn released_addrs(&self, id: &str) -> Vec<Ipv4Addr> {
-        fs::read(self.released_path(id))
-            .ok()
-            .and_then(|text| serde_json::from_slice::<Vec<Ipv4Net>>(&text).ok())
-            .map(|nets| nets.iter().map(Ipv4Net::addr).collect())
-            .unwrap_or_default()
+    fn write(&self, path: &Path, data: &[u8]) -> Result<(), StoreError> {
+        fsutil::write_atomic(path, data, &WriteOptions::STATE).map_err(io_err("write", path))
+    }
+
+    /// The record the container had at its last detach (only its addresses, from a
+    /// release memory of an earlier version).
+    fn released_record(&self, id: &ContainerId) -> Option<Record> {
+        let text = fsutil::read_small(&self.dir.released(id), MAX_RECORD_BYTES).ok()?;
+        let record = serde_json::from_slice::<Record>(&text).ok().or_else(|| {
+            let addrs = serde_json::from_slice::<Vec<Ipv4Net>>(&text).ok()?;
+            Some(Record {
+                id: id.as_str().to_string(),
+                bridge: String::new(),
+                veth: String::new(),
+                veth_index: None,
+                addrs,
+                owner: None,
+                names: Vec::new(),
+            })
+        })?;
+        (record.id == id.as_str()).then_some(record)
     }
 
     /// Best effort: losing this memory only costs a restarted container its old address.
-    fn remember_released(&self, record: &Record) {
-        let text = serde_json::to_vec(&record.addrs).expect("addresses always serialize");
-        let _ = write_atomic(&self.released_path(&record.id), &text);
+    fn remember_released(&self, id: &ContainerId, record: &Record) {
+        let text = serde_json::to_vec(record).expect("a record always serializes");
+        let _ = self.write(&self.dir.released(id), &text);
     }
 
     fn forget_old_releases(&self) {
-        let Ok(entries) = fs::read_dir(self.root.join("released")) else {
+        let Ok(entries) = fs::read_dir(self.dir.released_dir()) else {
             return;
         };
         let now = SystemTime::now();
@@ -454,7 +526,11 @@ impl Store {
                 .metadata()
                 .and_then(|m| m.modified())
                 .is_ok_and(|t| now.duration_since(t).unwrap_or_default() > RELEASED_MEMORY);
-            if old {
+            let temp = entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(layout::TEMP_PREFIX);
+            if old || temp {
                 let _ = fs::remove_file(entry.path());
             }
         }
@@ -463,7 +539,8 @@ impl Store {
 
 enum Claim {
     Claimed,
-    Taken(String),
+    /// Taken by the id the address file names (`None`: it names no valid id).
+    Taken(Option<ContainerId>),
 }
 
 /// The allocatable addresses of a subnet: no network or broadcast address, and with
@@ -496,27 +573,6 @@ impl Pool {
     fn nth(&self, n: u64) -> Ipv4Addr {
         Ipv4Addr::from(self.first + n as u32)
     }
-}
-
-/// FNV-1a: a stable, dependency-free hash to spread containers over a subnet.
-pub fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
-/// Writes a file by renaming a temp file of the same directory over it, so readers see
-/// the old or the new content, never a mix.
-fn write_atomic(path: &Path, data: &[u8]) -> Result<(), StoreError> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let result = fs::write(&tmp, data)
-        .map_err(io_err("write", &tmp))
-        .inspect(|()| failpoint::hit("record-temp"))
-        .and_then(|()| fs::rename(&tmp, path).map_err(io_err("rename", path)));
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
 }
 
 #[cfg(test)]
@@ -561,7 +617,9 @@ mod tests {
         owner: Option<ProcessId>,
         reqs: &[AddrRequest],
     ) -> Result<Record, StoreError> {
-        store.reserve(&holder(&id(c), owner), reqs, net(RANGE))
+        store
+            .reserve(&holder(&id(c), owner), reqs, net(RANGE))
+            .map(|r| r.record)
     }
 
     #[test]
@@ -580,7 +638,7 @@ mod tests {
         );
         assert!(err.to_string().contains("10.2.0.5"), "{err}");
         // b's failed attempt reserved nothing and left no record.
-        assert_eq!(store.records().unwrap().len(), 1);
+        assert_eq!(store.records().unwrap().records.len(), 1);
         store.release(&id("a")).unwrap();
         assert!(reserve(&store, "b", me(), &req).is_ok());
     }
@@ -620,7 +678,8 @@ mod tests {
         let small = net("10.40.0.0/30");
         let r = store
             .reserve(&holder(&id("a"), me()), &[AddrRequest::DefaultRange], small)
-            .unwrap();
+            .unwrap()
+            .record;
         assert_eq!(r.addrs, vec![net("10.40.0.2/30")]);
         let err = store
             .reserve(&holder(&id("b"), me()), &[AddrRequest::DefaultRange], small)
@@ -654,7 +713,7 @@ mod tests {
             .unwrap()
             .addrs;
         assert_eq!(first, third);
-        assert_eq!(store.records().unwrap().len(), 1);
+        assert_eq!(store.records().unwrap().records.len(), 1);
     }
 
     #[test]
@@ -708,7 +767,7 @@ mod tests {
         fs::write(dir.path().join("addrs/10.2.0.3"), "crashed").unwrap();
         // ... or in the middle of writing the address file:
         fs::write(dir.path().join("addrs/10.2.0.4"), "").unwrap();
-        let g = store.collect_garbage().unwrap();
+        let (g, _) = store.collect_garbage().unwrap();
         assert_eq!(
             g.dead.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
             vec!["gone"]
@@ -728,7 +787,7 @@ mod tests {
             .map(|e| e.file_name())
             .collect();
         assert_eq!(left, vec![std::ffi::OsString::from("10.2.0.1")]);
-        assert_eq!(store.collect_garbage().unwrap(), Garbage::default());
+        assert_eq!(store.collect_garbage().unwrap().0, Garbage::default());
     }
 
     #[test]
@@ -748,6 +807,7 @@ mod tests {
                             net(RANGE),
                         )
                         .unwrap()
+                        .record
                         .addrs[0]
                 })
             })
@@ -773,27 +833,100 @@ mod tests {
         store
             .reserve(&holder, &[AddrRequest::DefaultRange], net(RANGE))
             .unwrap();
-        assert_eq!(store.records().unwrap()[0].names, names);
+        assert_eq!(store.records().unwrap().records[0].names, names);
         // A record written before names existed.
         fs::write(
             store.records_dir().join("old.json"),
             r#"{"id":"old","bridge":"weave","veth":"v","addrs":["10.2.0.1/24"],"owner":null}"#,
         )
         .unwrap();
-        let old = store.records().unwrap().remove(1);
+        let old = store.records().unwrap().records.remove(1);
         assert_eq!((old.id.as_str(), old.names.len()), ("old", 0));
     }
 
     #[test]
-    fn one_corrupt_record_does_not_hide_the_others_from_lenient_readers() {
+    fn one_corrupt_record_is_skipped_and_its_addresses_kept() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         reserve(&store, "a", me(), &[AddrRequest::DefaultRange]).unwrap();
+        reserve(
+            &store,
+            "bad",
+            me(),
+            &[AddrRequest::Exact(net("10.2.0.7/24"))],
+        )
+        .unwrap();
         fs::write(store.records_dir().join("bad.json"), "{not json").unwrap();
-        let (records, unreadable) = store.readable_records().unwrap();
-        assert_eq!(records.len(), 1);
-        assert!(matches!(unreadable[..], [StoreError::Corrupt(..)]));
-        assert!(matches!(store.records(), Err(StoreError::Corrupt(..))));
+        let listing = store.records().unwrap();
+        assert_eq!(listing.records.len(), 1);
+        assert!(matches!(listing.unreadable[..], [StoreError::Corrupt(..)]));
+        assert_eq!(listing.unreadable_ids, ["bad"]);
+        let msg = listing.unreadable[0].to_string();
+        assert!(msg.contains("bad.json"), "{msg}");
+        // gc goes on past it, and keeps the address its container may still use.
+        let (garbage, listing) = store.collect_garbage().unwrap();
+        assert_eq!(garbage, Garbage::default());
+        assert_eq!(listing.records.len(), 1);
+        assert!(dir.path().join("addrs/10.2.0.7").exists());
+    }
+
+    #[test]
+    fn a_reattach_releases_the_addresses_it_no_longer_asks_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let two = [
+            AddrRequest::Exact(net("10.2.0.5/24")),
+            AddrRequest::Exact(net("10.3.0.5/24")),
+        ];
+        reserve(&store, "a", dead(), &two).unwrap();
+        let again = store
+            .reserve(
+                &holder(&id("a"), me()),
+                &[AddrRequest::Exact(net("10.3.0.5/24"))],
+                net(RANGE),
+            )
+            .unwrap();
+        assert_eq!(again.previous.unwrap().addrs.len(), 2);
+        assert_eq!(again.record.addrs, vec![net("10.3.0.5/24")]);
+        assert!(!dir.path().join("addrs/10.2.0.5").exists());
+        assert!(dir.path().join("addrs/10.3.0.5").exists());
+        // Someone else can have it now.
+        reserve(&store, "b", me(), &[AddrRequest::Exact(net("10.2.0.5/24"))]).unwrap();
+    }
+
+    #[test]
+    fn longest_ids_reserve_and_release() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let long = "x".repeat(crate::id::MAX_ID_LEN);
+        reserve(&store, &long, me(), &[AddrRequest::DefaultRange]).unwrap();
+        // A second write of the record (replacing it) and the release memory fit as well.
+        store.set_veth_index(&id(&long), 7).unwrap();
+        assert_eq!(
+            store.record(&id(&long)).unwrap().unwrap().veth_index,
+            Some(7)
+        );
+        assert!(store.release(&id(&long)).unwrap().is_some());
+        assert!(dir.path().join("released").join(&long).exists());
+        assert_eq!(fs::read_dir(dir.path().join("addrs")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn planted_address_files_are_never_echoed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let secret = dir.path().join("secret");
+        fs::write(&secret, "TOP-SECRET").unwrap();
+        std::os::unix::fs::symlink(&secret, dir.path().join("addrs/10.2.0.5")).unwrap();
+        // A symlink is not an address file of ours: the exact claim replaces it, and no
+        // message carries the target's content.
+        let r = reserve(&store, "a", me(), &[AddrRequest::Exact(net("10.2.0.5/24"))]).unwrap();
+        assert_eq!(r.addrs, vec![net("10.2.0.5/24")]);
+        assert_eq!(fs::read_to_string(&secret).unwrap(), "TOP-SECRET");
+        assert_eq!(
+            fs::read_to_string(dir.path().join("addrs/10.2.0.5")).unwrap(),
+            "a"
+        );
     }
 
     #[test]

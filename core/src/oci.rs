@@ -2,19 +2,19 @@
 //! config.json weave reads, turned into typed values at the edge.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use thiserror::Error;
 
+use crate::id::{ContainerId, IdError};
+
 /// Larger states are refused: runc's are a few hundred bytes, podman's a few KiB.
 pub const MAX_STATE_BYTES: u64 = 1024 * 1024;
 /// config.json files are read up to this size.
 pub const MAX_CONFIG_BYTES: u64 = 16 * 1024 * 1024;
-/// Longest container id accepted (runtimes use 64 hex digits).
-pub const MAX_ID_LEN: usize = 256;
 
 #[derive(Debug, Error)]
 pub enum OciError {
@@ -26,51 +26,16 @@ pub enum OciError {
     EmptyState,
     #[error("the OCI state on stdin is not valid JSON: {0}")]
     BadState(#[source] serde_json::Error),
-    #[error("invalid container id {0:?}: {1}")]
-    BadId(String, &'static str),
+    #[error(transparent)]
+    BadId(#[from] IdError),
     #[error("cannot read {0}: {1}")]
     ReadConfig(PathBuf, #[source] std::io::Error),
     #[error("{0} is larger than {MAX_CONFIG_BYTES} bytes")]
     ConfigTooLarge(PathBuf),
     #[error("{0} is not valid JSON: {1}")]
     BadConfig(PathBuf, #[source] serde_json::Error),
-}
-
-/// A container id that is safe to use as a file name under the state directory.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ContainerId(String);
-
-impl ContainerId {
-    /// Accepts what runc accepts (`[A-Za-z0-9_+.-]+`), minus the names `.` and `..`.
-    pub fn parse(id: &str) -> Result<Self, OciError> {
-        let bad = |why| Err(OciError::BadId(id.to_string(), why));
-        if id.is_empty() {
-            return bad("it is empty");
-        }
-        if id.len() > MAX_ID_LEN {
-            return bad("it is longer than 256 bytes");
-        }
-        if id == "." || id == ".." {
-            return bad("it would name a directory");
-        }
-        if !id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'+' | b'.' | b'-'))
-        {
-            return bad("only letters, digits, '_', '+', '.' and '-' are allowed");
-        }
-        Ok(Self(id.to_string()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for ContainerId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
+    #[error("{0} is not a regular file")]
+    ConfigNotAFile(PathBuf),
 }
 
 /// The lifecycle phase the state reports.
@@ -81,6 +46,43 @@ pub enum Status {
     Running,
     Stopped,
     Other,
+}
+
+impl Status {
+    fn of(text: &str) -> Self {
+        match text {
+            "creating" => Self::Creating,
+            "created" => Self::Created,
+            "running" => Self::Running,
+            "stopped" => Self::Stopped,
+            _ => Self::Other,
+        }
+    }
+}
+
+/// Reads the state's bytes from a reader (stdin in the binary), at most [`MAX_STATE_BYTES`].
+pub fn read_state_bytes(input: impl Read) -> Result<Vec<u8>, OciError> {
+    let mut text = Vec::new();
+    input
+        .take(MAX_STATE_BYTES + 1)
+        .read_to_end(&mut text)
+        .map_err(OciError::ReadState)?;
+    if text.len() as u64 > MAX_STATE_BYTES {
+        return Err(OciError::StateTooLarge);
+    }
+    Ok(text)
+}
+
+/// The status of a state whose id may not be one weave accepts.
+pub fn status_of(text: &[u8]) -> Option<Status> {
+    #[derive(Deserialize)]
+    struct Only {
+        #[serde(default)]
+        status: String,
+    }
+    serde_json::from_slice::<Only>(text)
+        .ok()
+        .map(|s| Status::of(&s.status))
 }
 
 /// The OCI state, typed.
@@ -109,15 +111,7 @@ struct RawState {
 impl State {
     /// Reads and parses the state from a reader (stdin in the binary).
     pub fn read(input: impl Read) -> Result<Self, OciError> {
-        let mut text = Vec::new();
-        input
-            .take(MAX_STATE_BYTES + 1)
-            .read_to_end(&mut text)
-            .map_err(OciError::ReadState)?;
-        if text.len() as u64 > MAX_STATE_BYTES {
-            return Err(OciError::StateTooLarge);
-        }
-        Self::parse(&text)
+        Self::parse(&read_state_bytes(input)?)
     }
 
     pub fn parse(text: &[u8]) -> Result<Self, OciError> {
@@ -125,16 +119,9 @@ impl State {
             return Err(OciError::EmptyState);
         }
         let raw: RawState = serde_json::from_slice(text).map_err(OciError::BadState)?;
-        let status = match raw.status.as_str() {
-            "creating" => Status::Creating,
-            "created" => Status::Created,
-            "running" => Status::Running,
-            "stopped" => Status::Stopped,
-            _ => Status::Other,
-        };
         Ok(Self {
             id: ContainerId::parse(&raw.id)?,
-            status,
+            status: Status::of(&raw.status),
             // pid 0 is what some runtimes send when there is no process.
             pid: raw.pid.filter(|p| *p > 0),
             bundle: raw.bundle.filter(|b| !b.as_os_str().is_empty()),
@@ -171,7 +158,18 @@ impl BundleConfig {
     /// Reads `<bundle>/config.json`.
     pub fn read(bundle: &Path) -> Result<Self, OciError> {
         let path = bundle.join("config.json");
-        let file = std::fs::File::open(&path).map_err(|e| OciError::ReadConfig(path.clone(), e))?;
+        // Non-blocking, then checked: a FIFO planted as config.json must not hang the hook.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&path)
+            .map_err(|e| OciError::ReadConfig(path.clone(), e))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| OciError::ReadConfig(path.clone(), e))?;
+        if !meta.is_file() {
+            return Err(OciError::ConfigNotAFile(path));
+        }
         let mut text = Vec::new();
         file.take(MAX_CONFIG_BYTES + 1)
             .read_to_end(&mut text)
@@ -188,13 +186,10 @@ impl BundleConfig {
         })
     }
 
-    /// The value of an environment variable of the container's process.
+    /// The value of an environment variable of the container's process (see
+    /// [`crate::options::env_var`] for which definition counts).
     pub fn env_var(&self, name: &str) -> Option<&str> {
-        self.env.iter().rev().find_map(|kv| {
-            kv.split_once('=')
-                .filter(|(k, _)| *k == name)
-                .map(|(_, v)| v)
-        })
+        crate::options::env_var(self.env.iter().map(String::as_str), name)
     }
 }
 

@@ -1,0 +1,186 @@
+//! Weave DNS names: the one rule for what a container may register, shared by weave-hook
+//! (which records the names) and weave-dns (which answers them).
+
+use thiserror::Error;
+
+use crate::oci::{BundleConfig, OciError, State};
+use crate::options::NAMES_ANNOTATION;
+
+/// The domain weave DNS answers for (weave's own).
+pub const DOMAIN: &str = "weave.local";
+/// At most this many names in `weave.dns.names`.
+pub const MAX_NAMES: usize = 16;
+/// A DNS label's limit (RFC 1035).
+pub const MAX_LABEL: usize = 63;
+const MAX_NAMES_TEXT: usize = 1024;
+
+#[derive(Debug, Error)]
+pub enum NamesError {
+    #[error("bad {NAMES_ANNOTATION} annotation {value:?}: {why}")]
+    BadNames { value: String, why: String },
+    #[error("the state names no bundle, so the hostname in config.json cannot be read")]
+    NoBundle,
+    #[error(transparent)]
+    Bundle(#[from] OciError),
+}
+
+/// Reduces a name to the one lowercase label weave stores: letters, digits and '-' (not at
+/// either end), 1 to 63 bytes. `web.weave.local` and a trailing dot are accepted as `web`.
+pub fn label(text: &str) -> Result<String, &'static str> {
+    let lower = text.to_ascii_lowercase();
+    let name = lower.strip_suffix('.').unwrap_or(&lower);
+    let name = name
+        .strip_suffix(DOMAIN)
+        .and_then(|n| n.strip_suffix('.'))
+        .unwrap_or(name);
+    if name.is_empty() {
+        return Err("is empty");
+    }
+    if name.len() > MAX_LABEL {
+        return Err("is longer than 63 bytes, a DNS label's limit");
+    }
+    if name.contains('.') {
+        return Err("has a dot: give one label, as in web (found as web.weave.local)");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Err("may only hold letters, digits and '-'");
+    }
+    if name.starts_with('-') || name.ends_with('-') {
+        return Err("may not start or end with '-'");
+    }
+    Ok(name.to_string())
+}
+
+/// The names a weave DNS container registers: its hostname, when that is a valid name (a
+/// hostname is not a weave option, so one that is not a DNS label is skipped, not refused),
+/// then the names of `weave.dns.names` (spaces or commas between them), without duplicates.
+pub fn names(hostname: Option<&str>, annotation: Option<&str>) -> Result<Vec<String>, NamesError> {
+    let mut names = Vec::new();
+    if let Some(host) = hostname {
+        match label(host) {
+            Ok(name) => names.push(name),
+            Err(why) => tracing::info!(%host, why, "hostname is not a DNS name; not registered"),
+        }
+    }
+    let Some(value) = annotation else {
+        return Ok(names);
+    };
+    let bad = |why: String| NamesError::BadNames {
+        value: value.chars().take(80).collect(),
+        why,
+    };
+    if value.len() > MAX_NAMES_TEXT {
+        return Err(bad(format!("longer than {MAX_NAMES_TEXT} bytes")));
+    }
+    let words: Vec<&str> = value
+        .split(|c: char| c == ',' || c.is_ascii_whitespace())
+        .filter(|w| !w.is_empty())
+        .collect();
+    if words.len() > MAX_NAMES {
+        return Err(bad(format!("more than {MAX_NAMES} names")));
+    }
+    for word in words {
+        let name = label(word).map_err(|why| bad(format!("{word:?} {why}")))?;
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    Ok(names)
+}
+
+/// The names of the container the state describes: hostname from its config.json, and the
+/// `weave.dns.names` annotation of the state, else of config.json.
+pub fn names_of(state: &State) -> Result<Vec<String>, NamesError> {
+    let bundle = state.bundle.as_deref().ok_or(NamesError::NoBundle)?;
+    let config = BundleConfig::read(bundle)?;
+    let annotation = state
+        .annotations
+        .get(NAMES_ANNOTATION)
+        .or_else(|| config.annotations.get(NAMES_ANNOTATION));
+    names(config.hostname.as_deref(), annotation.map(String::as_str))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels() {
+        assert_eq!(label("Web").unwrap(), "web");
+        assert_eq!(label("web.weave.local").unwrap(), "web");
+        assert_eq!(label("WEB.Weave.Local.").unwrap(), "web");
+        assert_eq!(label("a-1").unwrap(), "a-1");
+        assert_eq!(label("0123456789ab").unwrap(), "0123456789ab");
+        assert_eq!(label(&"a".repeat(63)).unwrap().len(), 63);
+        for bad in [
+            "",
+            ".",
+            "weave.local",
+            &"a".repeat(64),
+            "a.b",
+            "a_b",
+            "-a",
+            "a-",
+            "é",
+            "a b",
+            "a\0",
+            "web.example.com",
+        ] {
+            assert!(label(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn names_from_hostname_and_annotation() {
+        assert_eq!(
+            names(Some("Web"), Some("db, cache  web,api.weave.local")).unwrap(),
+            ["web", "db", "cache", "api"]
+        );
+        // A hostname that is no DNS label is skipped; the container still gets its names.
+        assert_eq!(names(Some("host.example.com"), Some("b")).unwrap(), ["b"]);
+        assert_eq!(names(None, None).unwrap(), Vec::<String>::new());
+        assert_eq!(names(None, Some(" , ")).unwrap(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn bad_annotation_names_are_refused_with_the_culprit() {
+        let err = names(None, Some("ok, bad_name")).unwrap_err().to_string();
+        assert!(err.contains("weave.dns.names"), "{err}");
+        assert!(err.contains("\"bad_name\""), "{err}");
+        let many = (0..17)
+            .map(|i| format!("n{i}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        assert!(names(None, Some(&many))
+            .unwrap_err()
+            .to_string()
+            .contains("more than 16"));
+        let long = "a,".repeat(600);
+        assert!(names(None, Some(&long))
+            .unwrap_err()
+            .to_string()
+            .contains("1024 bytes"));
+    }
+
+    #[test]
+    fn names_of_reads_hostname_and_annotation_from_the_bundle() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("config.json"),
+            r#"{"hostname":"c0ffee123456","annotations":{"weave.dns.names":"web"}}"#,
+        )
+        .unwrap();
+        let mut state = State::parse(br#"{"id":"c","status":"creating","pid":1}"#).unwrap();
+        state.bundle = Some(dir.path().to_path_buf());
+        assert_eq!(names_of(&state).unwrap(), ["c0ffee123456", "web"]);
+        state
+            .annotations
+            .insert(NAMES_ANNOTATION.into(), "api".into());
+        assert_eq!(names_of(&state).unwrap(), ["c0ffee123456", "api"]);
+        state.bundle = None;
+        assert!(matches!(names_of(&state), Err(NamesError::NoBundle)));
+    }
+}

@@ -1,0 +1,141 @@
+//! Files weave writes and reads: one atomic-write helper, one bounded reader.
+//!
+//! A write goes to a temporary file of the same directory, created exclusively under an
+//! unpredictable name (`.tmp` + random), then renamed over the target: a reader sees the old
+//! or the new content, never a mix, and nobody can plant a link where the temporary file
+//! will be. On failure the temporary file is removed and the target is untouched.
+
+use std::fs::{File, Permissions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{fchown, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+use crate::layout::TEMP_PREFIX;
+
+/// How [`write_atomic`] writes.
+#[derive(Debug, Clone, Copy)]
+pub struct WriteOptions {
+    /// Mode of the new file.
+    pub mode: u32,
+    /// Owner and group of the new file; the writer's when `None`.
+    pub owner: Option<(u32, u32)>,
+    /// fsync the file and its directory: for configuration that must survive a crash of
+    /// the machine. State under a tmpfs does not need it.
+    pub durable: bool,
+    /// Suffix of the temporary file, for directories whose readers match names.
+    pub temp_suffix: &'static str,
+}
+
+impl WriteOptions {
+    /// A private file of the state directory: 0600, not synced.
+    pub const STATE: Self = Self {
+        mode: 0o600,
+        owner: None,
+        durable: false,
+        temp_suffix: "",
+    };
+}
+
+/// Replaces `path` with `data` atomically (see the module's documentation).
+pub fn write_atomic(path: &Path, data: &[u8], options: &WriteOptions) -> io::Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    // Dropping `temp` on any early return deletes the temporary file.
+    let mut temp = tempfile::Builder::new()
+        .prefix(TEMP_PREFIX)
+        .suffix(options.temp_suffix)
+        .permissions(Permissions::from_mode(options.mode))
+        .tempfile_in(dir)?;
+    temp.write_all(data)?;
+    let file = temp.as_file();
+    // The umask may have narrowed the mode given at creation.
+    file.set_permissions(Permissions::from_mode(options.mode))?;
+    if let Some((uid, gid)) = options.owner {
+        let meta = file.metadata()?;
+        if (meta.uid(), meta.gid()) != (uid, gid) {
+            fchown(file, Some(uid), Some(gid))?;
+        }
+    }
+    if options.durable {
+        file.sync_all()?;
+    }
+    crate::failpoint::hit("record-temp");
+    temp.persist(path).map_err(|e| e.error)?;
+    if options.durable {
+        // The rename is durable only once the directory itself is synced.
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Reads a small regular file of the state directory: never through a symbolic link, never
+/// blocking on a FIFO, at most `limit` bytes (more is an error).
+pub fn read_small(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "not a regular file",
+        ));
+    }
+    let mut data = Vec::new();
+    file.take(limit + 1).read_to_end(&mut data)?;
+    if data.len() as u64 > limit {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("larger than {limit} bytes"),
+        ));
+    }
+    Ok(data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    #[test]
+    fn write_replaces_whole_and_leaves_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.json");
+        write_atomic(&path, b"one", &WriteOptions::STATE).unwrap();
+        write_atomic(&path, b"two", &WriteOptions::STATE).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"two");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+
+    #[test]
+    fn a_failed_write_leaves_the_target_and_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        // The target is a directory: the rename fails.
+        let path = dir.path().join("d");
+        fs::create_dir(&path).unwrap();
+        assert!(write_atomic(&path, b"x", &WriteOptions::STATE).is_err());
+        assert!(path.is_dir());
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn reads_refuse_links_fifos_and_large_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        fs::write(&secret, "root only").unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&secret, &link).unwrap();
+        assert!(read_small(&link, 64).is_err());
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        assert!(read_small(&fifo, 64).is_err());
+        assert!(read_small(&secret, 4).is_err());
+        assert_eq!(read_small(&secret, 64).unwrap(), b"root only");
+    }
+}

@@ -1,0 +1,19 @@
+//! weave-core: what weave's programs share and that changes no network. One rule, one place:
+//! the `weave.cidr` syntax, container ids, the options a container asks with, the settings and
+//! their validators, the state directory's layout, records and the address store, process
+//! identity, weave DNS's name rules and its one-server protocol, atomic writes.
+
+pub mod cidr;
+pub mod dns;
+pub mod dns_instance;
+pub mod failpoint;
+pub mod fsutil;
+pub mod id;
+pub mod layout;
+#[cfg(feature = "logging")]
+pub mod logging;
+pub mod oci;
+pub mod options;
+pub mod process;
+pub mod settings;
+pub mod store;
