@@ -494,7 +494,10 @@ fn ok(out: Output, what: &str) -> Output {
 fn second_runtime_name_keeps_the_first_ones_replaced_default() {
     let original = "{\n  \"default-runtime\": \"runc2\"\n}\n";
     let (dir, config) = setup_with(original);
-    ok(docker_install(&config, &["--set-as-default"]), "install weave");
+    ok(
+        docker_install(&config, &["--set-as-default"]),
+        "install weave",
+    );
     ok(
         docker_install(&config, &["--runtime-name", "weave2"]),
         "install weave2",
@@ -513,7 +516,10 @@ fn nested_defaults_are_restored_in_either_uninstall_order() {
     let original = "{\n  \"default-runtime\": \"runc2\",\n  \"debug\": true\n}\n";
     for order in [["weave", "weave2"], ["weave2", "weave"]] {
         let (dir, config) = setup_with(original);
-        ok(docker_install(&config, &["--set-as-default"]), "install weave");
+        ok(
+            docker_install(&config, &["--set-as-default"]),
+            "install weave",
+        );
         ok(
             docker_install(&config, &["--runtime-name", "weave2", "--set-as-default"]),
             "install weave2",
@@ -595,8 +601,12 @@ impl FakeDockerd {
         for exe in [&script, &docker] {
             fs::set_permissions(exe, fs::Permissions::from_mode(0o755)).unwrap();
         }
-        fs::write(dir.path().join("view"), r#"{"runc":{"path":"runc"}}
-"runc""#).unwrap();
+        fs::write(
+            dir.path().join("view"),
+            r#"{"runc":{"path":"runc"}}
+"runc""#,
+        )
+        .unwrap();
         fs::write(dir.path().join("view-after-reload"), view_after_reload).unwrap();
         let child = Command::new(&script)
             .arg("--config-file")
@@ -676,7 +686,7 @@ fn second_identical_install_does_not_signal_dockerd() {
     let out = ok(dockerd.weave_setup(&install), "second install");
     assert_eq!(dockerd.hups(), 1, "{}", text(&out.stdout));
     assert!(
-        text(&out.stdout).contains("already"),
+        text(&out.stdout).contains("not reloaded"),
         "{}",
         text(&out.stdout)
     );
@@ -684,8 +694,10 @@ fn second_identical_install_does_not_signal_dockerd() {
 
     // dockerd restarted without the runtime loaded (say, an install made without --reload):
     // the same, unchanged install with --reload does reload it.
-    dockerd.set_view(r#"{"runc":{"path":"runc"}}
-"runc""#);
+    dockerd.set_view(
+        r#"{"runc":{"path":"runc"}}
+"runc""#,
+    );
     ok(dockerd.weave_setup(&install), "install when dockerd lags");
     assert_eq!(dockerd.hups(), 2);
 }
@@ -695,10 +707,15 @@ fn second_uninstall_does_not_signal_dockerd() {
     let (_dir, config) = setup_with(RICH);
     let cfg = config.to_str().unwrap();
     ok(docker_install(&config, &[]), "install");
-    let dockerd = FakeDockerd::start(&config, r#"{"runc":{"path":"runc"}}
-"runc""#);
-    dockerd.set_view(r#"{"runc":{"path":"runc"},"weave":{"path":"/x"}}
-"runc""#);
+    let dockerd = FakeDockerd::start(
+        &config,
+        r#"{"runc":{"path":"runc"}}
+"runc""#,
+    );
+    dockerd.set_view(
+        r#"{"runc":{"path":"runc"},"weave":{"path":"/x"}}
+"runc""#,
+    );
     ok(
         dockerd.weave_setup(&["uninstall", "docker", "--config", cfg]),
         "uninstall",
