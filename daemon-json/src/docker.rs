@@ -341,3 +341,40 @@ fn reload(
     dockerd::reload(dockerd, expected, daemon.docker_host.as_deref())
         .map_err(|e| DockerError::Reload(config.to_path_buf(), e))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::daemon_json::Installed;
+
+    #[test]
+    fn record_is_put_back_when_daemon_json_cannot_be_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("daemon.json");
+        std::fs::write(&config, "{}").unwrap();
+        let file = DaemonJson::read(&config).unwrap();
+        let stored = record::load(&file.path).unwrap();
+        let mut record = stored.record().clone();
+        record.note_install(
+            "weave",
+            &Installed {
+                created_runtimes: true,
+                replaced_default: None,
+            },
+        );
+        // Edited by someone else after we read it: the write is refused.
+        std::fs::write(&config, r#"{"edited": true}"#).unwrap();
+        let err = file
+            .write_recorded(br#"{"runtimes": {}}"#, &stored, &record)
+            .unwrap_err();
+        assert!(
+            matches!(err, DockerError::File(AtomicError::ChangedMeanwhile(_))),
+            "{err}"
+        );
+        assert!(!record::path_for(&config).exists());
+        assert_eq!(
+            std::fs::read_to_string(&config).unwrap(),
+            r#"{"edited": true}"#
+        );
+    }
+}

@@ -92,7 +92,7 @@ pub struct View {
 impl View {
     /// Whether dockerd already runs with what `expected` describes (then no SIGHUP is needed).
     pub fn shows(&self, expected: &Expected) -> bool {
-        self.runtimes.iter().any(|r| *r == expected.name) == expected.present
+        self.runtimes.contains(&expected.name) == expected.present
             && self.default_runtime == expected.default_runtime
     }
 }

@@ -276,7 +276,12 @@ fn repeated_install_and_uninstall_reload_dockerd_only_once() {
     let mut uninstall = vec!["uninstall".to_string(), "docker".into(), "--config".into()];
     uninstall.push(config.display().to_string());
     uninstall.extend(reload_flags(&dockerd));
-    let run_uninstall = || Command::new(bin("weave-setup")).args(&uninstall).output().unwrap();
+    let run_uninstall = || {
+        Command::new(bin("weave-setup"))
+            .args(&uninstall)
+            .output()
+            .unwrap()
+    };
     succeeded(&run_uninstall(), "first uninstall");
     assert_eq!(reloads(), 2, "{}", dockerd.log());
     assert_eq!(default_runtime().trim(), "runc");
