@@ -11,6 +11,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::{fchown, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use tempfile::NamedTempFile;
 use thiserror::Error;
 
 const BACKUP_SUFFIX: &str = ".weave-backup";
@@ -124,6 +125,48 @@ pub fn remove(path: &Path, old: &[u8]) -> Result<PathBuf, AtomicError> {
 /// `None`). Used directly for files that need no backup (weave-setup's own record).
 pub fn write_file(path: &Path, contents: &[u8], owner: Option<&Owner>) -> Result<(), AtomicError> {
     let dir = parent_dir(path);
+    let mut temp = prepared_temp(path, owner)?;
+    temp.write_all(contents)
+        .and_then(|()| temp.as_file().sync_all())
+        .map_err(|e| AtomicError::WriteTemp(dir.to_path_buf(), e))?;
+    temp.persist(path)
+        .map_err(|e| AtomicError::Rename(path.to_path_buf(), e.error))?;
+    sync_dir(dir)
+}
+
+/// Runs the steps of [`replace`] that can fail for lack of permission, a read-only
+/// filesystem or a directory in the way, and changes nothing: a dry run fails where the real
+/// run would. (The temporary file each write starts with is created and removed again.)
+pub fn check_replace(path: &Path, old: Option<&[u8]>) -> Result<(), AtomicError> {
+    ensure_unchanged(path, old)?;
+    let owner = Owner::of(path)?;
+    if old.is_some() {
+        check_write_file(&backup_path(path), owner.as_ref())?;
+    }
+    check_write_file(path, owner.as_ref())
+}
+
+/// Fails where [`rewrite`] would, and changes nothing (see [`check_replace`]).
+pub fn check_rewrite(path: &Path, old: &[u8]) -> Result<(), AtomicError> {
+    ensure_unchanged(path, Some(old))?;
+    let owner = Owner::of(path)?;
+    check_write_file(path, owner.as_ref())
+}
+
+/// [`write_file`] without the write: it fails where `write_file` would, up to the disk filling.
+pub fn check_write_file(path: &Path, owner: Option<&Owner>) -> Result<(), AtomicError> {
+    if path.is_dir() {
+        // rename(2) of a file over a directory fails with EISDIR.
+        let error = io::Error::from_raw_os_error(nix::libc::EISDIR);
+        return Err(AtomicError::Rename(path.to_path_buf(), error));
+    }
+    prepared_temp(path, owner).map(drop)
+}
+
+/// The temporary file that becomes `path`, with its final mode and owner. Dropping it (on
+/// any early return) deletes it.
+fn prepared_temp(path: &Path, owner: Option<&Owner>) -> Result<NamedTempFile, AtomicError> {
+    let dir = parent_dir(path);
     if !dir.is_dir() {
         return Err(AtomicError::MissingDir(dir.to_path_buf()));
     }
@@ -131,8 +174,7 @@ pub fn write_file(path: &Path, contents: &[u8], owner: Option<&Owner>) -> Result
         ".{}.",
         path.file_name().unwrap_or_default().to_string_lossy()
     );
-    // Dropping `temp` on any early return deletes the temporary file.
-    let mut temp = tempfile::Builder::new()
+    let temp = tempfile::Builder::new()
         .prefix(&prefix)
         .suffix(TEMP_SUFFIX)
         .tempfile_in(dir)
@@ -146,12 +188,7 @@ pub fn write_file(path: &Path, contents: &[u8], owner: Option<&Owner>) -> Result
             .apply(temp.as_file())
             .map_err(|e| AtomicError::Metadata(path.to_path_buf(), e))?;
     }
-    temp.write_all(contents)
-        .and_then(|()| temp.as_file().sync_all())
-        .map_err(|e| AtomicError::WriteTemp(dir.to_path_buf(), e))?;
-    temp.persist(path)
-        .map_err(|e| AtomicError::Rename(path.to_path_buf(), e.error))?;
-    sync_dir(dir)
+    Ok(temp)
 }
 
 /// Mode and ids of an existing file, given to its replacement.
@@ -326,6 +363,30 @@ mod tests {
 
         fs::remove_file(&real).unwrap();
         assert!(matches!(resolve(&link), Err(AtomicError::Symlink(..))));
+    }
+
+    #[test]
+    fn check_replace_changes_nothing_and_fails_where_replace_would() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("daemon.json");
+        fs::write(&path, b"old").unwrap();
+        check_replace(&path, Some(b"old")).unwrap();
+        check_replace(&dir.path().join("new.json"), None).unwrap();
+        assert_eq!(names_in(dir.path()), ["daemon.json"]);
+
+        assert!(matches!(
+            check_replace(&path, Some(b"other")),
+            Err(AtomicError::ChangedMeanwhile(_))
+        ));
+        fs::create_dir(backup_path(&path)).unwrap();
+        let checked = check_replace(&path, Some(b"old")).unwrap_err();
+        let real = replace(&path, Some(b"old"), b"new").unwrap_err();
+        assert!(matches!(checked, AtomicError::Rename(..)), "{checked}");
+        assert!(matches!(real, AtomicError::Rename(..)), "{real}");
+        assert!(matches!(
+            check_replace(&dir.path().join("gone/daemon.json"), None),
+            Err(AtomicError::MissingDir(_))
+        ));
     }
 
     #[test]

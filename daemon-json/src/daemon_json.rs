@@ -95,20 +95,17 @@ pub struct PreviousDefault {
 pub struct InstallOutcome {
     /// The document changed (so it must be written).
     pub changed: bool,
-    /// What this call added, merged with what earlier installs had added (`earlier`).
+    /// What this call changed (the record keeps what earlier installs changed).
     pub installed: Installed,
 }
 
 /// Adds `runtimes.<name> = entry` (and `default-runtime = name` when `set_default`).
-/// `earlier` is what previous installs recorded; it is kept so that a second run does not
-/// forget the original `default-runtime`.
 pub fn install(
     doc: &mut Value,
     name: &str,
     entry: &RuntimeEntry,
     set_default: bool,
     force: bool,
-    earlier: &Installed,
 ) -> Result<InstallOutcome, MergeError> {
     let top = doc.as_object_mut().ok_or(MergeError::NotAnObject)?;
     let current_default = match top.get(DEFAULT_RUNTIME) {
@@ -117,7 +114,7 @@ pub fn install(
         Some(_) if set_default => return Err(MergeError::DefaultRuntimeNotAString),
         Some(_) => None,
     };
-    let mut installed = earlier.clone();
+    let mut installed = Installed::default();
     let mut changed = false;
 
     let existing = match top.get(RUNTIMES) {
@@ -150,12 +147,9 @@ pub fn install(
 
     if set_default && current_default.as_deref() != Some(name) {
         top.insert(DEFAULT_RUNTIME.into(), Value::String(name.to_string()));
-        // Keep the oldest value: a repeated --set-as-default must still restore the original.
-        if installed.replaced_default.is_none() {
-            installed.replaced_default = Some(PreviousDefault {
-                previous: current_default,
-            });
-        }
+        installed.replaced_default = Some(PreviousDefault {
+            previous: current_default,
+        });
         changed = true;
     }
     Ok(InstallOutcome { changed, installed })
@@ -185,7 +179,8 @@ pub fn uninstall(doc: &mut Value, name: &str, installed: &Installed) -> Result<b
         let previous = installed
             .replaced_default
             .as_ref()
-            .and_then(|d| d.previous.clone());
+            .and_then(|d| d.previous.clone())
+            .filter(|previous| previous != name);
         match previous {
             Some(previous) => {
                 top.insert(DEFAULT_RUNTIME.into(), Value::String(previous));
@@ -213,6 +208,13 @@ pub fn for_live_reload(doc: &Value) -> Option<Value> {
         explicit.insert(DEFAULT_RUNTIME.into(), Value::String(STOCK_RUNTIME.into()));
     }
     (explicit != *top).then_some(Value::Object(explicit))
+}
+
+/// The default runtime dockerd uses with this daemon.json: `default-runtime`, else runc.
+pub fn effective_default(doc: &Value) -> &str {
+    doc.get(DEFAULT_RUNTIME)
+        .and_then(Value::as_str)
+        .unwrap_or(STOCK_RUNTIME)
 }
 
 /// What a daemon.json says about one runtime name.
@@ -287,15 +289,7 @@ mod tests {
 
     fn install_rich() -> (Value, InstallOutcome) {
         let mut doc = parse(RICH);
-        let outcome = install(
-            &mut doc,
-            "weave",
-            &weave(),
-            false,
-            false,
-            &Installed::default(),
-        )
-        .unwrap();
+        let outcome = install(&mut doc, "weave", &weave(), false, false).unwrap();
         (doc, outcome)
     }
 
@@ -342,15 +336,7 @@ mod tests {
     fn exponent_spelling_is_normalised_but_the_number_is_kept() {
         // serde_json writes every exponent as `e+N`/`e-N`: same number, beyond f64's range too.
         let mut doc = parse(r#"{"huge": 1e400, "tiny": 2E-400}"#);
-        install(
-            &mut doc,
-            "weave",
-            &weave(),
-            false,
-            false,
-            &Installed::default(),
-        )
-        .unwrap();
+        install(&mut doc, "weave", &weave(), false, false).unwrap();
         let text = serde_json::to_string(&doc).unwrap();
         assert!(
             text.starts_with(r#"{"huge":1e+400,"tiny":2e-400,"#),
@@ -360,26 +346,18 @@ mod tests {
 
     #[test]
     fn second_install_changes_nothing() {
-        let (mut doc, first) = install_rich();
+        let (mut doc, _) = install_rich();
         let before = doc.clone();
-        let second = install(&mut doc, "weave", &weave(), false, false, &first.installed).unwrap();
+        let second = install(&mut doc, "weave", &weave(), false, false).unwrap();
         assert!(!second.changed);
-        assert_eq!(second.installed, first.installed);
+        assert_eq!(second.installed, Installed::default());
         assert_eq!(doc, before);
     }
 
     #[test]
     fn install_into_empty_document_creates_runtimes_and_uninstall_removes_it() {
         let mut doc = parse("{}");
-        let outcome = install(
-            &mut doc,
-            "weave",
-            &weave(),
-            false,
-            false,
-            &Installed::default(),
-        )
-        .unwrap();
+        let outcome = install(&mut doc, "weave", &weave(), false, false).unwrap();
         assert!(outcome.installed.created_runtimes);
         assert_eq!(
             doc,
@@ -393,15 +371,7 @@ mod tests {
     #[test]
     fn uninstall_keeps_an_empty_runtimes_object_the_user_had() {
         let mut doc = parse(r#"{"runtimes": {}}"#);
-        let outcome = install(
-            &mut doc,
-            "weave",
-            &weave(),
-            false,
-            false,
-            &Installed::default(),
-        )
-        .unwrap();
+        let outcome = install(&mut doc, "weave", &weave(), false, false).unwrap();
         uninstall(&mut doc, "weave", &outcome.installed).unwrap();
         assert_eq!(doc, parse(r#"{"runtimes": {}}"#));
     }
@@ -425,15 +395,7 @@ mod tests {
     fn conflicting_runtime_is_refused_without_force_and_replaced_with_it() {
         let text = r#"{"runtimes": {"weave": {"path": "/opt/other-runtime"}}}"#;
         let mut doc = parse(text);
-        let err = install(
-            &mut doc,
-            "weave",
-            &weave(),
-            false,
-            false,
-            &Installed::default(),
-        )
-        .unwrap_err();
+        let err = install(&mut doc, "weave", &weave(), false, false).unwrap_err();
         assert!(matches!(err, MergeError::Conflict { .. }));
         assert!(err.to_string().contains("/opt/other-runtime"), "{err}");
         assert!(err.to_string().contains("--force"), "{err}");
@@ -443,15 +405,7 @@ mod tests {
             "a refused merge leaves the document alone"
         );
 
-        let outcome = install(
-            &mut doc,
-            "weave",
-            &weave(),
-            false,
-            true,
-            &Installed::default(),
-        )
-        .unwrap();
+        let outcome = install(&mut doc, "weave", &weave(), false, true).unwrap();
         assert!(outcome.changed);
         assert_eq!(doc["runtimes"]["weave"], weave().to_value());
     }
@@ -461,29 +415,14 @@ mod tests {
         let mut doc = parse(
             r#"{"runtimes": {"weave": {"path": "/usr/local/bin/weave-runtime", "runtimeArgs": ["--x"]}}}"#,
         );
-        let err = install(
-            &mut doc,
-            "weave",
-            &weave(),
-            false,
-            false,
-            &Installed::default(),
-        );
+        let err = install(&mut doc, "weave", &weave(), false, false);
         assert!(matches!(err, Err(MergeError::Conflict { .. })));
     }
 
     #[test]
     fn set_as_default_remembers_and_uninstall_restores_the_previous_default() {
         let mut doc = parse(r#"{"default-runtime": "runc", "debug": true}"#);
-        let first = install(
-            &mut doc,
-            "weave",
-            &weave(),
-            true,
-            false,
-            &Installed::default(),
-        )
-        .unwrap();
+        let first = install(&mut doc, "weave", &weave(), true, false).unwrap();
         assert_eq!(doc["default-runtime"], "weave");
         assert_eq!(
             first.installed.replaced_default,
@@ -491,42 +430,39 @@ mod tests {
                 previous: Some("runc".into())
             })
         );
-        let second = install(&mut doc, "weave", &weave(), true, false, &first.installed).unwrap();
+        let second = install(&mut doc, "weave", &weave(), true, false).unwrap();
         assert!(!second.changed);
-        assert_eq!(second.installed, first.installed);
+        assert_eq!(second.installed, Installed::default());
 
-        uninstall(&mut doc, "weave", &second.installed).unwrap();
+        uninstall(&mut doc, "weave", &first.installed).unwrap();
         assert_eq!(doc, parse(r#"{"default-runtime": "runc", "debug": true}"#));
     }
 
     #[test]
     fn uninstall_removes_a_default_that_was_absent_before() {
         let mut doc = parse(r#"{"debug": true}"#);
-        let outcome = install(
-            &mut doc,
-            "weave",
-            &weave(),
-            true,
-            false,
-            &Installed::default(),
-        )
-        .unwrap();
+        let outcome = install(&mut doc, "weave", &weave(), true, false).unwrap();
         uninstall(&mut doc, "weave", &outcome.installed).unwrap();
+        assert_eq!(doc, parse(r#"{"debug": true}"#));
+    }
+
+    #[test]
+    fn uninstall_never_restores_the_runtime_it_removes() {
+        let mut doc = parse(r#"{"default-runtime": "weave", "debug": true}"#);
+        let installed = Installed {
+            created_runtimes: false,
+            replaced_default: Some(PreviousDefault {
+                previous: Some("weave".into()),
+            }),
+        };
+        assert!(uninstall(&mut doc, "weave", &installed).unwrap());
         assert_eq!(doc, parse(r#"{"debug": true}"#));
     }
 
     #[test]
     fn uninstall_leaves_a_default_the_user_changed_since() {
         let mut doc = parse(r#"{"default-runtime": "runc"}"#);
-        let outcome = install(
-            &mut doc,
-            "weave",
-            &weave(),
-            true,
-            false,
-            &Installed::default(),
-        )
-        .unwrap();
+        let outcome = install(&mut doc, "weave", &weave(), true, false).unwrap();
         doc["default-runtime"] = Value::String("crun".into());
         uninstall(&mut doc, "weave", &outcome.installed).unwrap();
         assert_eq!(doc["default-runtime"], "crun");
@@ -561,16 +497,7 @@ mod tests {
 
     #[test]
     fn wrong_shapes_are_errors() {
-        let ins = |text: &str| {
-            install(
-                &mut parse(text),
-                "weave",
-                &weave(),
-                true,
-                false,
-                &Installed::default(),
-            )
-        };
+        let ins = |text: &str| install(&mut parse(text), "weave", &weave(), true, false);
         assert_eq!(ins("[]").unwrap_err(), MergeError::NotAnObject);
         assert_eq!(
             ins(r#"{"runtimes": []}"#).unwrap_err(),

@@ -9,10 +9,10 @@ use thiserror::Error;
 use crate::atomic::{self, AtomicError};
 use crate::cli::{DaemonArgs, DockerInstall, DockerUninstall};
 use crate::daemon_json::{self, MergeError, RuntimeEntry};
-use crate::dockerd::{self, Dockerd, DockerdError};
+use crate::dockerd::{self, Dockerd, DockerdError, Expected};
 use crate::jsonfmt::{self, Style};
 use crate::paths::{self, PathError, Program};
-use crate::record::{self, Record, RecordError};
+use crate::record::{self, Record, RecordError, Stored};
 
 #[derive(Debug, Error)]
 pub enum DockerError {
@@ -30,6 +30,13 @@ pub enum DockerError {
     NoDockerd(PathBuf, #[source] DockerdError),
     #[error("{0} was written, but the running dockerd did not take it: {1}")]
     Reload(PathBuf, #[source] DockerdError),
+    #[error("{path} was not written ({error}), and its record could not be put back: {undo}")]
+    Undo {
+        path: PathBuf,
+        #[source]
+        error: AtomicError,
+        undo: RecordError,
+    },
 }
 
 /// daemon.json as read: where, its bytes (`None`: absent), value and layout.
@@ -58,38 +65,100 @@ impl DaemonJson {
         jsonfmt::render(&self.doc, &self.style)
     }
 
-    /// Writes the edited document after an uninstall and makes `dockerd` drop the runtime:
-    /// through the explicit form of [`daemon_json::for_live_reload`] when the exact document
-    /// would not do it. Returns a sentence saying where the old version went.
-    fn write_reloading(
+    /// The edited document with the keys a SIGHUP would otherwise keep spelled out
+    /// ([`daemon_json::for_live_reload`]), when it needs them.
+    fn render_for_live_reload(&self) -> Option<Vec<u8>> {
+        daemon_json::for_live_reload(&self.doc).map(|doc| jsonfmt::render(&doc, &self.style))
+    }
+
+    /// Fails where writing the edited document would (see [`atomic::check_replace`]).
+    fn check_write(&self) -> Result<(), DockerError> {
+        Ok(atomic::check_replace(&self.path, self.old.as_deref())?)
+    }
+
+    /// Saves `record` first (it is what uninstall needs), then replaces daemon.json with
+    /// `contents`; if that fails, the record is put back. Returns where the old file went.
+    fn write_recorded(
         &self,
-        dockerd: &Dockerd,
-        daemon: &DaemonArgs,
-        name: &str,
+        contents: &[u8],
+        stored: &Stored,
+        record: &Record,
     ) -> Result<String, DockerError> {
-        let Some(explicit) = daemon_json::for_live_reload(&self.doc) else {
-            let note = self.write()?;
-            reload(&self.path, dockerd, daemon, name, false)?;
-            return Ok(note);
+        stored.save(record)?;
+        let backup = match atomic::replace(&self.path, self.old.as_deref(), contents) {
+            Ok(backup) => backup,
+            Err(error) => {
+                return Err(match stored.restore() {
+                    Ok(()) => error.into(),
+                    Err(undo) => DockerError::Undo {
+                        path: self.path.clone(),
+                        error,
+                        undo,
+                    },
+                })
+            }
         };
-        let explicit = jsonfmt::render(&explicit, &self.style);
-        let backup = atomic::replace(&self.path, self.old.as_deref(), &explicit)?;
-        reload(&self.path, dockerd, daemon, name, false)?;
-        atomic::rewrite(&self.path, &explicit, &self.render())?;
         Ok(match backup {
             Some(backup) => format!("previous version kept as {}", backup.display()),
             None => "file created".to_string(),
         })
     }
 
-    /// Writes the edited document; returns a sentence saying where the old one went.
-    fn write(&self) -> Result<String, DockerError> {
-        let backup = atomic::replace(&self.path, self.old.as_deref(), &self.render())?;
-        Ok(match backup {
-            Some(backup) => format!("previous version kept as {}", backup.display()),
-            None => "file created".to_string(),
-        })
+    /// Writes the document after an uninstall and makes `dockerd` drop the runtime: through
+    /// the explicit form first when the exact document would not do it.
+    fn write_reloading(
+        &self,
+        stored: &Stored,
+        record: &Record,
+        dockerd: &Dockerd,
+        daemon: &DaemonArgs,
+        expected: &Expected,
+    ) -> Result<String, DockerError> {
+        let exact = self.render();
+        let explicit = self.render_for_live_reload();
+        let note = self.write_recorded(explicit.as_deref().unwrap_or(&exact), stored, record)?;
+        reload(&self.path, dockerd, daemon, expected)?;
+        if let Some(explicit) = explicit {
+            atomic::rewrite(&self.path, &explicit, &exact)?;
+        }
+        Ok(note)
     }
+
+    /// Makes `dockerd` drop a runtime that daemon.json no longer has, leaving the file as it
+    /// is (through the explicit form for the time of the reload, when needed).
+    fn reload_unchanged(
+        &self,
+        dockerd: &Dockerd,
+        daemon: &DaemonArgs,
+        expected: &Expected,
+    ) -> Result<(), DockerError> {
+        let (Some(explicit), Some(old)) = (self.render_for_live_reload(), self.old.as_deref())
+        else {
+            return reload(&self.path, dockerd, daemon, expected);
+        };
+        atomic::rewrite(&self.path, old, &explicit)?;
+        reload(&self.path, dockerd, daemon, expected)?;
+        Ok(atomic::rewrite(&self.path, &explicit, old)?)
+    }
+
+    /// Fails where [`reload_unchanged`](Self::reload_unchanged) would fail to write.
+    fn check_reload_unchanged(&self) -> Result<(), DockerError> {
+        match (self.render_for_live_reload(), self.old.as_deref()) {
+            (Some(_), Some(old)) => Ok(atomic::check_rewrite(&self.path, old)?),
+            _ => Ok(()),
+        }
+    }
+
+    fn print_dry_run(&self) {
+        print!("{}", String::from_utf8_lossy(&self.render()));
+        eprintln!("weave-setup: dry run: {} not written", self.path.display());
+    }
+}
+
+/// The dockerd that `--reload` is aimed at, and whether it already shows the file's state.
+struct ReloadTarget {
+    dockerd: Dockerd,
+    current: bool,
 }
 
 /// Installs, then warns if weave-runtime is missing (a failed run shows only its error).
@@ -106,6 +175,9 @@ pub fn install(args: &DockerInstall) -> Result<(), DockerError> {
     Ok(())
 }
 
+// Install and uninstall make every check of the real run before their first write, and
+// --dry-run stops right after them: so a dry run fails exactly when the real run would.
+
 fn install_pointing_to(args: &DockerInstall, program: &Program) -> Result<(), DockerError> {
     let name = &args.target.runtime_name;
     let entry = RuntimeEntry {
@@ -114,32 +186,25 @@ fn install_pointing_to(args: &DockerInstall, program: &Program) -> Result<(), Do
     };
 
     let mut file = DaemonJson::read(&args.target.config)?;
-    let dockerd = preflight_reload(args.reload && !args.dry_run, &file.path, &args.daemon)?;
-    let earlier = record::load(&file.path, name)?;
-    let outcome = daemon_json::install(
-        &mut file.doc,
-        name,
-        &entry,
-        args.set_as_default,
-        args.force,
-        &earlier.map(|r| r.installed).unwrap_or_default(),
-    )
-    .map_err(|e| DockerError::Merge(file.path.clone(), e))?;
-
+    let stored = record::load(&file.path)?;
+    let outcome =
+        daemon_json::install(&mut file.doc, name, &entry, args.set_as_default, args.force)
+            .map_err(|e| DockerError::Merge(file.path.clone(), e))?;
+    let mut record = stored.record().clone();
+    if outcome.changed {
+        record.note_install(name, &outcome.installed);
+        stored.check_save(&record)?;
+        file.check_write()?;
+    }
+    let expected = expectation(&file.doc, name, true);
+    let target = reload_target(args.reload, &file.path, &args.daemon, &expected)?;
     if args.dry_run {
-        print!("{}", String::from_utf8_lossy(&file.render()));
-        eprintln!("weave-setup: dry run: {} not written", file.path.display());
+        file.print_dry_run();
         return Ok(());
     }
+
     if outcome.changed {
-        let note = file.write()?;
-        record::save(
-            &file.path,
-            &Record {
-                runtime: name.clone(),
-                installed: outcome.installed,
-            },
-        )?;
+        let note = file.write_recorded(&file.render(), &stored, &record)?;
         println!(
             "weave-setup: runtime \"{name}\" ({}) is in {}; {note}",
             entry.path,
@@ -152,17 +217,20 @@ fn install_pointing_to(args: &DockerInstall, program: &Program) -> Result<(), Do
             entry.path
         );
     }
-    if let Some(dockerd) = dockerd {
-        reload(&file.path, &dockerd, &args.daemon, name, true)?;
-        println!("weave-setup: dockerd reloaded and lists runtime \"{name}\"");
-        println!("weave-setup: try: docker run --runtime {name} --annotation weave.cidr=10.32.0.5/12 ...");
-    } else if outcome.changed {
-        println!(
+    match target {
+        Some(target) if outcome.changed || !target.current => {
+            reload(&file.path, &target.dockerd, &args.daemon, &expected)?;
+            println!("weave-setup: dockerd reloaded and lists runtime \"{name}\"");
+            println!("weave-setup: try: docker run --runtime {name} --annotation weave.cidr=10.32.0.5/12 ...");
+        }
+        Some(target) => print_not_signalled(&target, &expected),
+        None if outcome.changed => println!(
             "weave-setup: dockerd reads {} when it starts or on SIGHUP: run `weave-setup docker \
              --reload`, `kill -HUP $(cat {})`, or restart dockerd; then `docker info` lists \"{name}\"",
             file.path.display(),
             args.daemon.pidfile.display()
-        );
+        ),
+        None => {}
     }
     Ok(())
 }
@@ -172,72 +240,141 @@ fn install_pointing_to(args: &DockerInstall, program: &Program) -> Result<(), Do
 pub fn uninstall(args: &DockerUninstall) -> Result<(), DockerError> {
     let name = &args.target.runtime_name;
     let mut file = DaemonJson::read(&args.target.config)?;
-    let dockerd = preflight_reload(args.reload && !args.dry_run, &file.path, &args.daemon)?;
-    let record = record::load(&file.path, name)?.unwrap_or_default();
-    let changed = daemon_json::uninstall(&mut file.doc, name, &record.installed)
+    let stored = record::load(&file.path)?;
+    let mut record = stored.record().clone();
+    let undo = record.remove(name);
+    let changed = daemon_json::uninstall(&mut file.doc, name, &undo)
         .map_err(|e| DockerError::Merge(file.path.clone(), e))?;
-
+    let expected = expectation(&file.doc, name, false);
+    let target = reload_target(args.reload, &file.path, &args.daemon, &expected)?;
+    let stale = target.as_ref().filter(|t| !t.current);
+    stored.check_save(&record)?;
+    if changed {
+        file.check_write()?;
+    } else if stale.is_some() {
+        file.check_reload_unchanged()?;
+    }
     if args.dry_run {
-        print!("{}", String::from_utf8_lossy(&file.render()));
-        eprintln!("weave-setup: dry run: {} not written", file.path.display());
+        file.print_dry_run();
         return Ok(());
     }
-    match (changed, &dockerd) {
-        (false, _) => println!(
+
+    if changed {
+        let note = match &target {
+            Some(target) => {
+                file.write_reloading(&stored, &record, &target.dockerd, &args.daemon, &expected)?
+            }
+            None => file.write_recorded(&file.render(), &stored, &record)?,
+        };
+        println!(
+            "weave-setup: runtime \"{name}\" removed from {}; {note}",
+            file.path.display()
+        );
+    } else {
+        // The runtime may have been removed by hand: its record entry goes all the same.
+        stored.save(&record)?;
+        println!(
             "weave-setup: {} has no runtime \"{name}\"; nothing changed",
             file.path.display()
+        );
+        if let Some(stale) = stale {
+            file.reload_unchanged(&stale.dockerd, &args.daemon, &expected)?;
+        }
+    }
+    match &target {
+        Some(target) if changed || !target.current => {
+            println!("weave-setup: dockerd reloaded and no longer lists runtime \"{name}\"")
+        }
+        Some(target) => print_not_signalled(target, &expected),
+        None if changed => println!(
+            "weave-setup: a running dockerd keeps the runtime until it restarts (on SIGHUP \
+             it keeps keys that daemon.json no longer has): use --reload to drop it now"
         ),
-        (true, Some(dockerd)) => {
-            let note = file.write_reloading(dockerd, &args.daemon, name)?;
-            println!(
-                "weave-setup: runtime \"{name}\" removed from {}; {note}",
-                file.path.display()
-            );
-        }
-        (true, None) => {
-            let note = file.write()?;
-            println!(
-                "weave-setup: runtime \"{name}\" removed from {}; {note}",
-                file.path.display()
-            );
-            println!(
-                "weave-setup: a running dockerd keeps the runtime until it restarts (on SIGHUP \
-                 it keeps keys that daemon.json no longer has): use --reload to drop it now"
-            );
-        }
-    }
-    record::delete(&file.path)?;
-    if let (Some(dockerd), false) = (&dockerd, changed) {
-        reload(&file.path, dockerd, &args.daemon, name, false)?;
-    }
-    if dockerd.is_some() {
-        println!("weave-setup: dockerd reloaded and no longer lists runtime \"{name}\"");
+        None => {}
     }
     Ok(())
 }
 
-/// With --reload, finds the dockerd before anything is written, so that a wrong --pidfile or
-/// --config changes nothing.
-fn preflight_reload(
+/// What dockerd shows once it runs with `doc`.
+fn expectation(doc: &Value, name: &str, present: bool) -> Expected {
+    Expected {
+        name: name.to_string(),
+        present,
+        default_runtime: daemon_json::effective_default(doc).to_string(),
+    }
+}
+
+/// With --reload (dry run too), finds the dockerd and asks what it shows, before anything is
+/// written: a wrong --pidfile or --config, or a docker CLI that cannot reach it, changes
+/// nothing.
+fn reload_target(
     wanted: bool,
     config: &Path,
     daemon: &DaemonArgs,
-) -> Result<Option<Dockerd>, DockerError> {
+    expected: &Expected,
+) -> Result<Option<ReloadTarget>, DockerError> {
     if !wanted {
         return Ok(None);
     }
-    dockerd::find_for_reload(&daemon.pidfile, config)
-        .map(Some)
-        .map_err(|e| DockerError::NoDockerd(config.to_path_buf(), e))
+    let not_found = |e| DockerError::NoDockerd(config.to_path_buf(), e);
+    let dockerd = dockerd::find_for_reload(&daemon.pidfile, config).map_err(not_found)?;
+    let view = dockerd::view(daemon.docker_host.as_deref()).map_err(not_found)?;
+    Ok(Some(ReloadTarget {
+        dockerd,
+        current: view.shows(expected),
+    }))
+}
+
+fn print_not_signalled(target: &ReloadTarget, expected: &Expected) {
+    println!(
+        "weave-setup: dockerd pid {} already shows {expected}; not reloaded",
+        target.dockerd.pid
+    );
 }
 
 fn reload(
     config: &Path,
     dockerd: &Dockerd,
     daemon: &DaemonArgs,
-    name: &str,
-    present: bool,
+    expected: &Expected,
 ) -> Result<(), DockerError> {
-    dockerd::reload(dockerd, name, present, daemon.docker_host.as_deref())
+    dockerd::reload(dockerd, expected, daemon.docker_host.as_deref())
         .map_err(|e| DockerError::Reload(config.to_path_buf(), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::daemon_json::Installed;
+
+    #[test]
+    fn record_is_put_back_when_daemon_json_cannot_be_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("daemon.json");
+        std::fs::write(&config, "{}").unwrap();
+        let file = DaemonJson::read(&config).unwrap();
+        let stored = record::load(&file.path).unwrap();
+        let mut record = stored.record().clone();
+        record.note_install(
+            "weave",
+            &Installed {
+                created_runtimes: true,
+                replaced_default: None,
+            },
+        );
+        // Edited by someone else after we read it: the write is refused.
+        std::fs::write(&config, r#"{"edited": true}"#).unwrap();
+        let err = file
+            .write_recorded(br#"{"runtimes": {}}"#, &stored, &record)
+            .unwrap_err();
+        assert!(
+            matches!(err, DockerError::File(AtomicError::ChangedMeanwhile(_))),
+            "{err}"
+        );
+        assert!(!record::path_for(&config).exists());
+        assert_eq!(
+            std::fs::read_to_string(&config).unwrap(),
+            r#"{"edited": true}"#
+        );
+    }
 }

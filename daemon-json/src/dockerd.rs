@@ -49,16 +49,63 @@ pub enum DockerdError {
     #[error("`docker info` failed: {0}")]
     Info(String),
     #[error(
-        "dockerd pid {pid} {expectation} runtime \"{name}\" {waited:?} after SIGHUP (it lists: \
-         {listed}); dockerd's log says why, e.g. a daemon.json it cannot load"
+        "dockerd pid {pid} does not show {expected} {waited:?} after SIGHUP (it shows {shown}); \
+         dockerd's log says why, e.g. a daemon.json it cannot load"
     )]
     NotReloaded {
         pid: i32,
-        name: String,
-        expectation: &'static str,
+        expected: String,
         waited: Duration,
-        listed: String,
+        shown: String,
     },
+}
+
+/// What dockerd must show once it has loaded a daemon.json.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expected {
+    /// The runtime weave-setup installs or uninstalls.
+    pub name: String,
+    /// Whether that runtime is in the file.
+    pub present: bool,
+    /// The file's default-runtime (runc when it names none).
+    pub default_runtime: String,
+}
+
+impl std::fmt::Display for Expected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let listed = if self.present { "" } else { "no " };
+        write!(
+            f,
+            "{listed}runtime \"{}\" and default-runtime \"{}\"",
+            self.name, self.default_runtime
+        )
+    }
+}
+
+/// What `docker info` reports about runtimes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct View {
+    pub runtimes: Vec<String>,
+    pub default_runtime: String,
+}
+
+impl View {
+    /// Whether dockerd already runs with what `expected` describes (then no SIGHUP is needed).
+    pub fn shows(&self, expected: &Expected) -> bool {
+        self.runtimes.contains(&expected.name) == expected.present
+            && self.default_runtime == expected.default_runtime
+    }
+}
+
+impl std::fmt::Display for View {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "runtimes {} and default-runtime \"{}\"",
+            self.runtimes.join(", "),
+            self.default_runtime
+        )
+    }
 }
 
 /// A running dockerd and the daemon.json it reads.
@@ -113,46 +160,44 @@ pub fn find_for_reload(pidfile: &Path, config: &Path) -> Result<Dockerd, Dockerd
 }
 
 /// Sends SIGHUP (dockerd reloads `runtimes` and `default-runtime` on it) and waits until
-/// `docker info` lists runtime `name` (`present`) or no longer lists it.
+/// `docker info` shows `expected`.
 pub fn reload(
     dockerd: &Dockerd,
-    name: &str,
-    present: bool,
+    expected: &Expected,
     docker_host: Option<&str>,
 ) -> Result<(), DockerdError> {
     kill(Pid::from_raw(dockerd.pid), Signal::SIGHUP)
         .map_err(|e| DockerdError::Signal(dockerd.pid, e))?;
     let start = Instant::now();
     loop {
-        let listed = runtimes(docker_host)?;
-        if listed.iter().any(|r| r == name) == present {
+        let shown = view(docker_host)?;
+        if shown.shows(expected) {
             return Ok(());
         }
         if start.elapsed() >= RELOAD_TIMEOUT {
             return Err(DockerdError::NotReloaded {
                 pid: dockerd.pid,
-                name: name.to_string(),
-                expectation: if present {
-                    "did not list"
-                } else {
-                    "still listed"
-                },
+                expected: expected.to_string(),
                 waited: RELOAD_TIMEOUT,
-                listed: listed.join(", "),
+                shown: shown.to_string(),
             });
         }
         sleep(POLL_INTERVAL);
     }
 }
 
-/// The runtime names `docker info` reports.
-pub fn runtimes(docker_host: Option<&str>) -> Result<Vec<String>, DockerdError> {
+/// The runtimes and the default runtime that `docker info` reports.
+pub fn view(docker_host: Option<&str>) -> Result<View, DockerdError> {
     let mut docker = Command::new("docker");
     if let Some(host) = docker_host {
         docker.args(["-H", host]);
     }
     let output = docker
-        .args(["info", "--format", "{{json .Runtimes}}"])
+        .args([
+            "info",
+            "--format",
+            "{{json .Runtimes}} {{json .DefaultRuntime}}",
+        ])
         .output()
         .map_err(DockerdError::Cli)?;
     if !output.status.success() {
@@ -160,12 +205,19 @@ pub fn runtimes(docker_host: Option<&str>) -> Result<Vec<String>, DockerdError> 
         let first = stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
         return Err(DockerdError::Info(first.trim().to_string()));
     }
-    parse_runtimes(&output.stdout)
+    parse_view(&output.stdout)
 }
 
-fn parse_runtimes(stdout: &[u8]) -> Result<Vec<String>, DockerdError> {
-    match serde_json::from_slice::<Value>(stdout) {
-        Ok(Value::Object(map)) => Ok(map.keys().cloned().collect()),
+/// Parses the two JSON values of [`view`]'s format: the runtimes object and the default's name.
+fn parse_view(stdout: &[u8]) -> Result<View, DockerdError> {
+    let values: Result<Vec<Value>, _> = serde_json::Deserializer::from_slice(stdout)
+        .into_iter()
+        .collect();
+    match values.as_deref() {
+        Ok([Value::Object(runtimes), Value::String(default_runtime)]) => Ok(View {
+            runtimes: runtimes.keys().cloned().collect(),
+            default_runtime: default_runtime.clone(),
+        }),
         _ => Err(DockerdError::Info(format!(
             "unexpected output {:?}",
             String::from_utf8_lossy(stdout).trim()
@@ -251,13 +303,31 @@ mod tests {
     }
 
     #[test]
-    fn runtimes_are_the_keys_of_docker_info_output() {
-        let out = br#"{"io.containerd.runc.v2":{"path":"runc"},"runc":{"path":"runc"},"weave":{"path":"/w"}}"#;
-        assert_eq!(
-            parse_runtimes(out).unwrap(),
-            ["io.containerd.runc.v2", "runc", "weave"]
-        );
-        assert!(parse_runtimes(b"null").is_err());
+    fn view_is_the_runtime_names_and_the_default_of_docker_info() {
+        let out = br#"{"io.containerd.runc.v2":{"path":"runc"},"runc":{"path":"runc"},"weave":{"path":"/w"}} "weave"
+"#;
+        let view = parse_view(out).unwrap();
+        assert_eq!(view.runtimes, ["io.containerd.runc.v2", "runc", "weave"]);
+        assert_eq!(view.default_runtime, "weave");
+        assert!(parse_view(b"null").is_err());
+        assert!(parse_view(br#"{"runc":{}}"#).is_err());
+        assert!(parse_view(br#"{"runc":{}} "runc" 3"#).is_err());
+    }
+
+    #[test]
+    fn view_shows_an_expectation_only_when_runtime_and_default_match() {
+        let view = View {
+            runtimes: vec!["runc".into(), "weave".into()],
+            default_runtime: "runc".into(),
+        };
+        let expected = |present, default: &str| Expected {
+            name: "weave".into(),
+            present,
+            default_runtime: default.into(),
+        };
+        assert!(view.shows(&expected(true, "runc")));
+        assert!(!view.shows(&expected(true, "weave")));
+        assert!(!view.shows(&expected(false, "runc")));
     }
 
     #[test]

@@ -60,24 +60,28 @@ fn docker_lines(args: &StatusArgs) -> Vec<String> {
             .as_deref()
             .unwrap_or("not set (runc)")
     ));
-    lines.push(match record::load(&path, name) {
-        Ok(Some(rec)) => {
-            let restore = match rec.installed.replaced_default {
-                Some(d) => format!(
-                    "; uninstall restores default-runtime {}",
-                    d.previous.as_deref().unwrap_or("(unset)")
-                ),
-                None => String::new(),
-            };
-            format!(
-                "  installed by weave-setup ({}){restore}",
-                record::path_for(&path).display()
-            )
-        }
-        Ok(None) => "  no weave-setup record for this runtime".to_string(),
+    lines.push(match record::load(&path) {
+        Ok(stored) => record_line(&stored, &path, name),
         Err(e) => format!("  {e}"),
     });
     lines
+}
+
+fn record_line(stored: &record::Stored, config: &Path, name: &str) -> String {
+    let Some(install) = stored.record().entry(name) else {
+        return "  no weave-setup record for this runtime".to_string();
+    };
+    let restore = match &install.replaced_default {
+        Some(d) => format!(
+            "; uninstall restores default-runtime {} if it is still \"{name}\"",
+            d.previous.as_deref().unwrap_or("(unset)")
+        ),
+        None => String::new(),
+    };
+    format!(
+        "  installed by weave-setup ({}){restore}",
+        record::path_for(config).display()
+    )
 }
 
 fn describe_runtime(entry: &Value) -> String {
@@ -119,17 +123,14 @@ fn dockerd_lines(args: &StatusArgs) -> Vec<String> {
         found.pid,
         found.config.display()
     );
-    match dockerd::runtimes(args.daemon.docker_host.as_deref()) {
-        Ok(listed) => {
-            let state = if listed.iter().any(|r| r == name) {
+    match dockerd::view(args.daemon.docker_host.as_deref()) {
+        Ok(view) => {
+            let state = if view.runtimes.iter().any(|r| r == name) {
                 "lists"
             } else {
                 "does NOT list (reload it: weave-setup docker --reload)"
             };
-            vec![format!(
-                "{head}; {state} runtime \"{name}\" (runtimes: {})",
-                listed.join(", ")
-            )]
+            vec![format!("{head}; {state} runtime \"{name}\" ({view})")]
         }
         Err(e) => vec![format!("{head}; {e}")],
     }

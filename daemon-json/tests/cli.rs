@@ -462,3 +462,540 @@ fn status_reports_what_is_installed() {
     assert!(stdout.contains("installed by weave-setup"), "{stdout}");
     assert!(stdout.contains("podman: no weave.json"), "{stdout}");
 }
+
+fn uninstall_docker(config: &Path, name: &str) -> Output {
+    weave_setup(&[
+        "uninstall",
+        "docker",
+        "--config",
+        config.to_str().unwrap(),
+        "--runtime-name",
+        name,
+    ])
+}
+
+fn default_runtime(config: &Path) -> Option<String> {
+    let doc: serde_json::Value = serde_json::from_slice(&fs::read(config).unwrap()).unwrap();
+    doc["default-runtime"].as_str().map(str::to_string)
+}
+
+fn ok(out: Output, what: &str) -> Output {
+    assert!(
+        out.status.success(),
+        "{what} failed: {}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    out
+}
+
+/// Issue 10, bug 11: a second runtime name used to overwrite the first one's record.
+#[test]
+fn second_runtime_name_keeps_the_first_ones_replaced_default() {
+    let original = "{\n  \"default-runtime\": \"runc2\"\n}\n";
+    let (dir, config) = setup_with(original);
+    ok(
+        docker_install(&config, &["--set-as-default"]),
+        "install weave",
+    );
+    ok(
+        docker_install(&config, &["--runtime-name", "weave2"]),
+        "install weave2",
+    );
+    ok(uninstall_docker(&config, "weave2"), "uninstall weave2");
+    assert_eq!(default_runtime(&config).as_deref(), Some("weave"));
+    ok(uninstall_docker(&config, "weave"), "uninstall weave");
+    assert_eq!(fs::read_to_string(&config).unwrap(), original);
+    assert!(!dir.path().join("daemon.json.weave-state").exists());
+}
+
+/// weave set over runc2, then weave2 set over weave: each uninstall order ends at runc2, and
+/// the default never goes back to runc2 while weave2 is still installed as the default.
+#[test]
+fn nested_defaults_are_restored_in_either_uninstall_order() {
+    let original = "{\n  \"default-runtime\": \"runc2\",\n  \"debug\": true\n}\n";
+    for order in [["weave", "weave2"], ["weave2", "weave"]] {
+        let (dir, config) = setup_with(original);
+        ok(
+            docker_install(&config, &["--set-as-default"]),
+            "install weave",
+        );
+        ok(
+            docker_install(&config, &["--runtime-name", "weave2", "--set-as-default"]),
+            "install weave2",
+        );
+        assert_eq!(default_runtime(&config).as_deref(), Some("weave2"));
+
+        ok(uninstall_docker(&config, order[0]), order[0]);
+        let expected_between = if order[0] == "weave" {
+            "weave2"
+        } else {
+            "weave"
+        };
+        assert_eq!(
+            default_runtime(&config).as_deref(),
+            Some(expected_between),
+            "after uninstalling {} first",
+            order[0]
+        );
+        ok(uninstall_docker(&config, order[1]), order[1]);
+        assert_eq!(
+            fs::read_to_string(&config).unwrap(),
+            original,
+            "order {order:?}"
+        );
+        assert!(!dir.path().join("daemon.json.weave-state").exists());
+    }
+}
+
+/// A record written before weave-setup kept one entry per runtime name still works.
+#[test]
+fn single_entry_record_of_earlier_versions_is_read() {
+    let (dir, config) = setup_with(&format!(
+        "{{\n  \"default-runtime\": \"weave\",\n  \"runtimes\": {{\n    \"weave\": {{\n      \"path\": \"{RUNTIME}\"\n    }}\n  }}\n}}\n"
+    ));
+    fs::write(
+        dir.path().join("daemon.json.weave-state"),
+        r#"{"runtime": "weave", "created_runtimes": true, "replaced_default": {"previous": "runc2"}}"#,
+    )
+    .unwrap();
+    ok(
+        docker_install(&config, &["--runtime-name", "weave2", "--set-as-default"]),
+        "install weave2",
+    );
+    ok(uninstall_docker(&config, "weave2"), "uninstall weave2");
+    ok(uninstall_docker(&config, "weave"), "uninstall weave");
+    assert_eq!(
+        fs::read_to_string(&config).unwrap(),
+        "{\n  \"default-runtime\": \"runc2\"\n}\n"
+    );
+}
+
+/// A process of our own standing in for dockerd: its comm is `dockerd`, it reads the test's
+/// daemon.json (`--config-file`), and it records every SIGHUP. On SIGHUP it "loads" the view
+/// that the stand-in `docker` CLI (first in PATH) then reports, as `docker info` would.
+struct FakeDockerd {
+    dir: tempfile::TempDir,
+    child: std::process::Child,
+}
+
+impl FakeDockerd {
+    fn start(config: &Path, view_after_reload: &str) -> FakeDockerd {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("dockerd");
+        fs::write(
+            &script,
+            "#!/bin/sh\nd=$(dirname \"$0\")\n\
+             trap 'echo hup >> \"$d/hups\"; cp \"$d/view-after-reload\" \"$d/view\"' HUP\n\
+             echo ready > \"$d/ready\"\nwhile :; do sleep 1 & wait $!; done\n",
+        )
+        .unwrap();
+        let docker = dir.path().join("docker");
+        // The view is two lines, the answers to `{{json .Runtimes}}` and `{{json .DefaultRuntime}}`.
+        fs::write(
+            &docker,
+            "#!/bin/sh\nv=\"$(dirname \"$0\")/view\"\n\
+             case \"$*\" in *DefaultRuntime*) cat \"$v\";; *) head -n 1 \"$v\";; esac\n",
+        )
+        .unwrap();
+        for exe in [&script, &docker] {
+            fs::set_permissions(exe, fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        fs::write(
+            dir.path().join("view"),
+            r#"{"runc":{"path":"runc"}}
+"runc""#,
+        )
+        .unwrap();
+        fs::write(dir.path().join("view-after-reload"), view_after_reload).unwrap();
+        let child = Command::new(&script)
+            .arg("--config-file")
+            .arg(config)
+            .spawn()
+            .unwrap();
+        fs::write(dir.path().join("docker.pid"), child.id().to_string()).unwrap();
+        let ready = dir.path().join("ready");
+        for _ in 0..200 {
+            if ready.exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(ready.exists(), "the stand-in dockerd did not start");
+        FakeDockerd { dir, child }
+    }
+
+    /// SIGHUPs received; waits a moment first, since a signal is handled after kill(2) returns.
+    fn hups(&self) -> usize {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        fs::read_to_string(self.dir.path().join("hups"))
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    }
+
+    fn set_view(&self, view: &str) {
+        fs::write(self.dir.path().join("view"), view).unwrap();
+    }
+
+    /// weave-setup with `--reload` aimed at this process, the stand-in docker CLI first in PATH.
+    fn weave_setup(&self, args: &[&str]) -> Output {
+        let path = format!(
+            "{}:{}",
+            self.dir.path().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        Command::new(BIN)
+            .args(args)
+            .arg("--reload")
+            .arg("--pidfile")
+            .arg(self.dir.path().join("docker.pid"))
+            .env("PATH", path)
+            .env_remove("DOCKER_HOST")
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for FakeDockerd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn second_identical_install_does_not_signal_dockerd() {
+    let (dir, config) = setup_with(RICH);
+    let loaded = r#"{"runc":{"path":"runc"},"weave":{"path":"/x"}}
+"weave""#;
+    let dockerd = FakeDockerd::start(&config, loaded);
+    let cfg = config.to_str().unwrap();
+    let install = [
+        "docker",
+        "--config",
+        cfg,
+        "--runtime-path",
+        RUNTIME,
+        "--set-as-default",
+    ];
+    ok(dockerd.weave_setup(&install), "first install");
+    assert_eq!(dockerd.hups(), 1, "the first install reloads dockerd");
+
+    let before = snapshot(dir.path());
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let out = ok(dockerd.weave_setup(&install), "second install");
+    assert_eq!(dockerd.hups(), 1, "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("not reloaded"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(snapshot(dir.path()), before);
+
+    // dockerd restarted without the runtime loaded (say, an install made without --reload):
+    // the same, unchanged install with --reload does reload it.
+    dockerd.set_view(
+        r#"{"runc":{"path":"runc"}}
+"runc""#,
+    );
+    ok(dockerd.weave_setup(&install), "install when dockerd lags");
+    assert_eq!(dockerd.hups(), 2);
+}
+
+#[test]
+fn second_uninstall_does_not_signal_dockerd() {
+    let (_dir, config) = setup_with(RICH);
+    let cfg = config.to_str().unwrap();
+    ok(docker_install(&config, &[]), "install");
+    let dockerd = FakeDockerd::start(
+        &config,
+        r#"{"runc":{"path":"runc"}}
+"runc""#,
+    );
+    dockerd.set_view(
+        r#"{"runc":{"path":"runc"},"weave":{"path":"/x"}}
+"runc""#,
+    );
+    ok(
+        dockerd.weave_setup(&["uninstall", "docker", "--config", cfg]),
+        "uninstall",
+    );
+    assert_eq!(dockerd.hups(), 1);
+    ok(
+        dockerd.weave_setup(&["uninstall", "docker", "--config", cfg]),
+        "second uninstall",
+    );
+    assert_eq!(dockerd.hups(), 1);
+    assert_eq!(fs::read_to_string(&config).unwrap(), RICH);
+}
+
+/// How a dry-run/real-run pair is run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RunAs {
+    Root,
+    /// With the directory bind-mounted read-only (in a private mount namespace).
+    ReadOnlyDir,
+    /// As user nobody, who cannot write the directory.
+    Nobody,
+}
+
+struct ParityCase {
+    name: &'static str,
+    uninstall: bool,
+    /// daemon.json's path inside the test directory.
+    config: &'static str,
+    daemon_json: Option<&'static str>,
+    record: Option<&'static str>,
+    backup_is_a_directory: bool,
+    args: &'static [&'static str],
+    run_as: RunAs,
+    succeeds: bool,
+}
+
+const PARITY_CASE: ParityCase = ParityCase {
+    name: "",
+    uninstall: false,
+    config: "daemon.json",
+    daemon_json: Some(RICH),
+    record: None,
+    backup_is_a_directory: false,
+    args: &[],
+    run_as: RunAs::Root,
+    succeeds: true,
+};
+
+const INSTALLED: &str = r#"{"runtimes": {"weave": {"path": "/opt/weave/bin/weave-runtime"}}}"#;
+
+fn parity_cases() -> Vec<ParityCase> {
+    vec![
+        ParityCase {
+            name: "new runtime",
+            ..PARITY_CASE
+        },
+        ParityCase {
+            name: "set as default",
+            args: &["--set-as-default"],
+            ..PARITY_CASE
+        },
+        ParityCase {
+            name: "no daemon.json yet",
+            daemon_json: None,
+            ..PARITY_CASE
+        },
+        ParityCase {
+            name: "directory missing",
+            config: "etc/docker/daemon.json",
+            daemon_json: None,
+            succeeds: false,
+            ..PARITY_CASE
+        },
+        ParityCase {
+            name: "invalid JSON",
+            daemon_json: Some("{,}"),
+            succeeds: false,
+            ..PARITY_CASE
+        },
+        ParityCase {
+            name: "top level not an object",
+            daemon_json: Some("[]"),
+            succeeds: false,
+            ..PARITY_CASE
+        },
+        ParityCase {
+            name: "default-runtime not a string",
+            daemon_json: Some(r#"{"default-runtime": 3}"#),
+            args: &["--set-as-default"],
+            succeeds: false,
+            ..PARITY_CASE
+        },
+        ParityCase {
+            name: "conflicting runtime",
+            daemon_json: Some(r#"{"runtimes": {"weave": {"path": "/other"}}}"#),
+            succeeds: false,
+            ..PARITY_CASE
+        },
+        ParityCase {
+            name: "conflicting runtime, --force",
+            daemon_json: Some(r#"{"runtimes": {"weave": {"path": "/other"}}}"#),
+            args: &["--force"],
+            ..PARITY_CASE
+        },
+        ParityCase {
+            name: "record not JSON",
+            record: Some("not json"),
+            succeeds: false,
+            ..PARITY_CASE
+        },
+        ParityCase {
+            name: "record of another shape",
+            record: Some(r#"{"installs": 3}"#),
+            succeeds: false,
+            ..PARITY_CASE
+        },
+        ParityCase {
+            name: "backup path is a directory",
+            backup_is_a_directory: true,
+            succeeds: false,
+            ..PARITY_CASE
+        },
+        ParityCase {
+            name: "--reload without a running dockerd",
+            args: &["--reload"],
+            succeeds: false,
+            ..PARITY_CASE
+        },
+        ParityCase {
+            name: "read-only directory",
+            run_as: RunAs::ReadOnlyDir,
+            succeeds: false,
+            ..PARITY_CASE
+        },
+        ParityCase {
+            name: "read-only directory, already installed",
+            daemon_json: Some(INSTALLED),
+            run_as: RunAs::ReadOnlyDir,
+            ..PARITY_CASE
+        },
+        ParityCase {
+            name: "directory not writable by the user",
+            run_as: RunAs::Nobody,
+            succeeds: false,
+            ..PARITY_CASE
+        },
+        ParityCase {
+            name: "uninstall",
+            uninstall: true,
+            daemon_json: Some(INSTALLED),
+            ..PARITY_CASE
+        },
+        ParityCase {
+            name: "uninstall of nothing",
+            uninstall: true,
+            ..PARITY_CASE
+        },
+        ParityCase {
+            name: "uninstall, invalid JSON",
+            uninstall: true,
+            daemon_json: Some("{,}"),
+            succeeds: false,
+            ..PARITY_CASE
+        },
+        ParityCase {
+            name: "uninstall, record not JSON",
+            uninstall: true,
+            daemon_json: Some(INSTALLED),
+            record: Some("not json"),
+            succeeds: false,
+            ..PARITY_CASE
+        },
+        ParityCase {
+            name: "uninstall, read-only directory",
+            uninstall: true,
+            daemon_json: Some(INSTALLED),
+            run_as: RunAs::ReadOnlyDir,
+            succeeds: false,
+            ..PARITY_CASE
+        },
+        ParityCase {
+            name: "uninstall of nothing, read-only directory",
+            uninstall: true,
+            run_as: RunAs::ReadOnlyDir,
+            ..PARITY_CASE
+        },
+        ParityCase {
+            name: "uninstall, --reload without a running dockerd",
+            uninstall: true,
+            daemon_json: Some(INSTALLED),
+            args: &["--reload"],
+            succeeds: false,
+            ..PARITY_CASE
+        },
+    ]
+}
+
+/// Runs `case` in a fresh directory; returns the output and whether a dry run left the
+/// directory exactly as it was.
+fn run_parity_case(case: &ParityCase, dry_run: bool) -> (Output, bool) {
+    let dir = tempfile::tempdir().unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let config = dir.path().join(case.config);
+    if let Some(contents) = case.daemon_json {
+        fs::write(&config, contents).unwrap();
+    }
+    if let Some(contents) = case.record {
+        fs::write(dir.path().join("daemon.json.weave-state"), contents).unwrap();
+    }
+    if case.backup_is_a_directory {
+        fs::create_dir(dir.path().join("daemon.json.weave-backup")).unwrap();
+    }
+    // nobody must be able to run it: the build directory may not be open to everyone.
+    let bin = dir.path().join("weave-setup");
+    fs::copy(BIN, &bin).unwrap();
+
+    let mut args: Vec<&str> = if case.uninstall {
+        vec!["uninstall", "docker"]
+    } else {
+        vec!["docker", "--runtime-path", RUNTIME]
+    };
+    args.extend(["--config", config.to_str().unwrap()]);
+    args.extend(["--pidfile", "/nonexistent/docker.pid"]);
+    args.extend(case.args);
+    if dry_run {
+        args.push("--dry-run");
+    }
+
+    let before = snapshot(dir.path());
+    let mut command = match case.run_as {
+        RunAs::Root | RunAs::Nobody => Command::new(&bin),
+        RunAs::ReadOnlyDir => {
+            let mut unshare = Command::new("unshare");
+            unshare
+                .args(["--mount", "--propagation", "private", "sh", "-c"])
+                .arg(r#"mount --bind -o ro "$1" "$1" && shift && exec "$@""#)
+                .arg("sh")
+                .arg(dir.path())
+                .arg(&bin);
+            unshare
+        }
+    };
+    command.args(&args).env_remove("DOCKER_HOST");
+    if case.run_as == RunAs::Nobody {
+        command.uid(65534).gid(65534);
+    }
+    let out = command.output().unwrap();
+    (out, snapshot(dir.path()) == before)
+}
+
+#[test]
+fn dry_run_fails_exactly_when_the_real_run_fails() {
+    let root = require_root("dry_run_fails_exactly_when_the_real_run_fails");
+    let mut mismatches = Vec::new();
+    for case in parity_cases() {
+        if case.run_as != RunAs::Root && !root {
+            continue;
+        }
+        let (dry, untouched) = run_parity_case(&case, true);
+        let (real, _) = run_parity_case(&case, false);
+        assert!(untouched, "{}: the dry run changed files", case.name);
+        if real.status.success() != case.succeeds {
+            mismatches.push(format!(
+                "{}: real run exit {:?}, expected success: {} ({})",
+                case.name,
+                real.status.code(),
+                case.succeeds,
+                text(&real.stderr).trim()
+            ));
+        }
+        if dry.status.code() != real.status.code() {
+            mismatches.push(format!(
+                "{}: dry run exit {:?} ({}), real run exit {:?} ({})",
+                case.name,
+                dry.status.code(),
+                text(&dry.stderr).trim(),
+                real.status.code(),
+                text(&real.stderr).trim()
+            ));
+        }
+    }
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+}

@@ -238,3 +238,56 @@ fn reload_makes_a_running_dockerd_use_the_runtime_and_uninstall_reload_drops_it(
         "the same dockerd must still run: reloaded, not restarted"
     );
 }
+
+/// A second identical `docker --reload` (and `uninstall docker --reload`) leaves dockerd
+/// alone; dockerd logs every SIGHUP it gets at level info.
+#[test]
+fn repeated_install_and_uninstall_reload_dockerd_only_once() {
+    let test = "repeated_install_and_uninstall_reload_dockerd_only_once";
+    if !prerequisites(test) {
+        return;
+    }
+    let host = TestHost::new();
+    let weave = Weave::new();
+    let dir = Dockerd::new_dir();
+    let config = Dockerd::config_path(dir.path());
+    let original = "{\n  \"log-level\": \"info\"\n}\n";
+    fs::write(&config, original).unwrap();
+    let dockerd = Dockerd::start_with_config(&host, dir);
+    let reloads = || {
+        // A signal is handled after kill(2) returns: give a stray one time to show up.
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        dockerd
+            .log()
+            .matches("Got signal to reload configuration")
+            .count()
+    };
+    let default_runtime = || dockerd.ok(&["info", "--format", "{{.DefaultRuntime}}"]);
+
+    let mut install = reload_flags(&dockerd);
+    install.push("--set-as-default".into());
+    succeeded(&weave.setup_docker(&config, &install), "first install");
+    assert_eq!(reloads(), 1, "{}", dockerd.log());
+    assert_eq!(default_runtime().trim(), "weave");
+    let stdout = succeeded(&weave.setup_docker(&config, &install), "second install");
+    assert!(stdout.contains("not reloaded"), "{stdout}");
+    assert_eq!(reloads(), 1, "{}", dockerd.log());
+
+    let mut uninstall = vec!["uninstall".to_string(), "docker".into(), "--config".into()];
+    uninstall.push(config.display().to_string());
+    uninstall.extend(reload_flags(&dockerd));
+    let run_uninstall = || {
+        Command::new(bin("weave-setup"))
+            .args(&uninstall)
+            .output()
+            .unwrap()
+    };
+    succeeded(&run_uninstall(), "first uninstall");
+    assert_eq!(reloads(), 2, "{}", dockerd.log());
+    assert_eq!(default_runtime().trim(), "runc");
+    assert!(!dockerd.runtimes().contains("weave"));
+    let stdout = succeeded(&run_uninstall(), "second uninstall");
+    assert!(stdout.contains("not reloaded"), "{stdout}");
+    assert_eq!(reloads(), 2, "{}", dockerd.log());
+    assert_eq!(fs::read_to_string(&config).unwrap(), original);
+}
