@@ -48,6 +48,8 @@ pub enum StoreError {
         "no free address left in {0}; stop containers, or run `weave-hook gc` if some were killed"
     )]
     SubnetFull(Ipv4Net),
+    #[error("address {0} is kept by weave itself (weave DNS's address on the bridge); choose another one")]
+    Reserved(Ipv4Addr),
     #[error("record {0} is corrupt ({1}); `weave-hook gc` skips it, remove it once its container is gone")]
     Corrupt(PathBuf, String),
 }
@@ -183,7 +185,9 @@ impl Store {
     /// Reserves the requested addresses for a container and records it.
     ///
     /// `DefaultRange` requests allocate from `default_range`, whose first host address is
-    /// kept for weave itself (the bridge's own address). A previous record of the same id is
+    /// kept for weave itself. The addresses of `kept` (weave DNS's, in whatever subnet) are
+    /// never handed out, by allocation in any subnet or on request: a container holding one
+    /// would answer, with arp_notify, for the service every container relies on. A previous record of the same id is
     /// replaced: its container is gone (runtimes do not reuse a live id); its addresses are
     /// preferred, as are those it had at its last detach, and those it held that the new
     /// request does not ask for are released.
@@ -192,7 +196,14 @@ impl Store {
         holder: &Holder,
         requests: &[AddrRequest],
         default_range: Ipv4Net,
+        kept: &[Ipv4Addr],
     ) -> Result<Reserved, StoreError> {
+        if let Some(net) = requests.iter().find_map(|r| match r {
+            AddrRequest::Exact(net) if kept.contains(&net.addr()) => Some(net),
+            _ => None,
+        }) {
+            return Err(StoreError::Reserved(net.addr()));
+        }
         let id = holder.id;
         let _lock = self.lock()?;
         let stale = self.read_record(id)?;
@@ -205,8 +216,12 @@ impl Store {
         let result = requests.iter().try_for_each(|req| {
             let net = match *req {
                 AddrRequest::Exact(net) => self.claim_exact(id, net).map(|()| net)?,
-                AddrRequest::Allocate(subnet) => self.allocate(id, subnet, false, &preferred)?,
-                AddrRequest::DefaultRange => self.allocate(id, default_range, true, &preferred)?,
+                AddrRequest::Allocate(subnet) => {
+                    self.allocate(id, Pool::new(subnet, false), kept, &preferred)?
+                }
+                AddrRequest::DefaultRange => {
+                    self.allocate(id, Pool::new(default_range, true), kept, &preferred)?
+                }
             };
             claimed.push(net);
             Ok(())
@@ -399,11 +414,11 @@ impl Store {
     fn allocate(
         &self,
         id: &ContainerId,
-        subnet: Ipv4Net,
-        keep_first: bool,
+        pool: Pool,
+        kept: &[Ipv4Addr],
         preferred: &[Ipv4Addr],
     ) -> Result<Ipv4Net, StoreError> {
-        let pool = Pool::new(subnet, keep_first);
+        let subnet = pool.subnet;
         let hint = preferred
             .iter()
             .find(|ip| pool.contains(**ip))
@@ -412,6 +427,9 @@ impl Store {
         let net = |ip| Ipv4Net::new(ip, subnet.prefix_len()).expect("prefix from a valid net");
         for step in 0..pool.size {
             let ip = pool.nth((hint + step) % pool.size);
+            if kept.contains(&ip) {
+                continue;
+            }
             match self.try_claim(ip, id)? {
                 Claim::Claimed => return Ok(net(ip)),
                 Claim::Taken(Some(owner)) if owner == *id => return Ok(net(ip)),
@@ -546,6 +564,7 @@ enum Claim {
 /// The allocatable addresses of a subnet: no network or broadcast address, and with
 /// `keep_first` not the first host address either.
 struct Pool {
+    subnet: Ipv4Net,
     first: u32,
     size: u64,
 }
@@ -556,6 +575,7 @@ impl Pool {
         let hosts = (1u64 << (32 - subnet.prefix_len())) - 2;
         let skip = u64::from(keep_first).min(hosts - 1);
         Self {
+            subnet,
             first: network + 1 + skip as u32,
             size: hosts - skip,
         }
@@ -618,7 +638,7 @@ mod tests {
         reqs: &[AddrRequest],
     ) -> Result<Record, StoreError> {
         store
-            .reserve(&holder(&id(c), owner), reqs, net(RANGE))
+            .reserve(&holder(&id(c), owner), reqs, net(RANGE), &[])
             .map(|r| r.record)
     }
 
@@ -677,14 +697,53 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let small = net("10.40.0.0/30");
         let r = store
-            .reserve(&holder(&id("a"), me()), &[AddrRequest::DefaultRange], small)
+            .reserve(
+                &holder(&id("a"), me()),
+                &[AddrRequest::DefaultRange],
+                small,
+                &[],
+            )
             .unwrap()
             .record;
         assert_eq!(r.addrs, vec![net("10.40.0.2/30")]);
         let err = store
-            .reserve(&holder(&id("b"), me()), &[AddrRequest::DefaultRange], small)
+            .reserve(
+                &holder(&id("b"), me()),
+                &[AddrRequest::DefaultRange],
+                small,
+                &[],
+            )
             .unwrap_err();
         assert!(matches!(err, StoreError::SubnetFull(_)));
+    }
+
+    #[test]
+    fn kept_addresses_are_never_handed_out_in_any_subnet() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        // weave DNS at 10.47.0.1 with the range 10.47.0.0/16; a container asks net: for the
+        // /30 that holds it.
+        let dns: Ipv4Addr = "10.47.0.1".parse().unwrap();
+        let subnet = net("10.47.0.0/30");
+        let reserve = |c: &str, req: AddrRequest| {
+            store
+                .reserve(&holder(&id(c), me()), &[req], net("10.47.0.0/16"), &[dns])
+                .map(|r| r.record.addrs)
+        };
+        assert_eq!(
+            reserve("a", AddrRequest::Allocate(subnet)).unwrap(),
+            vec![net("10.47.0.2/30")]
+        );
+        assert!(matches!(
+            reserve("b", AddrRequest::Allocate(subnet)),
+            Err(StoreError::SubnetFull(_))
+        ));
+        let err = reserve("c", AddrRequest::Exact(net("10.47.0.1/24"))).unwrap_err();
+        assert!(
+            matches!(err, StoreError::Reserved(ip) if ip == dns),
+            "{err}"
+        );
+        assert!(!dir.path().join("addrs/10.47.0.1").exists());
     }
 
     #[test]
@@ -805,6 +864,7 @@ mod tests {
                             &holder(&id(&format!("c{i}")), me()),
                             &[AddrRequest::Allocate(subnet)],
                             net(RANGE),
+                            &[],
                         )
                         .unwrap()
                         .record
@@ -831,7 +891,7 @@ mod tests {
             ..holder(&c, me())
         };
         store
-            .reserve(&holder, &[AddrRequest::DefaultRange], net(RANGE))
+            .reserve(&holder, &[AddrRequest::DefaultRange], net(RANGE), &[])
             .unwrap();
         assert_eq!(store.records().unwrap().records[0].names, names);
         // A record written before names existed.
@@ -884,6 +944,7 @@ mod tests {
                 &holder(&id("a"), me()),
                 &[AddrRequest::Exact(net("10.3.0.5/24"))],
                 net(RANGE),
+                &[],
             )
             .unwrap();
         assert_eq!(again.previous.unwrap().addrs.len(), 2);

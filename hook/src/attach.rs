@@ -29,7 +29,6 @@ pub fn attach(settings: &Settings, state: &State) -> Result<Option<Record>> {
         return Ok(None);
     };
     let pid = state.pid.ok_or(Error::NoPid)?;
-    dns::check_requests(&request.addrs, settings.dns_addr())?;
     // Only a weave DNS container's config.json is read for its hostname, so plain attaches
     // stay as fast as they were.
     let (dns_addr, names) = match request.dns {
@@ -55,7 +54,10 @@ pub fn attach(settings: &Settings, state: &State) -> Result<Option<Record>> {
         owner: Some(owner),
         names: &names,
     };
-    let reserved = store.reserve(&holder, &request.addrs, settings.ipalloc_range)?;
+    // Weave DNS's address is kept whether or not this container asks for DNS: another one
+    // on the bridge may.
+    let kept = [settings.dns_addr().addr()];
+    let reserved = store.reserve(&holder, &request.addrs, settings.ipalloc_range, &kept)?;
     failpoint::hit("reserved");
     let record = &reserved.record;
     let mut created = None;

@@ -16,7 +16,6 @@ use ipnet::Ipv4Net;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use thiserror::Error;
-use weave_core::cidr::AddrRequest;
 use weave_core::dns::NamesError;
 use weave_core::dns_instance::{lock_held, open_lock, read_pid};
 use weave_core::layout::StateDir;
@@ -34,8 +33,6 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(2);
 pub enum DnsError {
     #[error(transparent)]
     Names(#[from] NamesError),
-    #[error("address {0} is weave DNS's address (--dns-addr); choose another one")]
-    AddressIsDns(Ipv4Addr),
     #[error("{0} does not exist; install weave-dns next to weave-hook or pass --dns-server-path")]
     ServerMissing(PathBuf),
     #[error("cannot start {0}: {1}")]
@@ -56,17 +53,6 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Dns
         op,
         path: path.to_path_buf(),
         source,
-    }
-}
-
-/// Refuses an explicit request for weave DNS's own address, which the bridge carries.
-pub fn check_requests(requests: &[AddrRequest], dns: Ipv4Net) -> Result<(), DnsError> {
-    match requests
-        .iter()
-        .find(|r| matches!(r, AddrRequest::Exact(net) if net.addr() == dns.addr()))
-    {
-        Some(_) => Err(DnsError::AddressIsDns(dns.addr())),
-        None => Ok(()),
     }
 }
 
@@ -235,18 +221,6 @@ mod tests {
                 "10.32.0.9/12".parse().unwrap()
             ],
             dns
-        ));
-    }
-
-    #[test]
-    fn the_dns_address_cannot_be_asked_for() {
-        let dns: Ipv4Net = "10.32.0.1/12".parse().unwrap();
-        let exact = |s: &str| AddrRequest::Exact(s.parse().unwrap());
-        assert!(check_requests(&[exact("10.32.0.2/12")], dns).is_ok());
-        assert!(check_requests(&[AddrRequest::DefaultRange], dns).is_ok());
-        assert!(matches!(
-            check_requests(&[exact("10.32.0.1/24")], dns),
-            Err(DnsError::AddressIsDns(_))
         ));
     }
 

@@ -648,3 +648,32 @@ fn a_corrupt_record_is_skipped_by_gc_ps_and_reset() {
     assert!(stderr.contains(&bad), "reset names the file: {stderr}");
     assert!(!host_links().contains(": weave:"));
 }
+
+#[test]
+fn weave_dns_address_is_never_allocated_to_a_container() {
+    if !root_or_skip("weave_dns_address_is_never_allocated_to_a_container") {
+        return;
+    }
+    private_host();
+    let dir = tempfile::tempdir().unwrap();
+    let s = Settings {
+        ipalloc_range: "10.47.0.0/16".parse().unwrap(),
+        ..settings(dir.path())
+    };
+    // weave DNS is 10.47.0.1 (the range's first host); a /30 holding it has one other host.
+    let a = Container::start("first");
+    let record = attach(&s, &a.state("net:10.47.0.0/30")).unwrap().unwrap();
+    assert_eq!(record.addrs, vec!["10.47.0.2/30".parse().unwrap()]);
+    let b = Container::start("second");
+    let err = attach(&s, &b.state("net:10.47.0.0/30"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("no free address left in 10.47.0.0/30"),
+        "{err}"
+    );
+    let err = attach(&s, &b.state("10.47.0.1/16"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("kept by weave itself"), "{err}");
+}
