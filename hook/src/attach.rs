@@ -139,6 +139,14 @@ fn wire(
         )))?,
     };
     *created = Some(index);
+    // A bridge port has no use for IPv6: without an address of its own (and before ethwe
+    // is up, so before it has a carrier) it never gets one, and no container reaches the
+    // host on it.
+    host.no_ipv6_addresses(index)
+        .map_err(Error::netlink(format!(
+            "turn IPv6 addresses off on {}",
+            record.veth
+        )))?;
     failpoint::hit("veth");
     store.set_veth_index(target.id, index)?;
     let dns_route = dns_addr

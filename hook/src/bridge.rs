@@ -43,10 +43,27 @@ fn check_owner(host: &mut Netlink, link: &Link, settings: &Settings) -> Result<(
         }),
         None => {
             tracing::info!(bridge = %link.name, alias = %ours, "marking the bridge as this state directory's");
+            no_ipv6(&link.name)?;
             host.set_alias(link.index, &ours)
                 .map_err(Error::netlink(format!("mark bridge {} as ours", link.name)))
         }
     }
+}
+
+/// Until weave speaks IPv6, the bridge does not: no address (so no link-local address a
+/// container could reach the host on), and no router advertisement from a container
+/// accepted (one would give the host a default route and an address through the bridge).
+/// Done once, when weave-hook first marks the bridge as its own (the mark comes last).
+fn no_ipv6(bridge: &str) -> Result<()> {
+    for (name, value) in [("accept_ra", "0"), ("autoconf", "0"), ("disable_ipv6", "1")] {
+        let path = format!("/proc/sys/net/ipv6/conf/{bridge}/{name}");
+        match fs::write(&path, value) {
+            // A kernel without IPv6 has nothing to turn off.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            other => other.map_err(Error::io(format!("write {path}")))?,
+        }
+    }
+    Ok(())
 }
 
 /// Makes sure the bridge exists and is up; returns its index. Concurrent first attaches

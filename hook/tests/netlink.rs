@@ -677,3 +677,59 @@ fn weave_dns_address_is_never_allocated_to_a_container() {
         .to_string();
     assert!(err.contains("kept by weave itself"), "{err}");
 }
+
+/// A router advertisement for 2001:db8:47::/64 (autonomous), sent from inside the container
+/// to all nodes through ethwe, as any container with CAP_NET_RAW (Docker's default) can.
+const SEND_RA: &str = r#"
+import socket, struct
+s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
+ra = struct.pack("!BBHBBHII", 134, 0, 0, 64, 0, 1800, 0, 0)
+prefix = struct.pack("!BBBBIII16s", 3, 4, 64, 0xC0, 86400, 14400, 0,
+                     socket.inet_pton(socket.AF_INET6, "2001:db8:47::"))
+for _ in range(3):
+    s.sendto(ra + prefix, ("ff02::1", 0, 0, socket.if_nametoindex("ethwe")))
+"#;
+
+#[test]
+fn router_advertisements_from_a_container_do_not_configure_the_host() {
+    if !root_or_skip("router_advertisements_from_a_container_do_not_configure_the_host") {
+        return;
+    }
+    private_host();
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(dir.path());
+    let c = Container::start("advertiser");
+    attach(&s, &c.state("10.2.0.60/24")).unwrap();
+    // ethwe's own link-local address must be usable (past DAD, ~1 s) to send from.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !c.run("ip -6 addr show dev ethwe").contains("scope link \n")
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let veth = host_veth_name(&c.id);
+    let out = Command::new("nsenter")
+        .args(["-t", &c.pid().to_string(), "-n", "python3", "-c", SEND_RA])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(
+        sh("ip -6 route show default"),
+        "",
+        "no default route from the RA"
+    );
+    assert!(
+        !sh("ip -6 addr").contains("2001:db8:47"),
+        "{}",
+        sh("ip -6 addr")
+    );
+    // Neither the bridge nor the host veth has an IPv6 address a container could reach.
+    assert_eq!(sh("ip -6 addr show dev weave"), "");
+    assert_eq!(sh(&format!("ip -6 addr show dev {veth}")), "");
+}
