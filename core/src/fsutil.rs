@@ -5,12 +5,60 @@
 //! or the new content, never a mix, and nobody can plant a link where the temporary file
 //! will be. On failure the temporary file is removed and the target is untouched.
 
-use std::fs::{File, Permissions};
+use std::fs::{DirBuilder, File, Permissions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{fchown, MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::path::Path;
+use std::os::unix::fs::{fchown, DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
 
 use crate::layout::TEMP_PREFIX;
+
+/// Why a directory of the state directory is not trusted.
+#[derive(Debug, Error)]
+pub enum DirError {
+    #[error("cannot create directory {0}: {1}")]
+    Create(PathBuf, #[source] io::Error),
+    #[error("{path} {why}; weave keeps its state only in a directory that root alone can change (remove it, or choose another --state-dir)")]
+    Untrusted { path: PathBuf, why: String },
+}
+
+/// Creates `path` (and missing parents) mode 0700 if needed, then checks that it is a real
+/// directory (not a symbolic link), owned by this process's user, and writable by nobody
+/// else: a state directory someone else can change would let them plant links where weave
+/// writes as root, or forge records and reservations.
+pub fn ensure_private_dir(path: &Path) -> Result<(), DirError> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(|e| DirError::Create(path.to_path_buf(), e))?;
+    let untrusted = |why: String| DirError::Untrusted {
+        path: path.to_path_buf(),
+        why,
+    };
+    let meta = std::fs::symlink_metadata(path).map_err(|e| untrusted(e.to_string()))?;
+    if meta.file_type().is_symlink() {
+        return Err(untrusted("is a symbolic link".into()));
+    }
+    if !meta.is_dir() {
+        return Err(untrusted("is not a directory".into()));
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(untrusted(format!(
+            "is owned by uid {}, not {me}",
+            meta.uid()
+        )));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(untrusted(format!(
+            "is writable by its group or others (mode {:o})",
+            meta.mode() & 0o7777
+        )));
+    }
+    Ok(())
+}
 
 /// How [`write_atomic`] writes.
 #[derive(Debug, Clone, Copy)]
@@ -122,6 +170,34 @@ mod tests {
         assert!(write_atomic(&path, b"x", &WriteOptions::STATE).is_err());
         assert!(path.is_dir());
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn private_dirs_are_made_0700_and_others_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("a/b");
+        ensure_private_dir(&state).unwrap();
+        assert_eq!(
+            fs::metadata(&state).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        ensure_private_dir(&state).unwrap();
+        fs::set_permissions(&state, Permissions::from_mode(0o770)).unwrap();
+        let err = ensure_private_dir(&state).unwrap_err().to_string();
+        assert!(
+            err.contains("writable by its group or others (mode 770)"),
+            "{err}"
+        );
+        fs::set_permissions(&state, Permissions::from_mode(0o700)).unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&state, &link).unwrap();
+        let err = ensure_private_dir(&link).unwrap_err().to_string();
+        assert!(err.contains("is a symbolic link"), "{err}");
+        if nix::unistd::geteuid().is_root() {
+            std::os::unix::fs::chown(&state, Some(65534), None).unwrap();
+            let err = ensure_private_dir(&state).unwrap_err().to_string();
+            assert!(err.contains("is owned by uid 65534"), "{err}");
+        }
     }
 
     #[test]

@@ -26,6 +26,9 @@ pub fn init(level: Level, quiet: &[&str]) {
             .with(
                 tracing_subscriber::fmt::layer()
                     .with_writer(std::io::stderr)
+                    // Colour codes only for a person at a terminal, never into a log file
+                    // (weave-dns's dns.log) or a runtime's pipe.
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                     .with_target(false),
             )
             .init(),

@@ -7,10 +7,10 @@
 //! record whose process is gone: `collect_garbage` removes both.
 
 use std::collections::HashSet;
-use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::net::Ipv4Addr;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -52,6 +52,8 @@ pub enum StoreError {
     Reserved(Ipv4Addr),
     #[error("record {0} is corrupt ({1}); `weave-hook gc` skips it, remove it once its container is gone")]
     Corrupt(PathBuf, String),
+    #[error(transparent)]
+    Dir(#[from] fsutil::DirError),
 }
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
@@ -137,15 +139,12 @@ pub struct Store {
 pub struct Lock(#[allow(dead_code)] Flock<File>);
 
 impl Store {
-    /// A handle on the store under `root`, its directories created (mode 0700) when missing.
+    /// A handle on the store under `root`, its directories created (mode 0700) when missing
+    /// and refused when someone else could change them.
     pub fn open(root: &Path) -> Result<Self, StoreError> {
         let dir = StateDir::new(root);
         for path in dir.store_dirs() {
-            DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(&path)
-                .map_err(io_err("create directory", &path))?;
+            fsutil::ensure_private_dir(&path)?;
         }
         Ok(Self { dir })
     }

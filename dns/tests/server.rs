@@ -369,3 +369,19 @@ fn a_flood_of_malformed_packets_and_connections_leaves_it_serving() {
     let mut dns = dns;
     assert!(dns.child.try_wait().unwrap().is_none(), "weave-dns exited");
 }
+
+#[test]
+fn a_log_file_gets_no_colour_codes() {
+    let state = tempfile::tempdir().unwrap();
+    let log = state.path().join("dns.log");
+    let mut cmd = command(state.path(), Ipv4Addr::new(127, 53, 0, 6), None);
+    cmd.args(["--log-level", "debug"])
+        .stderr(std::fs::File::create(&log).unwrap());
+    let mut child = cmd.spawn().unwrap();
+    wait_until("weave-dns serves", || state.path().join("dns.pid").exists());
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.is_empty(), "debug logs something at start");
+    assert!(!text.contains('\u{1b}'), "colour codes in a file: {text:?}");
+}

@@ -733,3 +733,59 @@ fn router_advertisements_from_a_container_do_not_configure_the_host() {
     assert_eq!(sh("ip -6 addr show dev weave"), "");
     assert_eq!(sh(&format!("ip -6 addr show dev {veth}")), "");
 }
+
+#[test]
+fn a_state_dir_others_can_change_is_refused() {
+    if !root_or_skip("a_state_dir_others_can_change_is_refused") {
+        return;
+    }
+    private_host();
+    let base = tempfile::tempdir().unwrap();
+    let c = Container::start("trusting");
+    let attach_in = |dir: &Path| {
+        attach(&settings(dir), &c.state("10.2.0.70/24"))
+            .unwrap_err()
+            .to_string()
+    };
+    let open = base.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    sh(&format!("chmod 0777 {}", open.display()));
+    assert!(attach_in(&open).contains("writable by its group or others (mode 777)"));
+    let foreign = base.path().join("foreign");
+    std::fs::create_dir(&foreign).unwrap();
+    sh(&format!("chown 65534 {}", foreign.display()));
+    assert!(attach_in(&foreign).contains("is owned by uid 65534"));
+    // A sub-directory planted as a link to somewhere else.
+    let planted = base.path().join("planted");
+    std::fs::create_dir(&planted).unwrap();
+    std::os::unix::fs::symlink(base.path(), planted.join("addrs")).unwrap();
+    assert!(attach_in(&planted).contains("addrs is a symbolic link"));
+    assert!(!host_links().contains("vethwe"), "nothing was wired");
+}
+
+#[test]
+fn a_planted_dns_log_link_is_not_followed() {
+    if !root_or_skip("a_planted_dns_log_link_is_not_followed") {
+        return;
+    }
+    private_host();
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("elsewhere");
+    std::os::unix::fs::symlink(&target, dir.path().join("dns.log")).unwrap();
+    let mut s = settings(dir.path());
+    s.dns.server_path = Some("/bin/true".into());
+    let c = Container::start("dns-link");
+    let mut state = c.state("10.2.0.71/24");
+    state.annotations.insert("weave.dns".into(), "true".into());
+    let b = tempfile::tempdir().unwrap();
+    std::fs::write(b.path().join("config.json"), "{}").unwrap();
+    state.bundle = Some(b.path().to_path_buf());
+    let err = attach(&s, &state).unwrap_err().to_string();
+    assert!(err.contains("dns.log"), "{err}");
+    assert!(!target.exists(), "root created a file through the link");
+    assert!(Store::existing(dir.path())
+        .records()
+        .unwrap()
+        .records
+        .is_empty());
+}

@@ -5,7 +5,7 @@
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use weave_core::fsutil::{self, WriteOptions};
@@ -35,18 +35,16 @@ pub fn replace(path: &Path, contents: &[u8]) -> Result<(), WriteError> {
 }
 
 /// Creates or replaces a resolv.conf file (mode 0644: the container's processes read it),
-/// creating its directory (0700, as the rest of the state directory) if needed.
-pub fn create_resolv(path: &Path, contents: &[u8]) -> Result<(), WriteError> {
+/// creating its directory (0700, as the rest of the state directory) if needed, and refusing
+/// one that someone else could change.
+pub fn create_resolv(state_dir: &Path, path: &Path, contents: &[u8]) -> Result<(), WriteError> {
     let wrap = |source| WriteError {
         path: path.to_owned(),
         source,
     };
-    if let Some(dir) = path.parent() {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(wrap)?;
+    for dir in [Some(state_dir), path.parent()].into_iter().flatten() {
+        fsutil::ensure_private_dir(dir)
+            .map_err(|e| wrap(io::Error::new(io::ErrorKind::PermissionDenied, e)))?;
     }
     let options = WriteOptions {
         mode: 0o644,

@@ -99,7 +99,7 @@ fn prepare(target: &CreateTarget, settings: &Settings) -> Result<Option<PathBuf>
     }
     let written = match &plan.resolv {
         Some(r) => {
-            files::create_resolv(&r.path, r.contents.as_bytes())?;
+            files::create_resolv(settings.state_dir(), &r.path, r.contents.as_bytes())?;
             Some(r.path.clone())
         }
         None => None,

@@ -414,6 +414,21 @@ fn an_unsafe_container_id_is_refused() {
 }
 
 #[test]
+fn a_state_dir_others_can_change_is_refused() {
+    let mut config = docker_like(json!({"weave.dns": "true"}));
+    config["mounts"] = json!([]);
+    let f = Fixture::new(&config);
+    fs::create_dir(f.path("state")).unwrap();
+    fs::set_permissions(f.path("state"), fs::Permissions::from_mode(0o777)).unwrap();
+    assert_refused(
+        &f,
+        &strs(&f.create_args()),
+        "state is writable by its group or others (mode 777)",
+    );
+    assert!(!f.path("state/resolv").exists());
+}
+
+#[test]
 fn settings_the_hook_would_refuse_fail_the_create() {
     let f = Fixture::new(&docker_like(json!({"weave.cidr": "10.2.0.5/24"})));
     for (flag, why) in [
