@@ -198,6 +198,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_fifo_as_config_json_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("config.json");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        // Without O_NONBLOCK the open alone would wait for a writer forever.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let bundle = dir.path().to_path_buf();
+        std::thread::spawn(move || tx.send(BundleConfig::read(&bundle)).unwrap());
+        let got = rx
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .expect("the read returned");
+        assert!(matches!(got, Err(OciError::ConfigNotAFile(_))), "{got:?}");
+    }
+
+    #[test]
     fn runc_state() {
         let s = State::parse(br#"{"ociVersion":"1.0.2-dev","id":"t1","status":"creating","pid":2362,"bundle":"/tmp/b1","annotations":{"weave.cidr":"10.2.0.1/24"}}"#).unwrap();
         assert_eq!(s.id.as_str(), "t1");

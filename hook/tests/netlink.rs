@@ -789,3 +789,38 @@ fn a_planted_dns_log_link_is_not_followed() {
         .records
         .is_empty());
 }
+
+#[test]
+fn two_ids_with_one_veth_name_do_not_hurt_each_other() {
+    if !root_or_skip("two_ids_with_one_veth_name_do_not_hurt_each_other") {
+        return;
+    }
+    private_host();
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(dir.path());
+    // Found by search: FNV-1a of both ids agrees in the 36 bits the veth name keeps.
+    let first = Container::start("c119668");
+    let second = Container::start("c2231100");
+    assert_eq!(host_veth_name(&first.id), host_veth_name(&second.id));
+    attach(&s, &first.state("10.2.0.80/24")).unwrap();
+    let before = sh(&format!("ip -o link show {}", host_veth_name(&first.id)));
+    let err = attach(&s, &second.state("10.2.0.81/24"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("exists and is not this container's"), "{err}");
+    assert_eq!(
+        sh(&format!("ip -o link show {}", host_veth_name(&first.id))),
+        before,
+        "the first container's veth is untouched"
+    );
+    assert!(first.run("ip -o link show ethwe").contains(",UP"));
+    let ps: Vec<String> = Store::existing(dir.path())
+        .records()
+        .unwrap()
+        .records
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(ps, ["c119668"]);
+    assert!(!dir.path().join("addrs/10.2.0.81").exists());
+}
