@@ -1,10 +1,9 @@
 //! The weave bridge: created on first use, up, and passing its ports' traffic.
 
-use std::fs;
 use std::io;
 
 use crate::error::{Error, Result};
-use crate::firewall;
+use crate::firewall::{self, FirewallError, Kept, Recheck};
 use crate::netlink::Netlink;
 use crate::settings::Settings;
 use crate::store::Store;
@@ -46,53 +45,32 @@ pub fn ensure(host: &mut Netlink, settings: &Settings) -> Result<u32> {
     Ok(link.index)
 }
 
-/// Where the store remembers that this bridge's firewall rule is in place, so the common
-/// attach costs one file check instead of two iptables processes.
-fn firewall_marker(store: &Store, bridge: &str) -> std::path::PathBuf {
-    store.root().join(format!("firewall-{bridge}"))
-}
-
 /// Makes bridged traffic between the bridge's ports pass where the firewall sees it.
-pub fn ensure_forwarding(store: &Store, bridge: &str) -> Result<()> {
+/// The common attach costs one netlink request and no process (see `firewall`); `recheck`
+/// says when to verify with iptables anyway. No store lock is taken: iptables may wait.
+pub fn ensure_forwarding(store: &Store, bridge: &str, recheck: Recheck) -> Result<()> {
     // Checked on every attach: Docker may have started (and loaded br_netfilter) since.
     if !firewall::bridged_traffic_filtered() {
         return Ok(());
     }
-    let marker = firewall_marker(store, bridge);
-    if marker.exists() {
-        return Ok(());
+    match firewall::keep_accept(store.root(), bridge, recheck) {
+        Ok(Kept::Unchanged) => {}
+        Ok(kept) => tracing::info!(%bridge, ?kept, "bridged traffic accepted in FORWARD"),
+        // No iptables binary: then nothing can have installed iptables rules to drop it.
+        Err(FirewallError::Spawn(e)) if e.kind() == io::ErrorKind::NotFound => {
+            tracing::warn!("bridged traffic passes the firewall here, but iptables is not installed; not adding an ACCEPT rule");
+        }
+        Err(e) => return Err(e.into()),
     }
-    store.locked(|| {
-        if marker.exists() {
-            return Ok(());
-        }
-        match firewall::ensure_accept(bridge) {
-            Ok(added) => tracing::info!(%bridge, added, "bridged traffic accepted in FORWARD"),
-            // No iptables binary: then nothing can have installed iptables rules to drop it.
-            Err(firewall::FirewallError::Spawn(e)) if e.kind() == io::ErrorKind::NotFound => {
-                tracing::warn!("bridged traffic passes the firewall here, but iptables is not installed; not adding an ACCEPT rule");
-                return Ok(());
-            }
-            Err(e) => return Err(e.into()),
-        }
-        fs::write(&marker, b"").map_err(Error::io(format!("write {}", marker.display())))
-    })?
+    Ok(())
 }
 
 /// Removes the bridge's firewall rule and forgets it; used when the bridge goes away.
 pub fn remove_forwarding(store: &Store, bridge: &str) -> Result<()> {
-    store.locked(|| {
-        match firewall::remove_accept(bridge) {
-            Ok(n) => tracing::info!(%bridge, removed = n, "removed FORWARD rules"),
-            Err(firewall::FirewallError::Spawn(e)) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::from(e)),
-        }
-        let marker = firewall_marker(store, bridge);
-        match fs::remove_file(&marker) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                Err(Error::io(format!("remove {}", marker.display()))(e))
-            }
-            _ => Ok(()),
-        }
-    })?
+    match firewall::remove_accept(store.root(), bridge) {
+        Ok(n) => tracing::info!(%bridge, removed = n, "removed FORWARD rules"),
+        Err(FirewallError::Spawn(e)) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(())
 }

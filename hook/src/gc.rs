@@ -4,7 +4,9 @@ use std::fs;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
+use crate::bridge;
 use crate::error::{Error, Result};
+use crate::firewall::Recheck;
 use crate::netlink::Netlink;
 use crate::settings::{Settings, VETH_PREFIX};
 use crate::store::Store;
@@ -25,6 +27,7 @@ pub struct Report {
 /// a record is only stale once it is older than any create can take.
 const RESOLV_GRACE: Duration = Duration::from_secs(60);
 
+/// Also puts the bridge's firewall rule back when it is gone (see `firewall`).
 pub fn collect(settings: &Settings) -> Result<Report> {
     let mut host = Netlink::open().map_err(Error::netlink("open netlink socket"))?;
     // Links first, records second: attach writes its record before it creates its veth, so
@@ -69,6 +72,11 @@ pub fn collect(settings: &Settings) -> Result<Report> {
         {
             report.deleted_veths.push(veth);
         }
+    }
+    // The repair command: the rule may have gone with a firewall reload, whatever the
+    // marker says; checked last, so a failing iptables does not stop the cleanup above.
+    if bridge.is_some() {
+        bridge::ensure_forwarding(&store, &settings.bridge, Recheck::Always)?;
     }
     Ok(report)
 }

@@ -10,6 +10,7 @@ pub mod gc;
 pub mod logging;
 pub mod netlink;
 pub mod netns;
+pub mod nftgen;
 pub mod oci;
 pub mod options;
 pub mod privileges;
