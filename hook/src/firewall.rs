@@ -94,7 +94,11 @@ pub enum Kept {
 
 /// Keeps the ACCEPT rule for `bridge` at the top of FORWARD, running iptables only when
 /// `recheck` and the marker under `state_dir` say it may be needed.
-pub fn keep_accept(state_dir: &Path, bridge: &str, recheck: Recheck) -> Result<Kept, FirewallError> {
+pub fn keep_accept(
+    state_dir: &Path,
+    bridge: &str,
+    recheck: Recheck,
+) -> Result<Kept, FirewallError> {
     let marker = marker_path(state_dir, bridge);
     if recheck == Recheck::WhenChanged && Marker::read(&marker).is_current() {
         return Ok(Kept::Unchanged);
@@ -229,16 +233,14 @@ impl Marker {
         let words: Vec<&str> = text.split_whitespace().collect();
         match words[..] {
             ["legacy"] => Marker::Legacy,
-            ["nf_tables", boot, netns, generation] => {
-                match (netns.parse(), generation.parse()) {
-                    (Ok(netns), Ok(generation)) => Marker::Nft(Seen {
-                        boot: boot.to_string(),
-                        netns,
-                        generation,
-                    }),
-                    _ => Marker::Unknown,
-                }
-            }
+            ["nf_tables", boot, netns, generation] => match (netns.parse(), generation.parse()) {
+                (Ok(netns), Ok(generation)) => Marker::Nft(Seen {
+                    boot: boot.to_string(),
+                    netns,
+                    generation,
+                }),
+                _ => Marker::Unknown,
+            },
             _ => Marker::Unknown,
         }
     }
@@ -358,10 +360,12 @@ fn run(args: &[&str]) -> Result<Output, FirewallError> {
     });
     let stuck = match exited {
         Ok(true) => {
-            return child.wait_with_output().map_err(|source| FirewallError::Wait {
-                args: joined(),
-                source,
-            })
+            return child
+                .wait_with_output()
+                .map_err(|source| FirewallError::Wait {
+                    args: joined(),
+                    source,
+                })
         }
         Ok(false) => FirewallError::TimedOut { args: joined() },
         Err(e) => e,
@@ -419,7 +423,14 @@ mod tests {
             assert_eq!(Marker::parse(&m.text()), m);
         }
         // The empty marker of earlier versions, and anything else, means "verify".
-        for junk in ["", "nf_tables", "nf_tables b x 1", "nf_tables b 1 -1", "legacy x", "nft"] {
+        for junk in [
+            "",
+            "nf_tables",
+            "nf_tables b x 1",
+            "nf_tables b 1 -1",
+            "legacy x",
+            "nft",
+        ] {
             assert_eq!(Marker::parse(junk), Marker::Unknown, "{junk:?}");
         }
     }
