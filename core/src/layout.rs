@@ -7,6 +7,7 @@
 //! <state-dir>/released/<id>           addresses a container had at its last detach
 //! <state-dir>/resolv/<id>.conf        weave-runtime's resolv.conf for a weave DNS container
 //! <state-dir>/firewall-<bridge>       what the hook knows of the bridge's firewall rule
+//! <state-dir>/firewall.lock           held while iptables runs for the rule
 //! <state-dir>/dns.lock                held by the serving weave-dns once its sockets are bound
 //! <state-dir>/dns.pid                 its pid, for `weave-hook reset`
 //! <state-dir>/dns.log                 its stderr when the hook started it
@@ -85,6 +86,11 @@ impl StateDir {
 
     pub fn firewall_marker(&self, bridge: &str) -> PathBuf {
         self.root.join(format!("firewall-{bridge}"))
+    }
+
+    /// flock(2)ed while iptables runs for a bridge's rule (never the store's lock).
+    pub fn firewall_lock(&self) -> PathBuf {
+        self.root.join("firewall.lock")
     }
 
     pub fn dns_lock(&self) -> PathBuf {

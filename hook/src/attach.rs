@@ -18,6 +18,7 @@ use weave_core::store::{Holder, Record, Reserved, Store};
 use crate::bridge;
 use crate::dns;
 use crate::error::{Error, Result};
+use crate::firewall::Recheck;
 use crate::netlink::{Netlink, VethRequest};
 use crate::netns::Netns;
 
@@ -109,7 +110,7 @@ fn wire(
     let mut host = Netlink::open().map_err(Error::netlink("open netlink socket"))?;
     let bridge_index = bridge::ensure(&mut host, settings)?;
     failpoint::hit("bridge");
-    bridge::ensure_forwarding(store, &settings.bridge)?;
+    bridge::ensure_forwarding(store, &settings.bridge, Recheck::WhenChanged)?;
     if let Some(addr) = dns_addr {
         // Concurrent attaches race to add it: EEXIST means someone did.
         match host.add_address(bridge_index, addr) {

@@ -7,7 +7,7 @@ use weave_core::settings::{fnv1a, Settings};
 use weave_core::store::Store;
 
 use crate::error::{Error, Result};
-use crate::firewall;
+use crate::firewall::{self, FirewallError, Kept, Recheck};
 use crate::netlink::{Link, Netlink};
 
 /// Start of the ifalias weave-hook gives the bridges it creates.
@@ -44,18 +44,25 @@ fn check_owner(host: &mut Netlink, link: &Link, settings: &Settings) -> Result<(
         None => {
             tracing::info!(bridge = %link.name, alias = %ours, "marking the bridge as this state directory's");
             no_ipv6(&link.name)?;
+            host.no_ipv6_addresses(link.index)
+                .map_err(Error::netlink(format!(
+                    "turn IPv6 addresses off on {}",
+                    link.name
+                )))?;
             host.set_alias(link.index, &ours)
                 .map_err(Error::netlink(format!("mark bridge {} as ours", link.name)))
         }
     }
 }
 
-/// Until weave speaks IPv6, the bridge does not: no address (so no link-local address a
-/// container could reach the host on), and no router advertisement from a container
-/// accepted (one would give the host a default route and an address through the bridge).
-/// Done once, when weave-hook first marks the bridge as its own (the mark comes last).
+/// Until weave speaks IPv6, the bridge does not: no router advertisement from a container
+/// accepted (one gave the host a default route and an address through the bridge), and no
+/// address of its own (addr_gen_mode none, set by the caller while the new bridge has no
+/// carrier yet), so no link-local address a container could reach the host on. Not
+/// `disable_ipv6`: writing it on a bridge made the first packets between its new ports go
+/// missing (1 s of loss in ~1 of 4 test runs). Done once, when weave-hook marks the bridge.
 fn no_ipv6(bridge: &str) -> Result<()> {
-    for (name, value) in [("accept_ra", "0"), ("autoconf", "0"), ("disable_ipv6", "1")] {
+    for (name, value) in [("accept_ra", "0"), ("autoconf", "0")] {
         let path = format!("/proc/sys/net/ipv6/conf/{bridge}/{name}");
         match fs::write(&path, value) {
             // A kernel without IPv6 has nothing to turn off.
@@ -104,55 +111,32 @@ pub fn ensure(host: &mut Netlink, settings: &Settings) -> Result<u32> {
     Ok(link.index)
 }
 
-/// Where the store remembers that this bridge's firewall rule is in place, so the common
-/// attach costs one file check instead of two iptables processes.
-fn firewall_marker(store: &Store, bridge: &str) -> std::path::PathBuf {
-    store.layout().firewall_marker(bridge)
-}
-
 /// Makes bridged traffic between the bridge's ports pass where the firewall sees it.
-pub fn ensure_forwarding(store: &Store, bridge: &str) -> Result<()> {
+/// The common attach costs one netlink request and no process (see `firewall`); `recheck`
+/// says when to verify with iptables anyway. No store lock is taken: iptables may wait.
+pub fn ensure_forwarding(store: &Store, bridge: &str, recheck: Recheck) -> Result<()> {
     // Checked on every attach: Docker may have started (and loaded br_netfilter) since.
     if !firewall::bridged_traffic_filtered() {
         return Ok(());
     }
-    let marker = firewall_marker(store, bridge);
-    if marker.exists() {
-        return Ok(());
+    match firewall::keep_accept(store.layout(), bridge, recheck) {
+        Ok(Kept::Unchanged) => {}
+        Ok(kept) => tracing::info!(%bridge, ?kept, "bridged traffic accepted in FORWARD"),
+        // No iptables binary: then nothing can have installed iptables rules to drop it.
+        Err(FirewallError::Spawn(e)) if e.kind() == io::ErrorKind::NotFound => {
+            tracing::warn!("bridged traffic passes the firewall here, but iptables is not installed; not adding an ACCEPT rule");
+        }
+        Err(e) => return Err(e.into()),
     }
-    let _lock = store.lock()?;
-    (|| {
-        if marker.exists() {
-            return Ok(());
-        }
-        match firewall::ensure_accept(bridge) {
-            Ok(added) => tracing::info!(%bridge, added, "bridged traffic accepted in FORWARD"),
-            // No iptables binary: then nothing can have installed iptables rules to drop it.
-            Err(firewall::FirewallError::Spawn(e)) if e.kind() == io::ErrorKind::NotFound => {
-                tracing::warn!("bridged traffic passes the firewall here, but iptables is not installed; not adding an ACCEPT rule");
-                return Ok(());
-            }
-            Err(e) => return Err(e.into()),
-        }
-        fs::write(&marker, b"").map_err(Error::io(format!("write {}", marker.display())))
-    })()
+    Ok(())
 }
 
 /// Removes the bridge's firewall rule and forgets it; used when the bridge goes away.
 pub fn remove_forwarding(store: &Store, bridge: &str) -> Result<()> {
-    let _lock = store.lock()?;
-    (|| {
-        match firewall::remove_accept(bridge) {
-            Ok(n) => tracing::info!(%bridge, removed = n, "removed FORWARD rules"),
-            Err(firewall::FirewallError::Spawn(e)) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::from(e)),
-        }
-        let marker = firewall_marker(store, bridge);
-        match fs::remove_file(&marker) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                Err(Error::io(format!("remove {}", marker.display()))(e))
-            }
-            _ => Ok(()),
-        }
-    })()
+    match firewall::remove_accept(store.layout(), bridge) {
+        Ok(n) => tracing::info!(%bridge, removed = n, "removed FORWARD rules"),
+        Err(FirewallError::Spawn(e)) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(())
 }

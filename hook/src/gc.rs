@@ -10,7 +10,9 @@ use weave_core::layout::{self, RESOLV_SUFFIX};
 use weave_core::settings::{host_veth_name, Settings, VETH_PREFIX};
 use weave_core::store::{Record, Store};
 
+use crate::bridge;
 use crate::error::{Error, Result};
+use crate::firewall::Recheck;
 use crate::netlink::Netlink;
 
 #[derive(Debug, Default)]
@@ -31,11 +33,13 @@ pub struct Report {
 /// a record is only stale once it is older than any create can take.
 const RESOLV_GRACE: Duration = Duration::from_secs(60);
 
+/// Also puts the bridge's firewall rule back when it is gone (see `firewall`).
 pub fn collect(settings: &Settings) -> Result<Report> {
     let mut host = Netlink::open().map_err(Error::netlink("open netlink socket"))?;
     // Links first, records second: attach writes its record before it creates its veth, so
     // every veth listed here that is still wanted has a record by the time records are read.
-    let ports = bridge_ports(&mut host, settings)?;
+    let ours = bridge_ports(&mut host, settings)?;
+    let ports = ours.clone().unwrap_or_default();
     let store = Store::open(&settings.state_dir)?;
     let (garbage, listing) = store.collect_garbage()?;
     let attached: Vec<&str> = listing
@@ -76,18 +80,23 @@ pub fn collect(settings: &Settings) -> Result<Report> {
             report.deleted_veths.push(name);
         }
     }
+    // The repair command: the rule may have gone with a firewall reload, whatever the
+    // marker says; checked last, so a failing iptables does not stop the cleanup above.
+    if ours.is_some() {
+        bridge::ensure_forwarding(&store, &settings.bridge, Recheck::Always)?;
+    }
     Ok(report)
 }
 
-/// weave's veths on the bridge: name to index. None when the bridge is another state
-/// directory's: its ports are that directory's to collect.
-fn bridge_ports(host: &mut Netlink, settings: &Settings) -> Result<HashMap<String, u32>> {
+/// weave's veths on the bridge: name to index. `None` when there is no bridge, or when it
+/// is another state directory's: its ports (and its firewall rule) are that directory's.
+fn bridge_ports(host: &mut Netlink, settings: &Settings) -> Result<Option<HashMap<String, u32>>> {
     let name = &settings.bridge;
     let Some(bridge) = host
         .link_by_name(name)
         .map_err(Error::netlink(format!("look up bridge {name}")))?
     else {
-        return Ok(HashMap::new());
+        return Ok(None);
     };
     if bridge
         .alias
@@ -95,15 +104,16 @@ fn bridge_ports(host: &mut Netlink, settings: &Settings) -> Result<HashMap<Strin
         .is_some_and(|a| a != crate::bridge::owner_alias(settings))
     {
         tracing::warn!(bridge = %name, "the bridge is another state directory's; not collecting its ports");
-        return Ok(HashMap::new());
+        return Ok(None);
     }
-    Ok(host
-        .links()
-        .map_err(Error::netlink("list links"))?
-        .into_iter()
-        .filter(|l| l.master == Some(bridge.index) && l.name.starts_with(VETH_PREFIX))
-        .map(|l| (l.name, l.index))
-        .collect())
+    Ok(Some(
+        host.links()
+            .map_err(Error::netlink("list links"))?
+            .into_iter()
+            .filter(|l| l.master == Some(bridge.index) && l.name.starts_with(VETH_PREFIX))
+            .map(|l| (l.name, l.index))
+            .collect(),
+    ))
 }
 
 /// The ports to delete: those of dead records, and those no live record claims. A live

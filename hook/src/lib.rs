@@ -11,5 +11,6 @@ pub mod firewall;
 pub mod gc;
 pub mod netlink;
 pub mod netns;
+pub mod nftgen;
 pub mod privileges;
 pub mod reset;
