@@ -78,8 +78,9 @@ pub struct DockerInstall {
     /// exists, else /usr/local/bin/weave-runtime].
     #[arg(long, value_name = "PATH")]
     pub runtime_path: Option<PathBuf>,
-    /// Argument passed to weave-runtime before the runc arguments (repeatable, in order),
-    /// e.g. --runtime-arg=--bridge=weave.
+    /// A flag of weave-runtime, written to daemon.json `runtimeArgs` (repeatable, in order):
+    /// --runtime-arg=--weave-bridge=weave, or the value as the next --runtime-arg. Checked
+    /// as weave-runtime reads it; anything else is refused.
     #[arg(long = "runtime-arg", value_name = "ARG", allow_hyphen_values = true)]
     pub runtime_args: Vec<String>,
     /// Also make it dockerd's `default-runtime` (uninstall restores the previous one).
@@ -245,14 +246,17 @@ mod tests {
             "weave-setup",
             "docker",
             "--runtime-arg",
-            "--bridge=wv0",
-            "--runtime-arg=--state-dir=/x",
+            "--weave-bridge=wv0",
+            "--runtime-arg=--weave-state-dir=/x",
         ])
         .unwrap();
         let Command::Docker(docker) = cli.command else {
             panic!("parsed as {:?}", cli.command)
         };
-        assert_eq!(docker.runtime_args, ["--bridge=wv0", "--state-dir=/x"]);
+        assert_eq!(
+            docker.runtime_args,
+            ["--weave-bridge=wv0", "--weave-state-dir=/x"]
+        );
         assert_eq!(docker.target.config, PathBuf::from(DEFAULT_DAEMON_JSON));
     }
 }
