@@ -10,6 +10,7 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::{fchown, DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use tempfile::NamedTempFile;
 use thiserror::Error;
 
 use crate::layout::TEMP_PREFIX;
@@ -86,36 +87,58 @@ impl WriteOptions {
 
 /// Replaces `path` with `data` atomically (see the module's documentation).
 pub fn write_atomic(path: &Path, data: &[u8], options: &WriteOptions) -> io::Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
     // Dropping `temp` on any early return deletes the temporary file.
-    let mut temp = tempfile::Builder::new()
-        .prefix(TEMP_PREFIX)
-        .suffix(options.temp_suffix)
-        .permissions(Permissions::from_mode(options.mode))
-        .tempfile_in(dir)?;
+    let mut temp = prepared_temp(path, options)?;
     temp.write_all(data)?;
-    let file = temp.as_file();
-    // The umask may have narrowed the mode given at creation.
-    file.set_permissions(Permissions::from_mode(options.mode))?;
-    if let Some((uid, gid)) = options.owner {
-        let meta = file.metadata()?;
-        if (meta.uid(), meta.gid()) != (uid, gid) {
-            fchown(file, Some(uid), Some(gid))?;
-        }
-    }
     if options.durable {
-        file.sync_all()?;
+        temp.as_file().sync_all()?;
     }
     crate::failpoint::hit("record-temp");
     temp.persist(path).map_err(|e| e.error)?;
     if options.durable {
         // The rename is durable only once the directory itself is synced.
-        File::open(dir)?.sync_all()?;
+        File::open(parent_dir(path))?.sync_all()?;
     }
     Ok(())
+}
+
+/// Fails where [`write_atomic`] would for lack of permission, a read-only filesystem or a
+/// directory in the way, and changes nothing: the temporary file is made with its final mode
+/// and owner, then removed. For dry runs that must fail exactly when the real run would.
+pub fn check_write_atomic(path: &Path, options: &WriteOptions) -> io::Result<()> {
+    if path.is_dir() {
+        // rename(2) of a file over a directory fails with EISDIR.
+        return Err(io::Error::from_raw_os_error(libc::EISDIR));
+    }
+    prepared_temp(path, options).map(drop)
+}
+
+/// The empty temporary file that becomes `path`, with its final mode and owner.
+fn prepared_temp(path: &Path, options: &WriteOptions) -> io::Result<NamedTempFile> {
+    let temp = tempfile::Builder::new()
+        .prefix(TEMP_PREFIX)
+        .suffix(options.temp_suffix)
+        .permissions(Permissions::from_mode(options.mode))
+        .tempfile_in(parent_dir(path))?;
+    let file = temp.as_file();
+    // The umask may have narrowed the mode given at creation.
+    file.set_permissions(Permissions::from_mode(options.mode))?;
+    if let Some((uid, gid)) = options.owner {
+        let meta = file.metadata()?;
+        // chown needs privileges even when nothing changes.
+        if (meta.uid(), meta.gid()) != (uid, gid) {
+            fchown(file, Some(uid), Some(gid))?;
+        }
+    }
+    Ok(temp)
+}
+
+/// The directory a file of `path` goes in (`.` for a bare name).
+pub fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
 }
 
 /// Reads a small regular file of the state directory: never through a symbolic link, never
@@ -198,6 +221,20 @@ mod tests {
             let err = ensure_private_dir(&state).unwrap_err().to_string();
             assert!(err.contains("is owned by uid 65534"), "{err}");
         }
+    }
+
+    #[test]
+    fn the_check_fails_where_the_write_would_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.json");
+        check_write_atomic(&path, &WriteOptions::STATE).unwrap();
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+        fs::create_dir(&path).unwrap();
+        assert!(check_write_atomic(&path, &WriteOptions::STATE).is_err());
+        assert!(write_atomic(&path, b"x", &WriteOptions::STATE).is_err());
+        let missing = dir.path().join("gone/f.json");
+        assert!(check_write_atomic(&missing, &WriteOptions::STATE).is_err());
+        assert!(write_atomic(&missing, b"x", &WriteOptions::STATE).is_err());
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! weave-core: what weave's programs share and that changes no network. One rule, one place:
 //! the `weave.cidr` syntax, container ids, the options a container asks with, the settings and
-//! their validators, the state directory's layout, records and the address store, process
-//! identity, weave DNS's name rules and its one-server protocol, atomic writes.
+//! their validators, weave-runtime's flags, the state directory's layout, records and the
+//! address store, process identity, weave DNS's name rules and its one-server protocol, atomic
+//! writes.
 
 pub mod cidr;
 pub mod dns;
@@ -15,5 +16,6 @@ pub mod logging;
 pub mod oci;
 pub mod options;
 pub mod process;
+pub mod runtime_flags;
 pub mod settings;
 pub mod store;

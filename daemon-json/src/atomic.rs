@@ -1,18 +1,20 @@
-//! Replacing a configuration file so that it is never half-written or lost.
-//!
-//! The new contents go to a temporary file in the same directory (`.<name>.XXXXXX.weave-tmp`:
-//! not `*.json`, so podman's hooks.d never reads it), which gets the old file's mode and owner,
-//! is fsynced, and is renamed over the target; then the directory is fsynced. The previous
-//! contents are first saved the same way as `<name>.weave-backup` (one backup, replaced on each
-//! change). On every failure the temporary file is removed and the target is untouched.
+//! Replacing a configuration file so that it is never half-written or lost, with weave-core's
+//! one atomic-write helper (`fsutil::write_atomic`): the new contents go to a temporary file in
+//! the same directory (`.tmpXXXXXX.weave-tmp`: not `*.json`, so podman's hooks.d never reads
+//! it) that gets the old file's mode and owner, is fsynced and renamed over the target; then
+//! the directory is fsynced. What this module adds is the editing protocol: the previous
+//! contents are first saved the same way as `<name>.weave-backup` (one backup, replaced on
+//! each change), a file changed since it was read is not overwritten, a symbolic link is
+//! edited through, and a dry run probes every write without making it. On every failure the
+//! temporary file is removed and the target is untouched.
 
-use std::fs::{self, File, Permissions};
-use std::io::{self, Write};
-use std::os::unix::fs::{fchown, MetadataExt, PermissionsExt};
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use tempfile::NamedTempFile;
 use thiserror::Error;
+use weave_core::fsutil::{self, parent_dir, WriteOptions};
 
 const BACKUP_SUFFIX: &str = ".weave-backup";
 const TEMP_SUFFIX: &str = ".weave-tmp";
@@ -26,14 +28,8 @@ pub enum AtomicError {
     Read(PathBuf, #[source] io::Error),
     #[error("{0} changed while weave-setup was editing it; nothing written, run again")]
     ChangedMeanwhile(PathBuf),
-    #[error("cannot create a temporary file in {0}: {1}")]
-    CreateTemp(PathBuf, #[source] io::Error),
-    #[error("cannot write a temporary file in {0}: {1}")]
-    WriteTemp(PathBuf, #[source] io::Error),
-    #[error("cannot give the new {0} the old file's owner and mode: {1}")]
-    Metadata(PathBuf, #[source] io::Error),
-    #[error("cannot replace {0}: {1}")]
-    Rename(PathBuf, #[source] io::Error),
+    #[error("cannot write {0}: {1}")]
+    Write(PathBuf, #[source] io::Error),
     #[error("cannot remove {0}: {1}")]
     Remove(PathBuf, #[source] io::Error),
     #[error("cannot sync directory {0}: {1}")]
@@ -55,12 +51,8 @@ pub fn resolve(path: &Path) -> Result<PathBuf, AtomicError> {
 
 /// The path of the backup kept next to `path`.
 pub fn backup_path(path: &Path) -> PathBuf {
-    with_suffix(path, BACKUP_SUFFIX)
-}
-
-fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.as_os_str().to_os_string();
-    name.push(suffix);
+    name.push(BACKUP_SUFFIX);
     PathBuf::from(name)
 }
 
@@ -88,168 +80,103 @@ pub fn replace(
     old: Option<&[u8]>,
     new: &[u8],
 ) -> Result<Option<PathBuf>, AtomicError> {
-    ensure_unchanged(path, old)?;
-    let owner = Owner::of(path)?;
+    let options = unchanged(path, old)?;
     let backup = match old {
         Some(old) => {
             let backup = backup_path(path);
-            write_file(&backup, old, owner.as_ref())?;
+            write(&backup, old, &options)?;
             Some(backup)
         }
         None => None,
     };
-    write_file(path, new, owner.as_ref())?;
+    write(path, new, &options)?;
     Ok(backup)
 }
 
 /// Replaces `path` (which held `old`) with `new` without touching the backup: for an
 /// intermediate version that the backup must not record.
 pub fn rewrite(path: &Path, old: &[u8], new: &[u8]) -> Result<(), AtomicError> {
-    ensure_unchanged(path, Some(old))?;
-    let owner = Owner::of(path)?;
-    write_file(path, new, owner.as_ref())
+    let options = unchanged(path, Some(old))?;
+    write(path, new, &options)
 }
 
 /// Removes `path` (which held `old`), first saving `old` as the backup.
 pub fn remove(path: &Path, old: &[u8]) -> Result<PathBuf, AtomicError> {
-    ensure_unchanged(path, Some(old))?;
-    let owner = Owner::of(path)?;
+    let options = unchanged(path, Some(old))?;
     let backup = backup_path(path);
-    write_file(&backup, old, owner.as_ref())?;
+    write(&backup, old, &options)?;
     fs::remove_file(path).map_err(|e| AtomicError::Remove(path.to_path_buf(), e))?;
-    sync_dir(parent_dir(path))?;
+    let dir = parent_dir(path);
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| AtomicError::SyncDir(dir.to_path_buf(), e))?;
     Ok(backup)
 }
 
-/// Writes `contents` to `path` atomically with `owner`'s mode and ids (0644, our ids, when
-/// `None`). Used directly for files that need no backup (weave-setup's own record).
-pub fn write_file(path: &Path, contents: &[u8], owner: Option<&Owner>) -> Result<(), AtomicError> {
-    let dir = parent_dir(path);
-    let mut temp = prepared_temp(path, owner)?;
-    temp.write_all(contents)
-        .and_then(|()| temp.as_file().sync_all())
-        .map_err(|e| AtomicError::WriteTemp(dir.to_path_buf(), e))?;
-    temp.persist(path)
-        .map_err(|e| AtomicError::Rename(path.to_path_buf(), e.error))?;
-    sync_dir(dir)
+/// Writes a new file of weave-setup's own (its record) atomically: mode 0644, our ids.
+pub fn write_new(path: &Path, contents: &[u8]) -> Result<(), AtomicError> {
+    write(path, contents, &options_for(None))
 }
 
 /// Runs the steps of [`replace`] that can fail for lack of permission, a read-only
 /// filesystem or a directory in the way, and changes nothing: a dry run fails where the real
 /// run would. (The temporary file each write starts with is created and removed again.)
 pub fn check_replace(path: &Path, old: Option<&[u8]>) -> Result<(), AtomicError> {
-    ensure_unchanged(path, old)?;
-    let owner = Owner::of(path)?;
+    let options = unchanged(path, old)?;
     if old.is_some() {
-        check_write_file(&backup_path(path), owner.as_ref())?;
+        check_write(&backup_path(path), &options)?;
     }
-    check_write_file(path, owner.as_ref())
+    check_write(path, &options)
 }
 
 /// Fails where [`rewrite`] would, and changes nothing (see [`check_replace`]).
 pub fn check_rewrite(path: &Path, old: &[u8]) -> Result<(), AtomicError> {
-    ensure_unchanged(path, Some(old))?;
-    let owner = Owner::of(path)?;
-    check_write_file(path, owner.as_ref())
+    let options = unchanged(path, Some(old))?;
+    check_write(path, &options)
 }
 
-/// [`write_file`] without the write: it fails where `write_file` would, up to the disk filling.
-pub fn check_write_file(path: &Path, owner: Option<&Owner>) -> Result<(), AtomicError> {
-    if path.is_dir() {
-        // rename(2) of a file over a directory fails with EISDIR.
-        let error = io::Error::from_raw_os_error(nix::libc::EISDIR);
-        return Err(AtomicError::Rename(path.to_path_buf(), error));
-    }
-    prepared_temp(path, owner).map(drop)
+/// Fails where [`write_new`] would, and changes nothing (see [`check_replace`]).
+pub fn check_write_new(path: &Path) -> Result<(), AtomicError> {
+    check_write(path, &options_for(None))
 }
 
-/// The temporary file that becomes `path`, with its final mode and owner. Dropping it (on
-/// any early return) deletes it.
-fn prepared_temp(path: &Path, owner: Option<&Owner>) -> Result<NamedTempFile, AtomicError> {
-    let dir = parent_dir(path);
-    if !dir.is_dir() {
-        return Err(AtomicError::MissingDir(dir.to_path_buf()));
-    }
-    let prefix = format!(
-        ".{}.",
-        path.file_name().unwrap_or_default().to_string_lossy()
-    );
-    let temp = tempfile::Builder::new()
-        .prefix(&prefix)
-        .suffix(TEMP_SUFFIX)
-        .tempfile_in(dir)
-        .map_err(|e| AtomicError::CreateTemp(dir.to_path_buf(), e))?;
-    let mode = owner.map_or(NEW_FILE_MODE, |o| o.mode);
-    temp.as_file()
-        .set_permissions(Permissions::from_mode(mode))
-        .map_err(|e| AtomicError::Metadata(path.to_path_buf(), e))?;
-    if let Some(owner) = owner {
-        owner
-            .apply(temp.as_file())
-            .map_err(|e| AtomicError::Metadata(path.to_path_buf(), e))?;
-    }
-    Ok(temp)
+fn write(path: &Path, contents: &[u8], options: &WriteOptions) -> Result<(), AtomicError> {
+    fsutil::write_atomic(path, contents, options)
+        .map_err(|e| AtomicError::Write(path.to_path_buf(), e))
 }
 
-/// Mode and ids of an existing file, given to its replacement.
-#[derive(Debug, Clone, Copy)]
-pub struct Owner {
-    mode: u32,
-    uid: u32,
-    gid: u32,
+fn check_write(path: &Path, options: &WriteOptions) -> Result<(), AtomicError> {
+    fsutil::check_write_atomic(path, options).map_err(|e| AtomicError::Write(path.to_path_buf(), e))
 }
 
-impl Owner {
-    /// `None` when `path` does not exist.
-    fn of(path: &Path) -> Result<Option<Owner>, AtomicError> {
-        match fs::metadata(path) {
-            Ok(meta) => Ok(Some(Owner {
-                mode: meta.mode() & 0o7777,
-                uid: meta.uid(),
-                gid: meta.gid(),
-            })),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(AtomicError::Read(path.to_path_buf(), e)),
-        }
+/// Refuses to overwrite a concurrent edit made since we read the file; else returns how its
+/// replacement (and backup) is written: with its mode and ids when it exists.
+fn unchanged(path: &Path, old: Option<&[u8]>) -> Result<WriteOptions, AtomicError> {
+    if read_optional(path)?.as_deref() != old {
+        return Err(AtomicError::ChangedMeanwhile(path.to_path_buf()));
     }
-
-    /// Sets our ids on `file` unless it already has them (chown needs privileges even then).
-    fn apply(&self, file: &File) -> io::Result<()> {
-        let meta = file.metadata()?;
-        if meta.uid() == self.uid && meta.gid() == self.gid {
-            return Ok(());
-        }
-        fchown(file, Some(self.uid), Some(self.gid))
+    match fs::metadata(path) {
+        Ok(meta) => Ok(options_for(Some(&meta))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(options_for(None)),
+        Err(e) => Err(AtomicError::Read(path.to_path_buf(), e)),
     }
 }
 
-/// Refuses to overwrite a concurrent edit made since we read the file.
-fn ensure_unchanged(path: &Path, old: Option<&[u8]>) -> Result<(), AtomicError> {
-    let now = read_optional(path)?;
-    if now.as_deref() == old {
-        Ok(())
-    } else {
-        Err(AtomicError::ChangedMeanwhile(path.to_path_buf()))
+/// Configuration must survive a crash of the machine: always durable.
+fn options_for(existing: Option<&fs::Metadata>) -> WriteOptions {
+    WriteOptions {
+        mode: existing.map_or(NEW_FILE_MODE, |m| m.mode() & 0o7777),
+        owner: existing.map(|m| (m.uid(), m.gid())),
+        durable: true,
+        temp_suffix: TEMP_SUFFIX,
     }
-}
-
-fn parent_dir(path: &Path) -> &Path {
-    match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    }
-}
-
-/// Makes a rename or removal in `dir` durable.
-fn sync_dir(dir: &Path) -> Result<(), AtomicError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| AtomicError::SyncDir(dir.to_path_buf(), e))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::Permissions;
+    use std::os::unix::fs::PermissionsExt;
 
     fn names_in(dir: &Path) -> Vec<String> {
         let mut names: Vec<String> = fs::read_dir(dir)
@@ -341,8 +268,8 @@ mod tests {
         // A directory where the file should be: rename(2) of a file over it fails.
         let path = dir.path().join("daemon.json");
         fs::create_dir(&path).unwrap();
-        let err = write_file(&path, b"{}", None).unwrap_err();
-        assert!(matches!(err, AtomicError::Rename(..)), "{err}");
+        let err = write_new(&path, b"{}").unwrap_err();
+        assert!(matches!(err, AtomicError::Write(..)), "{err}");
         assert_eq!(names_in(dir.path()), ["daemon.json"]);
     }
 
@@ -381,8 +308,8 @@ mod tests {
         fs::create_dir(backup_path(&path)).unwrap();
         let checked = check_replace(&path, Some(b"old")).unwrap_err();
         let real = replace(&path, Some(b"old"), b"new").unwrap_err();
-        assert!(matches!(checked, AtomicError::Rename(..)), "{checked}");
-        assert!(matches!(real, AtomicError::Rename(..)), "{real}");
+        assert!(matches!(checked, AtomicError::Write(..)), "{checked}");
+        assert!(matches!(real, AtomicError::Write(..)), "{real}");
         assert!(matches!(
             check_replace(&dir.path().join("gone/daemon.json"), None),
             Err(AtomicError::MissingDir(_))

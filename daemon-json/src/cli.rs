@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use weave_core::settings;
 
 pub const DEFAULT_DAEMON_JSON: &str = "/etc/docker/daemon.json";
 pub const DEFAULT_HOOKS_DIR: &str = "/usr/share/containers/oci/hooks.d";
@@ -78,8 +79,9 @@ pub struct DockerInstall {
     /// exists, else /usr/local/bin/weave-runtime].
     #[arg(long, value_name = "PATH")]
     pub runtime_path: Option<PathBuf>,
-    /// Argument passed to weave-runtime before the runc arguments (repeatable, in order),
-    /// e.g. --runtime-arg=--bridge=weave.
+    /// A flag of weave-runtime, written to daemon.json `runtimeArgs` (repeatable, in order):
+    /// --runtime-arg=--weave-bridge=weave, or the value as the next --runtime-arg. Checked
+    /// as weave-runtime reads it; anything else is refused.
     #[arg(long = "runtime-arg", value_name = "ARG", allow_hyphen_values = true)]
     pub runtime_args: Vec<String>,
     /// Also make it dockerd's `default-runtime` (uninstall restores the previous one).
@@ -121,23 +123,25 @@ pub struct HooksTarget {
     pub hooks_dir: PathBuf,
 }
 
-/// weave-hook's global options, written into the hook's arguments when given.
+/// weave-hook's global options, written into the hook's arguments when given, and checked
+/// here with weave-hook's own validators (weave-core's): at install time, not at the first
+/// container start.
 #[derive(Debug, Args)]
 pub struct HookOptions {
     /// Bridge name (weave-hook --bridge; its default: weave).
-    #[arg(long, value_name = "NAME", value_parser = interface_name)]
+    #[arg(long, value_name = "NAME", value_parser = settings::parse_bridge)]
     pub bridge: Option<String>,
     /// Range addresses are allocated from (weave-hook --ipalloc-range; its default: 10.32.0.0/12).
-    #[arg(long, value_name = "CIDR", value_parser = ipv4_cidr)]
+    #[arg(long, value_name = "CIDR", value_parser = range)]
     pub ipalloc_range: Option<String>,
     /// Reservation state directory (weave-hook --state-dir; its default: /run/weave).
-    #[arg(long, value_name = "DIR", value_parser = absolute_path)]
+    #[arg(long, value_name = "DIR", value_parser = settings::parse_state_dir)]
     pub state_dir: Option<PathBuf>,
     /// MTU of the bridge and veths (weave-hook --mtu).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(68..=65535))]
+    #[arg(long, value_name = "N", value_parser = settings::parse_mtu)]
     pub mtu: Option<u32>,
     /// weave-hook log level (weave-hook --log-level).
-    #[arg(long, value_name = "LEVEL", value_parser = ["error", "warn", "info", "debug", "trace"])]
+    #[arg(long, value_name = "LEVEL", value_parser = settings::parse_log_level)]
     pub log_level: Option<String>,
 }
 
@@ -181,35 +185,9 @@ pub struct StatusArgs {
     pub daemon: DaemonArgs,
 }
 
-/// The hook's options are checked here, at install time, not at the first container start.
-fn interface_name(name: &str) -> Result<String, String> {
-    let valid = (1..=15).contains(&name.len())
-        && !name.contains(|c: char| c == '/' || c == ':' || c.is_whitespace());
-    if valid {
-        Ok(name.to_string())
-    } else {
-        Err("not an interface name (1-15 bytes, no '/', ':' or whitespace)".into())
-    }
-}
-
-fn ipv4_cidr(text: &str) -> Result<String, String> {
-    let valid = text.split_once('/').is_some_and(|(addr, len)| {
-        addr.parse::<std::net::Ipv4Addr>().is_ok() && len.parse::<u8>().is_ok_and(|l| l <= 32)
-    });
-    if valid {
-        Ok(text.to_string())
-    } else {
-        Err("not an IPv4 subnet such as 10.32.0.0/12".into())
-    }
-}
-
-fn absolute_path(text: &str) -> Result<PathBuf, String> {
-    let path = PathBuf::from(text);
-    if path.is_absolute() {
-        Ok(path)
-    } else {
-        Err("must be an absolute path: the hook runs in the runtime's directory".into())
-    }
+/// An allocation range, as the hook will be given it.
+fn range(text: &str) -> Result<String, String> {
+    settings::parse_range(text).map(|net| net.to_string())
 }
 
 #[cfg(test)]
@@ -234,6 +212,10 @@ mod tests {
         assert!(parse(&["--bridge", "we/ave"]).is_err());
         assert!(parse(&["--ipalloc-range", "10.40.0.0"]).is_err());
         assert!(parse(&["--ipalloc-range", "10.40.0.0/33"]).is_err());
+        // Refused by weave-hook at every container: host bits set, or a /30.
+        assert!(parse(&["--ipalloc-range", "10.32.5.0/12"]).is_err());
+        assert!(parse(&["--ipalloc-range", "10.40.0.0/30"]).is_err());
+        assert!(parse(&["--bridge", ".."]).is_err());
         assert!(parse(&["--state-dir", "relative/dir"]).is_err());
         assert!(parse(&["--mtu", "20"]).is_err());
         assert!(parse(&["--log-level", "loud"]).is_err());
@@ -245,14 +227,17 @@ mod tests {
             "weave-setup",
             "docker",
             "--runtime-arg",
-            "--bridge=wv0",
-            "--runtime-arg=--state-dir=/x",
+            "--weave-bridge=wv0",
+            "--runtime-arg=--weave-state-dir=/x",
         ])
         .unwrap();
         let Command::Docker(docker) = cli.command else {
             panic!("parsed as {:?}", cli.command)
         };
-        assert_eq!(docker.runtime_args, ["--bridge=wv0", "--state-dir=/x"]);
+        assert_eq!(
+            docker.runtime_args,
+            ["--weave-bridge=wv0", "--weave-state-dir=/x"]
+        );
         assert_eq!(docker.target.config, PathBuf::from(DEFAULT_DAEMON_JSON));
     }
 }

@@ -13,11 +13,14 @@ use crate::dockerd::{self, Dockerd, DockerdError, Expected};
 use crate::jsonfmt::{self, Style};
 use crate::paths::{self, PathError, Program};
 use crate::record::{self, Record, RecordError, Stored};
+use crate::runtime_args::{self, RuntimeArgError};
 
 #[derive(Debug, Error)]
 pub enum DockerError {
     #[error(transparent)]
     Path(#[from] PathError),
+    #[error(transparent)]
+    RuntimeArg(#[from] RuntimeArgError),
     #[error(transparent)]
     File(#[from] AtomicError),
     #[error("{0} is not valid JSON ({1}); fix it first, nothing was changed")]
@@ -163,6 +166,7 @@ struct ReloadTarget {
 
 /// Installs, then warns if weave-runtime is missing (a failed run shows only its error).
 pub fn install(args: &DockerInstall) -> Result<(), DockerError> {
+    runtime_args::check(&args.runtime_args)?;
     let program = paths::locate(
         args.runtime_path.as_deref(),
         "--runtime-path",

@@ -9,6 +9,7 @@ mod jsonfmt;
 mod paths;
 mod podman;
 mod record;
+mod runtime_args;
 mod status;
 
 use std::process::ExitCode;

@@ -193,7 +193,7 @@ impl Stored {
     /// read-only filesystem or a directory in the way; changes nothing.
     pub fn check_save(&self, record: &Record) -> Result<(), RecordError> {
         if self.differs(record) {
-            atomic::check_write_file(&self.path, None)?;
+            atomic::check_write_new(&self.path)?;
         }
         Ok(())
     }
@@ -214,7 +214,7 @@ impl Stored {
 
     fn put(&self, contents: Option<&[u8]>) -> Result<(), RecordError> {
         match contents {
-            Some(text) => Ok(atomic::write_file(&self.path, text, None)?),
+            Some(text) => Ok(atomic::write_new(&self.path, text)?),
             None => match std::fs::remove_file(&self.path) {
                 Ok(()) => Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),

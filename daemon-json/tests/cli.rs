@@ -279,6 +279,126 @@ fn relative_runtime_path_is_refused() {
     assert_eq!(snapshot(dir.path()), before);
 }
 
+/// `--runtime-arg` values weave-runtime would refuse (each line: the arguments, a piece of the
+/// one-line error). Installing them would make every `docker run --runtime weave` fail.
+const BAD_RUNTIME_ARGS: &[(&[&str], &str)] = &[
+    // The example of weave-setup's own --help before the fix: a hook flag without the prefix.
+    (
+        &["--runtime-arg=--bridge=weave"],
+        "use --runtime-arg=--weave-bridge=weave",
+    ),
+    (
+        &[
+            "--runtime-arg",
+            "--ipalloc-range",
+            "--runtime-arg",
+            "10.40.0.0/16",
+        ],
+        "use --runtime-arg=--weave-ipalloc-range",
+    ),
+    (
+        &["--runtime-arg=-weave-mtu=1400"],
+        "use --runtime-arg=--weave-mtu=1400",
+    ),
+    (
+        &["--runtime-arg=--weave-ipalloc-range=10.32.5.0/12"],
+        "has host bits set; the subnet is 10.32.0.0/12",
+    ),
+    (
+        &["--runtime-arg=--weave-log-level=verbose"],
+        "is not a log level",
+    ),
+    (
+        &["--runtime-arg=--weave-mtu", "--runtime-arg=9"],
+        "\"9\" is not an MTU from 68 to 65535",
+    ),
+    (
+        &["--runtime-arg=--weave-bridge=much-too-long-name"],
+        "1 to 15 bytes",
+    ),
+    (
+        &["--runtime-arg=--weave-state-dir=run/weave"],
+        "is not an absolute path",
+    ),
+    (
+        &["--runtime-arg=--weave-dns-addr=10.2.0.99"],
+        "not an IPv4 address with prefix",
+    ),
+    (
+        &["--runtime-arg=--weave-dns-addr=10.32.0.7/12"],
+        "use 10.32.0.1 (kept free for weave)",
+    ),
+    (
+        &[
+            "--runtime-arg=--weave-ipalloc-range=10.40.0.0/16",
+            "--runtime-arg=--weave-dns-addr=10.40.3.3/16",
+        ],
+        "use 10.40.0.1",
+    ),
+    (
+        &["--runtime-arg=--weave-hook-path=bin/weave-hook"],
+        "absolute",
+    ),
+    (&["--runtime-arg=--weave-runtime="], "must not be empty"),
+    (&["--runtime-arg=--weave-bridge"], "needs a value"),
+    (
+        &["--runtime-arg=--weave-colour=blue"],
+        "known: --weave-runtime, --weave-hook-path, --weave-bridge, --weave-ipalloc-range",
+    ),
+    (&["--runtime-arg=--weave-help"], "known: --weave-runtime"),
+    (&["--runtime-arg=--debug"], "known: --weave-runtime"),
+];
+
+#[test]
+fn bad_runtime_args_are_refused_and_nothing_is_written() {
+    let (dir, config) = setup_with(RICH);
+    let before = snapshot(dir.path());
+    for (args, needle) in BAD_RUNTIME_ARGS {
+        for dry_run in [false, true] {
+            let mut all = args.to_vec();
+            if dry_run {
+                all.push("--dry-run");
+            }
+            let out = docker_install(&config, &all);
+            assert_fails(&out, needle);
+            assert!(out.stdout.is_empty(), "{args:?}: {}", text(&out.stdout));
+            assert_eq!(snapshot(dir.path()), before, "{args:?} changed files");
+        }
+    }
+}
+
+#[test]
+fn good_runtime_args_are_installed_as_given() {
+    let (_dir, config) = setup_with(RICH);
+    let args = [
+        "--weave-bridge",
+        "wv0",
+        "--weave-ipalloc-range=10.40.0.0/16",
+        "--weave-dns-addr=10.40.0.1/16",
+        "--weave-state-dir",
+        "/run/weave-wv0",
+        "--weave-mtu=1400",
+        "--weave-log-level=DEBUG",
+        "--weave-runtime=runc",
+        "--weave-hook-path=/opt/weave/bin/weave-hook",
+    ];
+    let flags: Vec<String> = args.iter().map(|a| format!("--runtime-arg={a}")).collect();
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    ok(docker_install(&config, &flags), "install");
+    let doc: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&config).unwrap()).unwrap();
+    assert_eq!(
+        doc["runtimes"]["weave"]["runtimeArgs"],
+        serde_json::json!(args)
+    );
+    // A DNS address outside the range is the other accepted combination.
+    let (_dir, config) = setup_with("{}");
+    ok(
+        docker_install(&config, &["--runtime-arg=--weave-dns-addr=10.2.0.53/24"]),
+        "install",
+    );
+}
+
 #[test]
 fn install_keeps_owner_and_mode_of_the_file_and_its_backup() {
     if !require_root("install_keeps_owner_and_mode_of_the_file_and_its_backup") {
@@ -586,7 +706,8 @@ impl FakeDockerd {
         fs::write(
             &script,
             "#!/bin/sh\nd=$(dirname \"$0\")\n\
-             trap 'echo hup >> \"$d/hups\"; cp \"$d/view-after-reload\" \"$d/view\"' HUP\n\
+             trap 'echo hup >> \"$d/hups\"; cp \"$d/view-after-reload\" \"$d/view.new\"; \
+             mv \"$d/view.new\" \"$d/view\"' HUP\n\
              echo ready > \"$d/ready\"\nwhile :; do sleep 1 & wait $!; done\n",
         )
         .unwrap();
@@ -633,8 +754,11 @@ impl FakeDockerd {
             .unwrap_or(0)
     }
 
+    /// Replaced whole (a rename), like the trap does: the stand-in CLI may be reading it.
     fn set_view(&self, view: &str) {
-        fs::write(self.dir.path().join("view"), view).unwrap();
+        let new = self.dir.path().join("view.new");
+        fs::write(&new, view).unwrap();
+        fs::rename(new, self.dir.path().join("view")).unwrap();
     }
 
     /// weave-setup with `--reload` aimed at this process, the stand-in docker CLI first in PATH.
@@ -727,6 +851,32 @@ fn second_uninstall_does_not_signal_dockerd() {
     );
     assert_eq!(dockerd.hups(), 1);
     assert_eq!(fs::read_to_string(&config).unwrap(), RICH);
+}
+
+#[test]
+fn bad_runtime_arg_does_not_signal_dockerd() {
+    let (dir, config) = setup_with(RICH);
+    let dockerd = FakeDockerd::start(
+        &config,
+        r#"{"runc":{"path":"runc"},"weave":{"path":"/x"}}
+"runc""#,
+    );
+    let before = snapshot(dir.path());
+    let cfg = config.to_str().unwrap();
+    for dry_run in [&[][..], &["--dry-run"]] {
+        let mut args = vec![
+            "docker",
+            "--config",
+            cfg,
+            "--runtime-path",
+            RUNTIME,
+            "--runtime-arg=--bridge=weave",
+        ];
+        args.extend_from_slice(dry_run);
+        assert_fails(&dockerd.weave_setup(&args), "--weave-bridge=weave");
+    }
+    assert_eq!(dockerd.hups(), 0);
+    assert_eq!(snapshot(dir.path()), before);
 }
 
 /// How a dry-run/real-run pair is run.

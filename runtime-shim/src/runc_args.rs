@@ -12,7 +12,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 /// Prefix of every flag that belongs to weave-runtime rather than to the real runtime.
-pub const SHIM_FLAG_PREFIX: &str = "--weave-";
+pub const SHIM_FLAG_PREFIX: &str = weave_core::runtime_flags::PREFIX;
 
 /// runc 1.1 global flags that take a value. Any other global flag is taken to be a boolean,
 /// so an unknown value-taking flag must be written `--flag=value` to be scanned correctly.

@@ -4,11 +4,12 @@
 //! hook would refuse fails the `create` with one `weave-runtime:` line instead of every
 //! container failing at its hook.
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsString;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use ipnet::Ipv4Net;
+use weave_core::runtime_flags::{self, RuntimeFlag};
 use weave_core::settings::{self as core, HookFlag};
 
 use crate::runc_args::ShimFlag;
@@ -18,12 +19,12 @@ pub const RUNTIME_ENV: &str = "WEAVE_RUNTIME";
 /// Environment variable naming the weave-hook binary (a flag wins over it).
 pub const HOOK_PATH_ENV: &str = "WEAVE_HOOK_PATH";
 
-const KNOWN_FLAGS: &str = "--weave-runtime, --weave-hook-path, --weave-bridge, \
---weave-ipalloc-range, --weave-state-dir, --weave-mtu, --weave-log-level, --weave-dns-addr; --weave-help, first, prints weave-runtime's usage";
-
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SettingsError {
-    #[error("unknown flag --weave-{0} (known: {KNOWN_FLAGS})")]
+    #[error(
+        "unknown flag --weave-{0} (known: {known}; --weave-help, first, prints weave-runtime's usage)",
+        known = runtime_flags::known()
+    )]
     UnknownFlag(String),
     #[error("--weave-{flag} {value:?}: {why}")]
     BadValue {
@@ -92,20 +93,19 @@ impl Settings {
             value: value.to_string_lossy().chars().take(200).collect(),
             why,
         };
-        match name.as_str() {
-            "runtime" if value.is_empty() => return Err(bad("must not be empty".into())),
-            "runtime" => self.runtime = value,
-            "hook-path" => {
-                self.hook_path = Some(
-                    absolute(&value).ok_or_else(|| bad("must be an absolute UTF-8 path".into()))?,
-                )
+        let flag = RuntimeFlag::from_name(&name)
+            .ok_or_else(|| SettingsError::UnknownFlag(name.clone()))?;
+        let utf8 = || value.to_str().ok_or_else(|| bad("must be UTF-8".into()));
+        match flag {
+            // The real runtime is only exec'd, so its path need not be UTF-8.
+            RuntimeFlag::Runtime => {
+                runtime_flags::check_runtime(&value.to_string_lossy()).map_err(bad)?;
+                self.runtime = value;
             }
-            _ => {
-                let flag = HookFlag::from_name(&name)
-                    .ok_or_else(|| SettingsError::UnknownFlag(name.clone()))?;
-                let text = value.to_str().ok_or_else(|| bad("must be UTF-8".into()))?;
-                self.hook.set(flag, text).map_err(bad)?;
+            RuntimeFlag::HookPath => {
+                self.hook_path = Some(runtime_flags::parse_hook_path(utf8()?).map_err(bad)?)
             }
+            RuntimeFlag::Hook(flag) => self.hook.set(flag, utf8()?).map_err(bad)?,
         }
         Ok(())
     }
@@ -174,10 +174,4 @@ impl HookSettings {
         args.push(command.to_owned());
         args
     }
-}
-
-/// Paths end up in hook args and mount sources, which OCI requires to be absolute UTF-8.
-fn absolute(value: &OsStr) -> Option<PathBuf> {
-    let s = value.to_str()?;
-    s.starts_with('/').then(|| PathBuf::from(s))
 }
