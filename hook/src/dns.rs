@@ -20,13 +20,14 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use ipnet::Ipv4Net;
 use thiserror::Error;
 
 use crate::cidr::AddrRequest;
+use crate::dns_scope::{self, Scope};
 use crate::oci::{BundleConfig, OciError, State};
 use crate::settings::Settings;
 
@@ -247,7 +248,9 @@ pub fn ensure_server(settings: &Settings) -> Result<(), DnsError> {
         return Ok(());
     }
     let program = server_program(settings)?;
-    let mut child = spawn(&program, settings)?;
+    let mut child = dns_scope::spawn(&program, &settings.state_dir, |scope| {
+        spawn(&program, settings, scope)
+    })?;
     tracing::info!(pid = child.id(), "started weave-dns");
     wait_until_serving(&lock, &mut child, settings)
 }
@@ -265,7 +268,7 @@ fn server_program(settings: &Settings) -> Result<PathBuf, DnsError> {
     }
 }
 
-fn spawn(program: &Path, settings: &Settings) -> Result<Child, DnsError> {
+fn spawn(program: &Path, settings: &Settings, scope: Option<&Scope>) -> Result<Child, DnsError> {
     let log = log_path(&settings.state_dir);
     let stderr = OpenOptions::new()
         .create(true)
@@ -273,7 +276,7 @@ fn spawn(program: &Path, settings: &Settings) -> Result<Child, DnsError> {
         .mode(0o600)
         .open(&log)
         .map_err(io_err("open", &log))?;
-    let mut cmd = Command::new(program);
+    let mut cmd = dns_scope::command(scope, program);
     cmd.arg("--state-dir")
         .arg(&settings.state_dir)
         .arg("--listen")

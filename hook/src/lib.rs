@@ -3,6 +3,7 @@ pub mod bridge;
 pub mod cidr;
 pub mod detach;
 pub mod dns;
+pub mod dns_scope;
 pub mod error;
 pub mod failpoint;
 pub mod firewall;
