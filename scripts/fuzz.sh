@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 seconds=${FUZZ_SECONDS:-60}
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz
-for target in cidr oci_state runc_args config_edit; do
+for target in cidr oci_state runc_args config_edit dns_query; do
 	echo "== fuzz $target for ${seconds}s"
 	# Seeds are copied so the committed corpus stays small; new inputs go to a scratch dir.
 	work=$(mktemp -d)

@@ -479,23 +479,13 @@ impl Store {
 
     fn read_record(&self, id: &ContainerId) -> Result<Option<Record>, StoreError> {
         let path = self.dir.record(id);
-        let text = match fsutil::read_small(&path, MAX_RECORD_BYTES) {
-            Ok(text) => text,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
-                return Err(StoreError::Corrupt(path, e.to_string()))
-            }
-            Err(e) => return Err(io_err("read", &path)(e)),
-        };
-        let record: Record = serde_json::from_slice(&text)
-            .map_err(|e| StoreError::Corrupt(path.clone(), e.to_string()))?;
-        if record.id != id.as_str() {
-            return Err(StoreError::Corrupt(
+        match read_record_file(&path)? {
+            Some(record) if record.id != id.as_str() => Err(StoreError::Corrupt(
                 path,
                 "it names another container".into(),
-            ));
+            )),
+            record => Ok(record),
         }
-        Ok(Some(record))
     }
 
     fn write_record(&self, record: &Record) -> Result<(), StoreError> {
@@ -552,6 +542,22 @@ impl Store {
             }
         }
     }
+}
+
+/// Reads one record file (weave-dns follows them one by one): never through a link, at most
+/// 64 KiB; `None` when it is gone.
+pub fn read_record_file(path: &Path) -> Result<Option<Record>, StoreError> {
+    let text = match fsutil::read_small(path, MAX_RECORD_BYTES) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+            return Err(StoreError::Corrupt(path.to_path_buf(), e.to_string()))
+        }
+        Err(e) => return Err(io_err("read", path)(e)),
+    };
+    serde_json::from_slice(&text)
+        .map(Some)
+        .map_err(|e| StoreError::Corrupt(path.to_path_buf(), e.to_string()))
 }
 
 enum Claim {

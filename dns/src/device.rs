@@ -31,8 +31,8 @@ impl Device {
     }
 
     fn refresh(&self) -> i32 {
-        // SAFETY: a valid NUL-terminated string.
-        let index = unsafe { libc::if_nametoindex(self.name.as_ptr()) } as i32;
+        // 0 (no index) while the interface does not exist.
+        let index = nix::net::if_::if_nametoindex(self.name.as_c_str()).map_or(0, |i| i as i32);
         self.index.store(index, Ordering::Relaxed);
         index
     }

@@ -4,6 +4,7 @@
 pub mod answer;
 pub mod device;
 pub mod forward;
+pub mod fuzz;
 pub mod instance;
 pub mod listen;
 pub mod records;

@@ -112,10 +112,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Err(e) => return Err(e.into()),
     };
     // Names are read before the lock says "serving": a container's first query finds them.
-    let (table, unreadable) = Table::load(&store).context("read the records")?;
-    for error in unreadable {
-        tracing::warn!(%error, "record left out");
-    }
+    let names = Names::new(Table::empty());
+    watch::start(store, names.clone())?;
     let Some(instance) = instance::claim(&cli.state_dir).context("claim the state directory")?
     else {
         tracing::info!("another weave-dns serves this state directory; exiting");
@@ -125,15 +123,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         true => Upstreams::resolv_conf(cli.resolv_conf.clone(), listen_ip.into()),
         false => Upstreams::fixed(cli.upstreams.clone()),
     };
-    let names = Names::new(table);
     let server = Arc::new(Server {
         responder: Responder::new(),
-        names: names.clone(),
+        names,
         forwarder: Forwarder::new(upstreams),
         device: cli.device.as_deref().and_then(Device::new),
     });
     tracing::info!(%addr, state_dir = %cli.state_dir.display(), "serving");
-    let served = runtime.block_on(serve(server, listeners, names, cli.state_dir));
+    let served = runtime.block_on(serve(server, listeners));
     drop(instance);
     // Forwarded queries may still wait on upstreams: do not wait for them.
     runtime.shutdown_background();
@@ -141,12 +138,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// Serves until SIGTERM or SIGINT.
-async fn serve(
-    server: Arc<Server>,
-    listeners: listen::Listeners,
-    names: Names,
-    state_dir: PathBuf,
-) -> anyhow::Result<()> {
+async fn serve(server: Arc<Server>, listeners: listen::Listeners) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate()).context("handle SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("handle SIGINT")?;
     let udp = Arc::new(tokio::net::UdpSocket::from_std(listeners.udp).context("UDP socket")?);
@@ -155,7 +147,6 @@ async fn serve(
         tokio::spawn(server::serve_udp(server.clone(), udp.clone()));
     }
     tokio::spawn(server::serve_tcp(server, tcp));
-    tokio::spawn(watch::follow(state_dir, names));
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM: exiting"),
         _ = int.recv() => tracing::info!("SIGINT: exiting"),

@@ -40,8 +40,11 @@ impl Server {
     /// What to send back for a query: an answer of our own, or the upstream's (or SERVFAIL
     /// when forwarding fails or too many forwards are under way).
     async fn reply(&self, packet: &[u8], transport: Transport) -> Option<Vec<u8>> {
-        let table = self.names.current();
-        match self.responder.handle(packet, &table, transport) {
+        // The table's read lock is released before any await.
+        let action = self
+            .responder
+            .handle(packet, &self.names.current(), transport);
+        match action {
             Action::Reply(bytes) => Some(bytes),
             Action::Drop => None,
             Action::Forward(query) => {
@@ -103,8 +106,10 @@ pub async fn serve_udp(server: Arc<Server>, socket: Arc<UdpSocket>) {
                 continue;
             }
         };
-        let table = server.names.current();
-        match server.responder.handle(&buf[..len], &table, Transport::Udp) {
+        let action = server
+            .responder
+            .handle(&buf[..len], &server.names.current(), Transport::Udp);
+        match action {
             Action::Reply(bytes) => send(&socket, &bytes, &origin).await,
             Action::Drop => {}
             Action::Forward(query) => {

@@ -374,7 +374,7 @@ fn a_flood_of_malformed_packets_and_connections_leaves_it_serving() {
 fn a_log_file_gets_no_colour_codes() {
     let state = tempfile::tempdir().unwrap();
     let log = state.path().join("dns.log");
-    let mut cmd = command(state.path(), Ipv4Addr::new(127, 53, 0, 6), None);
+    let mut cmd = command(state.path(), Ipv4Addr::new(127, 53, 0, 7), None);
     cmd.args(["--log-level", "debug"])
         .stderr(std::fs::File::create(&log).unwrap());
     let mut child = cmd.spawn().unwrap();

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use weave_hook::cidr::{parse, AddrRequest, CidrSpec, MAX_ENTRIES};
+use weave_core::cidr::{parse, AddrRequest, CidrSpec, MAX_ENTRIES};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

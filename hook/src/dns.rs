@@ -9,7 +9,7 @@ use std::net::Ipv4Addr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use ipnet::Ipv4Net;
@@ -22,6 +22,7 @@ use weave_core::layout::StateDir;
 use weave_core::process::has_exited;
 use weave_core::settings::Settings;
 
+use crate::dns_scope::{self, Scope};
 /// The server's program name, looked for next to weave-hook's own executable.
 pub const SERVER_NAME: &str = "weave-dns";
 /// How long an attach waits for a server it started to serve.
@@ -73,7 +74,9 @@ pub fn ensure_server(settings: &Settings) -> Result<(), DnsError> {
         return Ok(());
     }
     let program = server_program(settings)?;
-    let mut child = spawn(&program, settings)?;
+    let mut child = dns_scope::spawn(&program, &settings.state_dir, |scope| {
+        spawn(&program, settings, scope)
+    })?;
     tracing::info!(pid = child.id(), "started weave-dns");
     wait_until_serving(&lock, &mut child, settings)
 }
@@ -91,7 +94,7 @@ fn server_program(settings: &Settings) -> Result<PathBuf, DnsError> {
     }
 }
 
-fn spawn(program: &Path, settings: &Settings) -> Result<Child, DnsError> {
+fn spawn(program: &Path, settings: &Settings, scope: Option<&Scope>) -> Result<Child, DnsError> {
     let log = settings.layout().dns_log();
     let stderr = OpenOptions::new()
         .create(true)
@@ -100,7 +103,7 @@ fn spawn(program: &Path, settings: &Settings) -> Result<Child, DnsError> {
         .custom_flags(libc::O_NOFOLLOW)
         .open(&log)
         .map_err(io_err("open", &log))?;
-    let mut cmd = Command::new(program);
+    let mut cmd = dns_scope::command(scope, program);
     cmd.arg("--state-dir")
         .arg(&settings.state_dir)
         .arg("--listen")

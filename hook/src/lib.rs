@@ -6,6 +6,7 @@ pub mod attach;
 pub mod bridge;
 pub mod detach;
 pub mod dns;
+pub mod dns_scope;
 pub mod error;
 pub mod firewall;
 pub mod gc;
