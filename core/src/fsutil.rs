@@ -10,6 +10,7 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::{fchown, DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use nix::fcntl::{Flock, FlockArg};
 use tempfile::NamedTempFile;
 use thiserror::Error;
 
@@ -59,6 +60,19 @@ pub fn ensure_private_dir(path: &Path) -> Result<(), DirError> {
         )));
     }
     Ok(())
+}
+
+/// A lock file of the state directory (created 0600, never through a link), flock(2)ed
+/// exclusively; released when the returned value is dropped, or when the process dies.
+pub fn lock_file(path: &Path) -> io::Result<Flock<File>> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
+    Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| errno.into())
 }
 
 /// How [`write_atomic`] writes.

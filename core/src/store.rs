@@ -14,7 +14,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::Flock;
 
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
@@ -168,17 +168,9 @@ impl Store {
     /// the store's. Hold it briefly: never across a process or a network call.
     pub fn lock(&self) -> Result<Lock, StoreError> {
         let path = self.dir.store_lock();
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)
-            .map_err(io_err("open", &path))?;
-        Flock::lock(file, FlockArg::LockExclusive)
+        fsutil::lock_file(&path)
             .map(Lock)
-            .map_err(|(_, errno)| io_err("lock", &path)(errno.into()))
+            .map_err(io_err("lock", &path))
     }
 
     /// Reserves the requested addresses for a container and records it.

@@ -17,15 +17,15 @@
 //! (`<state-dir>/firewall.lock`) only keeps concurrent hooks from inserting the rule twice,
 //! and every iptables run is bounded (`-w`, and killed after [`DEADLINE`]).
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, ErrorKind};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::Flock;
 use thiserror::Error;
 use weave_core::fsutil::{self, WriteOptions};
 use weave_core::layout::StateDir;
@@ -287,17 +287,9 @@ struct FirewallLock(#[allow(dead_code)] Flock<File>);
 impl FirewallLock {
     fn take(state_dir: &StateDir) -> Result<Self, FirewallError> {
         let path = state_dir.firewall_lock();
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)
-            .map_err(state_err("open", &path))?;
-        Flock::lock(file, FlockArg::LockExclusive)
+        fsutil::lock_file(&path)
             .map(Self)
-            .map_err(|(_, errno)| state_err("lock", &path)(errno.into()))
+            .map_err(state_err("lock", &path))
     }
 }
 
