@@ -16,7 +16,7 @@ use netlink_packet_core::{
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
     AfSpecInet6, AfSpecUnspec, InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo,
-    LinkMessage,
+    LinkMessage, State,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
@@ -35,6 +35,10 @@ pub struct Link {
     pub master: Option<u32>,
     /// Its ifalias (weave-hook marks the bridges it owns with one).
     pub alias: Option<String>,
+    /// RFC 2863 operational state is up. The kernel sets it asynchronously after a carrier
+    /// change (its link watch), right before it tells the bridge, which only then forwards
+    /// the port's frames.
+    pub oper_up: bool,
 }
 
 /// What a veth pair looks like when it is created in one request.
@@ -378,11 +382,13 @@ fn link_from_reply(reply: RouteNetlinkMessage) -> Option<Link> {
     let mut kind = None;
     let mut master = None;
     let mut alias = None;
+    let mut oper_up = false;
     for attr in &msg.attributes {
         match attr {
             LinkAttribute::IfName(n) => name = Some(n.clone()),
             LinkAttribute::Controller(i) => master = Some(*i),
             LinkAttribute::IfAlias(a) => alias = Some(a.clone()).filter(|a| !a.is_empty()),
+            LinkAttribute::OperState(state) => oper_up = *state == State::Up,
             LinkAttribute::LinkInfo(infos) => {
                 kind = infos.iter().find_map(|i| match i {
                     LinkInfo::Kind(k) => Some(k.to_string()),
@@ -399,5 +405,6 @@ fn link_from_reply(reply: RouteNetlinkMessage) -> Option<Link> {
         kind,
         master,
         alias,
+        oper_up,
     })
 }
