@@ -27,30 +27,8 @@ if [[ "$(id -u)" -ne 0 ]]; then
 	exit 1
 fi
 
-mirror_uri() {
-	local src=/etc/apt/sources.list.d/debian.sources
-	if [[ -r "$src" ]]; then
-		# First "URIs:" line of the deb822 file is the main Debian archive.
-		sed -n 's/^URIs:[[:space:]]*\([^[:space:]]*\).*/\1/p' "$src" | head -n1
-	fi
-}
-
-uri="$(mirror_uri)"
-uri="${uri:-http://deb.debian.org/debian}"
-
-cat >/etc/apt/sources.list.d/trixie.sources <<SRC
-Types: deb
-URIs: $uri
-Suites: trixie
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-SRC
-
-cat >/etc/apt/preferences.d/trixie <<'PIN'
-Package: *
-Pin: release n=trixie
-Pin-Priority: 100
-PIN
+. "$(dirname "$0")/apt-lib.sh"
+apt_trixie_source
 
 export DEBIAN_FRONTEND=noninteractive
 apt-get -o DPkg::Lock::Timeout=600 update

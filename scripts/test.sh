@@ -9,6 +9,7 @@ if [ "$(id -u)" -eq 0 ]; then
 	scripts/deps-runc.sh
 	scripts/deps-docker.sh
 	scripts/deps-podman.sh
+	scripts/deps-crun.sh
 fi
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings

@@ -179,8 +179,16 @@ pub struct PodmanUninstall {
 pub struct StatusArgs {
     #[command(flatten)]
     pub docker: DockerTarget,
-    #[command(flatten)]
-    pub hooks: HooksTarget,
+    /// OCI hooks directory to check, and say whether podman reads it [default: the
+    /// directories podman reads, from containers.conf].
+    #[arg(long, value_name = "DIR")]
+    pub hooks_dir: Option<PathBuf>,
+    /// podman's containers.conf; podman then reads only this file [default: $CONTAINERS_CONF
+    /// when set and not empty, as podman reads it; else the system files
+    /// /usr/share/containers/containers.conf, /etc/containers/containers.conf and
+    /// /etc/containers/containers.conf.d/*.conf].
+    #[arg(long, value_name = "FILE")]
+    pub containers_conf: Option<PathBuf>,
     #[command(flatten)]
     pub daemon: DaemonArgs,
 }

@@ -2,6 +2,7 @@
 
 mod atomic;
 mod cli;
+mod containers_conf;
 mod daemon_json;
 mod docker;
 mod dockerd;

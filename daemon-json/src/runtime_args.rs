@@ -62,6 +62,19 @@ pub fn check(args: &[String]) -> Result<(), RuntimeArgError> {
     core::check_dns_addr(range, dns_addr).map_err(RuntimeArgError::DnsAddrInRange)
 }
 
+/// The weave-hook path `args` give weave-runtime (`--weave-hook-path`, the last one wins), if
+/// any; arguments that are not weave-runtime's flags are passed over.
+pub fn hook_path(args: &[String]) -> Option<&str> {
+    let mut found = None;
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        if let Ok((RuntimeFlag::HookPath, value)) = flag_and_value(arg, &mut iter) {
+            found = Some(value);
+        }
+    }
+    found
+}
+
 /// The flag `arg` names and its value: after `=`, or the next argument.
 fn flag_and_value<'a>(
     arg: &'a str,
@@ -109,6 +122,23 @@ mod tests {
 
     fn check_strs(args: &[&str]) -> Result<(), RuntimeArgError> {
         check(&args.iter().map(|a| a.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn the_last_hook_path_is_the_one_weave_runtime_uses() {
+        let args = |a: &[&str]| a.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+        assert_eq!(hook_path(&args(&["--weave-bridge=wv0"])), None);
+        assert_eq!(
+            hook_path(&args(&[
+                "--weave-hook-path",
+                "/a/weave-hook",
+                "--bogus",
+                "--weave-hook-path=/b/weave-hook",
+                "--weave-mtu",
+                "1400",
+            ])),
+            Some("/b/weave-hook")
+        );
     }
 
     #[test]

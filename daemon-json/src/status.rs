@@ -1,23 +1,28 @@
 //! `weave-setup status`: what is installed where. Every problem found is reported as a line
 //! of the status, not as a failure: status is what one runs when something is wrong.
 
-use std::path::Path;
+use std::fs;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
 use crate::atomic;
-use crate::cli::StatusArgs;
+use crate::cli::{StatusArgs, DEFAULT_HOOKS_DIR};
+use crate::containers_conf::{self, HooksDirs};
 use crate::daemon_json;
 use crate::dockerd;
 use crate::jsonfmt;
 use crate::podman;
 use crate::record;
+use crate::runtime_args;
 
 pub fn run(args: &StatusArgs) {
     for line in docker_lines(args)
         .into_iter()
         .chain(dockerd_lines(args))
-        .chain(podman_lines(&args.hooks.hooks_dir))
+        .chain(podman_lines(args))
     {
         println!("{line}");
     }
@@ -49,10 +54,13 @@ fn docker_lines(args: &StatusArgs) -> Vec<String> {
     };
     let current = daemon_json::current(&doc, name);
     let mut lines = vec![head];
-    lines.push(match &current.entry {
-        Some(entry) => format!("  runtime \"{name}\": {}", describe_runtime(entry)),
-        None => format!("  runtime \"{name}\": not installed"),
-    });
+    match &current.entry {
+        Some(entry) => {
+            lines.push(format!("  runtime \"{name}\": {}", describe_runtime(entry)));
+            lines.extend(runtime_hook_line(entry));
+        }
+        None => lines.push(format!("  runtime \"{name}\": not installed")),
+    }
     lines.push(format!(
         "  default-runtime: {}",
         current
@@ -88,26 +96,72 @@ fn describe_runtime(entry: &Value) -> String {
     let Some(path) = entry.get("path").and_then(Value::as_str) else {
         return format!("{entry} (no path)");
     };
-    let args: Vec<&str> = entry
-        .get("runtimeArgs")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default();
-    format!("{}{}", command_line(path, &args), program_state(path))
+    let args = runtime_args_of(entry);
+    format!(
+        "{}{}",
+        command_line(path, &args),
+        program_state(Path::new(path))
+    )
 }
 
-fn command_line(path: &str, args: &[&str]) -> String {
+fn runtime_args_of(entry: &Value) -> Vec<String> {
+    entry
+        .get("runtimeArgs")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Where weave-runtime will look for weave-hook: `--weave-hook-path` in runtimeArgs, else
+/// beside its own executable (symlinks resolved, as it finds itself through /proc/self/exe).
+fn runtime_hook_line(entry: &Value) -> Option<String> {
+    let runtime = entry.get("path").and_then(Value::as_str)?;
+    let args = runtime_args_of(entry);
+    let (hook, how) = match runtime_args::hook_path(&args) {
+        Some(hook) => (PathBuf::from(hook), "--weave-hook-path in runtimeArgs"),
+        None => {
+            let runtime = fs::canonicalize(runtime).unwrap_or_else(|_| runtime.into());
+            (
+                runtime.with_file_name("weave-hook"),
+                "next to weave-runtime",
+            )
+        }
+    };
+    Some(format!(
+        "  weave-hook: {} ({how}){}",
+        hook.display(),
+        program_state(&hook)
+    ))
+}
+
+fn command_line(path: &str, args: &[String]) -> String {
     std::iter::once(path)
-        .chain(args.iter().copied())
+        .chain(args.iter().map(String::as_str))
         .collect::<Vec<_>>()
         .join(" ")
 }
 
-fn program_state(path: &str) -> &'static str {
-    if Path::new(path).is_file() {
-        ""
-    } else {
-        " (MISSING: the program does not exist)"
+/// Empty when a runtime can run `path`, else why it cannot, to end a status line.
+fn program_state(path: &Path) -> String {
+    if !path.is_absolute() {
+        return " (NOT AN ABSOLUTE PATH: the runtime cannot run it)".to_string();
+    }
+    match fs::metadata(path) {
+        Ok(meta) if !meta.is_file() => " (MISSING: not a regular file)".to_string(),
+        Ok(meta) if meta.permissions().mode() & 0o111 == 0 => format!(
+            " (NOT EXECUTABLE: mode {:04o}; chmod +x it)",
+            meta.permissions().mode() & 0o7777
+        ),
+        Ok(_) => String::new(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            " (MISSING: the program does not exist)".to_string()
+        }
+        Err(e) => format!(" (cannot check it: {e})"),
     }
 }
 
@@ -136,24 +190,82 @@ fn dockerd_lines(args: &StatusArgs) -> Vec<String> {
     }
 }
 
-fn podman_lines(dir: &Path) -> Vec<String> {
+/// The hook file podman will use, and the directories it reads them from (containers.conf).
+fn podman_lines(args: &StatusArgs) -> Vec<String> {
+    // podman ignores an empty CONTAINERS_CONF.
+    let from_env = std::env::var_os("CONTAINERS_CONF")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from);
+    let conf = args.containers_conf.clone().or(from_env);
+    let read = match containers_conf::hooks_dirs(conf.as_deref()) {
+        Ok(read) => read,
+        Err(e) => {
+            let dir = args
+                .hooks_dir
+                .as_deref()
+                .unwrap_or(Path::new(DEFAULT_HOOKS_DIR));
+            return vec![format!("podman: {e}"), hook_file_line(dir)];
+        }
+    };
+    let mut lines = vec![format!(
+        "podman: reads hooks from {} ({})",
+        read.list(),
+        read.source
+    )];
+    match &args.hooks_dir {
+        Some(dir) => {
+            lines.push(hook_file_line(dir));
+            if !read.includes(dir) {
+                lines.push(format!(
+                    "podman: does NOT read {}: add it to hooks_dir in containers.conf's [engine] \
+                     (weave-setup podman --hooks-dir prints how)",
+                    dir.display()
+                ));
+            }
+        }
+        None => lines.push(effective_hook_file_line(&read)),
+    }
+    lines
+}
+
+/// The weave.json podman uses: a file in a later directory overrides one of the same name.
+fn effective_hook_file_line(read: &HooksDirs) -> String {
+    let found = read
+        .dirs
+        .iter()
+        .rev()
+        .find(|dir| match podman::installed(dir) {
+            Ok(found) => found.is_some(),
+            Err(_) => false,
+        });
+    match found {
+        Some(dir) => hook_file_line(dir),
+        None => format!(
+            "podman: no {} in {} (hook not installed)",
+            podman::HOOK_FILE,
+            read.list()
+        ),
+    }
+}
+
+fn hook_file_line(dir: &Path) -> String {
     match podman::installed(dir) {
         Ok(Some((path, bytes))) => {
             let hook_path = serde_json::from_slice::<Value>(&bytes)
                 .ok()
-                .and_then(|v| v.pointer("/hook/path")?.as_str().map(str::to_string));
-            let state = hook_path.as_deref().map_or("", program_state);
-            vec![format!(
+                .and_then(|v| v.pointer("/hook/path")?.as_str().map(PathBuf::from));
+            let state = hook_path.as_deref().map_or(String::new(), program_state);
+            format!(
                 "podman: {}: {}{state}",
                 path.display(),
                 podman::describe(&bytes)
-            )]
+            )
         }
-        Ok(None) => vec![format!(
+        Ok(None) => format!(
             "podman: no {} in {} (hook not installed)",
             podman::HOOK_FILE,
             dir.display()
-        )],
-        Err(e) => vec![format!("podman: {e}")],
+        ),
+        Err(e) => format!("podman: {e}"),
     }
 }

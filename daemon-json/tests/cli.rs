@@ -583,6 +583,250 @@ fn status_reports_what_is_installed() {
     assert!(stdout.contains("podman: no weave.json"), "{stdout}");
 }
 
+/// `weave-setup status` with `CONTAINERS_CONF=conf`, no daemon.json and no dockerd: its
+/// stdout, once it succeeded.
+fn status_with(conf: &Path, extra: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .args(["status", "--config", "/nonexistent/daemon.json"])
+        .args(["--pidfile", "/nonexistent/docker.pid"])
+        .args(extra)
+        .env("CONTAINERS_CONF", conf)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    text(&out.stdout)
+}
+
+/// A program file at `path` with `mode`.
+fn program(path: &Path, mode: u32) {
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(path, "#!/bin/sh\n").unwrap();
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// weave-setup podman into `hooks_dir`, pointing at `hook`.
+fn install_podman_hook(hooks_dir: &Path, hook: &Path) {
+    fs::create_dir_all(hooks_dir).unwrap();
+    ok(
+        weave_setup(&[
+            "podman",
+            "--hooks-dir",
+            hooks_dir.to_str().unwrap(),
+            "--hook-path",
+            hook.to_str().unwrap(),
+        ]),
+        "weave-setup podman",
+    );
+}
+
+fn line_with<'a>(stdout: &'a str, needle: &str) -> &'a str {
+    stdout
+        .lines()
+        .find(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("no line with {needle:?} in:\n{stdout}"))
+}
+
+/// Issue 12: status looked for weave.json in /usr/share/containers/oci/hooks.d only, although
+/// podman reads the directories containers.conf's hooks_dir names ($CONTAINERS_CONF's).
+#[test]
+fn status_finds_the_hook_file_in_the_hooks_dir_of_containers_conf() {
+    let dir = tempfile::tempdir().unwrap();
+    let hooks = dir.path().join("hooks.d");
+    let hook = dir.path().join("bin/weave-hook");
+    program(&hook, 0o755);
+    install_podman_hook(&hooks, &hook);
+    let conf = dir.path().join("containers.conf");
+    fs::write(
+        &conf,
+        format!(
+            "[containers]\ndefault_ulimits=[\"nofile=1024:1024\"]\n[engine]\nruntime=\"runc\"\n\
+             hooks_dir=[\"/nonexistent/hooks.d\", \"{}\"]\n",
+            hooks.display()
+        ),
+    )
+    .unwrap();
+    let stdout = status_with(&conf, &[]);
+    assert!(
+        stdout.contains(&format!(
+            "podman: reads hooks from /nonexistent/hooks.d, {} (hooks_dir in {})",
+            hooks.display(),
+            conf.display()
+        )),
+        "{stdout}"
+    );
+    let line = line_with(&stdout, "weave.json");
+    assert_eq!(
+        line,
+        format!(
+            "podman: {}/weave.json: runs {}",
+            hooks.display(),
+            hook.display()
+        )
+    );
+}
+
+/// Issue 12: a hook file in a directory podman does not read was reported as installed.
+#[test]
+fn status_says_when_podman_does_not_read_the_hooks_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let hooks = dir.path().join("hooks.d");
+    let hook = dir.path().join("bin/weave-hook");
+    program(&hook, 0o755);
+    install_podman_hook(&hooks, &hook);
+    let conf = dir.path().join("containers.conf");
+    fs::write(&conf, "[engine]\nruntime=\"runc\"\n").unwrap();
+    let stdout = status_with(&conf, &["--hooks-dir", hooks.to_str().unwrap()]);
+    assert!(
+        stdout.contains(
+            "podman: reads hooks from /usr/share/containers/oci/hooks.d (podman's default: \
+             no containers.conf sets hooks_dir)"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "podman: does NOT read {}: add it",
+            hooks.display()
+        )),
+        "{stdout}"
+    );
+
+    fs::write(
+        &conf,
+        format!("[engine]\nhooks_dir=[\"{}\"]\n", hooks.display()),
+    )
+    .unwrap();
+    let stdout = status_with(&conf, &["--hooks-dir", hooks.to_str().unwrap()]);
+    assert!(!stdout.contains("does NOT read"), "{stdout}");
+
+    fs::write(&conf, "[engine\nhooks_dir=").unwrap();
+    let stdout = status_with(&conf, &[]);
+    assert!(
+        stdout.contains("is not valid containers.conf TOML"),
+        "{stdout}"
+    );
+    let missing = dir.path().join("missing.conf");
+    let stdout = status_with(&missing, &[]);
+    assert!(
+        stdout.contains(&format!(
+            "CONTAINERS_CONF={} does not exist",
+            missing.display()
+        )),
+        "{stdout}"
+    );
+}
+
+/// Issue 12: status said nothing when the weave-hook the hook file names cannot be run.
+#[test]
+fn status_checks_the_weave_hook_the_hook_file_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let hooks = dir.path().join("hooks.d");
+    let hook = dir.path().join("bin/weave-hook");
+    program(&hook, 0o644);
+    install_podman_hook(&hooks, &hook);
+    let conf = dir.path().join("containers.conf");
+    fs::write(
+        &conf,
+        format!("[engine]\nhooks_dir=[\"{}\"]\n", hooks.display()),
+    )
+    .unwrap();
+    let status = || status_with(&conf, &[]);
+    assert!(
+        line_with(&status(), "weave.json").ends_with("(NOT EXECUTABLE: mode 0644; chmod +x it)"),
+        "{}",
+        status()
+    );
+    fs::remove_file(&hook).unwrap();
+    assert!(
+        line_with(&status(), "weave.json").ends_with("(MISSING: the program does not exist)"),
+        "{}",
+        status()
+    );
+    program(&hook, 0o755);
+    assert!(
+        line_with(&status(), "weave.json").ends_with(&format!("runs {}", hook.display())),
+        "{}",
+        status()
+    );
+}
+
+/// Issue 12: status did not check the weave-hook weave-runtime runs: the one next to it
+/// (symlinks resolved), or its --weave-hook-path.
+#[test]
+fn status_checks_weave_hook_where_weave_runtime_looks() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    program(&bin.join("weave-runtime"), 0o755);
+    let link = dir.path().join("link");
+    fs::create_dir(&link).unwrap();
+    std::os::unix::fs::symlink(bin.join("weave-runtime"), link.join("weave-runtime")).unwrap();
+    let config = dir.path().join("daemon.json");
+    let runtime = link.join("weave-runtime");
+    ok(
+        weave_setup(&[
+            "docker",
+            "--config",
+            config.to_str().unwrap(),
+            "--runtime-path",
+            runtime.to_str().unwrap(),
+            "--pidfile",
+            "/nonexistent/docker.pid",
+        ]),
+        "weave-setup docker",
+    );
+    let status = |config: &Path| {
+        let out = weave_setup(&[
+            "status",
+            "--config",
+            config.to_str().unwrap(),
+            "--pidfile",
+            "/nonexistent/docker.pid",
+        ]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let hook = fs::canonicalize(&bin).unwrap().join("weave-hook");
+    let stdout = status(&config);
+    assert!(
+        stdout.contains(&format!(
+            "  weave-hook: {} (next to weave-runtime) (MISSING: the program does not exist)",
+            hook.display()
+        )),
+        "{stdout}"
+    );
+    program(&hook, 0o755);
+    let stdout = status(&config);
+    assert!(
+        stdout.contains(&format!(
+            "  weave-hook: {} (next to weave-runtime)\n",
+            hook.display()
+        )),
+        "{stdout}"
+    );
+
+    let other = dir.path().join("other.json");
+    ok(
+        weave_setup(&[
+            "docker",
+            "--config",
+            other.to_str().unwrap(),
+            "--runtime-path",
+            runtime.to_str().unwrap(),
+            "--runtime-arg=--weave-hook-path=/nonexistent/weave-hook",
+            "--pidfile",
+            "/nonexistent/docker.pid",
+        ]),
+        "weave-setup docker --runtime-arg",
+    );
+    let stdout = status(&other);
+    assert!(
+        stdout.contains(
+            "  weave-hook: /nonexistent/weave-hook (--weave-hook-path in runtimeArgs) (MISSING"
+        ),
+        "{stdout}"
+    );
+}
+
 fn uninstall_docker(config: &Path, name: &str) -> Output {
     weave_setup(&[
         "uninstall",

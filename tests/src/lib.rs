@@ -295,23 +295,63 @@ impl Bundle {
     }
 }
 
-/// runc with a state root of the test's own, run inside a [`TestHost`]. Dropping it
-/// force-deletes every container it still knows.
+/// The runc-compatible command-line runtimes the tests drive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Runc,
+    /// crun refuses these VMs' hybrid cgroup layout (cgroup v1 controllers plus a cgroup2
+    /// mount at /sys/fs/cgroup/unified: "cgroups in hybrid mode not supported"). Each crun
+    /// command therefore runs in a private mount namespace of its own with that cgroup2 mount
+    /// unmounted, where crun sees plain cgroup v1; the host's mounts are untouched.
+    Crun,
+}
+
+impl Engine {
+    /// The program name, as `tool_or_skip` looks it up.
+    pub fn program(self) -> &'static str {
+        match self {
+            Self::Runc => "runc",
+            Self::Crun => "crun",
+        }
+    }
+}
+
+/// crun's command line under [`Engine::Crun`]: the mount namespace is private, so the
+/// unmount never reaches the host; hosts without that mount skip it.
+const CRUN_WITHOUT_UNIFIED_CGROUP: &str = "if mountpoint -q /sys/fs/cgroup/unified; then \
+     umount /sys/fs/cgroup/unified || exit 125; fi; exec crun \"$@\"";
+
+/// A runc-compatible runtime (runc, or crun: [`Engine`]) with a state root of the test's
+/// own, run inside a [`TestHost`]. Dropping it force-deletes every container it still knows.
 pub struct Runc<'h> {
     pub host: &'h TestHost,
     pub root: tempfile::TempDir,
+    pub engine: Engine,
 }
 
 impl<'h> Runc<'h> {
     pub fn new(host: &'h TestHost) -> Self {
+        Self::of(Engine::Runc, host)
+    }
+
+    pub fn of(engine: Engine, host: &'h TestHost) -> Self {
         Self {
             host,
             root: tempfile::tempdir().unwrap(),
+            engine,
         }
     }
 
     pub fn command(&self) -> Command {
-        let mut cmd = self.host.command("runc");
+        let mut cmd = match self.engine {
+            Engine::Runc => self.host.command("runc"),
+            Engine::Crun => {
+                let mut cmd = self.host.command("unshare");
+                cmd.args(["-m", "--propagation", "private", "sh", "-c"])
+                    .args([CRUN_WITHOUT_UNIFIED_CGROUP, "crun"]);
+                cmd
+            }
+        };
         cmd.arg("--root").arg(self.root.path());
         cmd
     }

@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use crate::{bin, root_or_skip, run_ok, tool_or_skip, Bundle, Rootfs, TestHost};
+use crate::{bin, root_or_skip, run_ok, tool_or_skip, Bundle, Engine, Rootfs, TestHost};
 
 pub struct RuncEnv {
     pub host: TestHost,
@@ -14,7 +14,16 @@ pub struct RuncEnv {
 impl RuncEnv {
     /// `None` when the test must skip (not root outside CI, or runc missing outside CI).
     pub fn new(test: &str) -> Option<Self> {
-        if !root_or_skip(test) || !tool_or_skip(test, "runc") {
+        Self::using(Engine::Runc, test)
+    }
+
+    /// `None` when the test must skip (not root outside CI, or the engine missing outside
+    /// CI). Bundles come from `runc spec`, so runc is needed in every case.
+    pub fn using(engine: Engine, test: &str) -> Option<Self> {
+        if !root_or_skip(test)
+            || !tool_or_skip(test, "runc")
+            || !tool_or_skip(test, engine.program())
+        {
             return None;
         }
         Some(Self {

@@ -239,6 +239,54 @@ fn a_failed_create_leaves_nothing(w: &Weave) {
     w.assert_nothing_left("a create that runc failed");
 }
 
+/// Issue 12: errors about another container name it by its engine name where the bundle says
+/// it, else by its id. Docker 26 puts no name in config.json (annotations are only the
+/// user's, the hostname and HOSTNAME are the short id), so the line names the holder by id.
+fn a_refused_attach_names_the_holder_by_its_id(w: &Weave) {
+    let d = w.dockerd;
+    let holder = unique("wvh");
+    let cidr = "weave.cidr=10.2.3.7/24";
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        &holder,
+        "--runtime",
+        "weave",
+        "--annotation",
+        cidr,
+        IMAGE,
+        "sleep",
+        "600",
+    ]);
+    let id = d
+        .ok(&["inspect", "-f", "{{.Id}}", &holder])
+        .trim()
+        .to_owned();
+    let latecomer = unique("wvl");
+    let out = d.run(&[
+        "run",
+        "--rm",
+        "--name",
+        &latecomer,
+        "--runtime",
+        "weave",
+        "--annotation",
+        cidr,
+        IMAGE,
+        "true",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the latecomer was refused");
+    assert!(
+        stderr.contains(&format!("address 10.2.3.7 is in use by container {id}")),
+        "{stderr}"
+    );
+    assert_eq!(w.ps().lines().count(), 1, "only the holder: {}", w.ps());
+    d.ok(&["rm", "--force", &holder]);
+    w.assert_nothing_left("a refused attach and its holder's rm");
+}
+
 #[test]
 fn docker_run_with_runtime_weave() {
     if !prerequisites() {
@@ -274,6 +322,7 @@ fn docker_run_with_runtime_weave() {
     a_container_without_weave_options_has_no_ethwe(&w);
     a_bad_annotation_fails_the_run_with_weave_runtimes_message(&w);
     a_failed_create_leaves_nothing(&w);
+    a_refused_attach_names_the_holder_by_its_id(&w);
     assert!(
         host.links(&bridge).len() == 1,
         "the bridge lives in the test host"

@@ -199,3 +199,68 @@ fn uninstall_podman_turns_the_hook_off() {
     assert!(!links.contains("ethwe"), "hook still ran: {links}");
     assert_eq!(env.ps(), "");
 }
+
+/// Issue 12: errors about another container name it by its engine name where the bundle says
+/// it, else by its id. podman 4.3 puts no name in config.json or in the state's annotations
+/// (looked at: `io.podman.annotations.*`, cri-o's `Created`/`TTY`, and under `kube play`
+/// `SandboxID`, the pod's id), so the line names the holder by its full id.
+#[test]
+fn a_refused_attach_names_the_holder_by_its_id() {
+    let Some(env) = Env::new("a_refused_attach_names_the_holder_by_its_id") else {
+        return;
+    };
+    let podman = env.podman();
+    let holder = unique("wvph");
+    let cidr = "weave.cidr=10.2.4.7/24";
+    ok_stdout(
+        &podman.run(&[
+            "run",
+            "--detach",
+            "--name",
+            &holder,
+            "--network",
+            "none",
+            "--annotation",
+            cidr,
+            IMAGE,
+            "sleep",
+            "300",
+        ]),
+        "run the holder",
+    );
+    let id = ok_stdout(
+        &podman.run(&["inspect", "--format", "{{.Id}}", &holder]),
+        "inspect",
+    );
+
+    let latecomer = unique("wvpl");
+    let args = [
+        "run",
+        "--rm",
+        "--name",
+        &latecomer,
+        "--network",
+        "none",
+        "--annotation",
+        cidr,
+        IMAGE,
+        "true",
+    ];
+    let out = podman.run(&args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the latecomer was refused");
+    assert!(
+        stderr.contains(&format!(
+            "address 10.2.4.7 is in use by container {}",
+            id.trim()
+        )),
+        "{stderr}"
+    );
+    let ps = env.ps();
+    assert_eq!(ps.lines().count(), 1, "only the holder is attached: {ps}");
+    assert_eq!(
+        env.host.links("vethwe").len(),
+        1,
+        "no veth of the latecomer"
+    );
+}

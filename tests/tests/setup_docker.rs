@@ -166,6 +166,13 @@ fn dockerd_started_with_the_written_config_attaches_containers() {
         "{status}"
     );
     assert!(status.contains("lists runtime \"weave\""), "{status}");
+    assert!(
+        status.contains(&format!(
+            "  weave-hook: {} (--weave-hook-path in runtimeArgs)\n",
+            bin("weave-hook").display()
+        )),
+        "status checks the weave-hook weave-runtime runs: {status}"
+    );
 }
 
 #[test]
