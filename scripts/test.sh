@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs every test: installs what they need (runc, Docker 26, podman), checks formatting and
+# Runs every test: installs what they need (runc, Docker 26, podman, crun), checks formatting and
 # lints, then runs the whole workspace's tests against the real runtimes. Run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
