@@ -172,6 +172,7 @@ impl Lab {
                 addrs: vec![format!("{}/12", Self::name_addr(i)).parse().unwrap()],
                 owner,
                 names: vec![format!("c{i}")],
+                shared: false,
             };
             std::fs::write(
                 records.join(format!("c{i}.json")),
