@@ -193,6 +193,10 @@ impl Lab {
                 SERVER_IP,
                 "--upstream",
                 "127.0.0.1:9",
+                // All 16 clients share one address: a rate far above what they reach keeps
+                // the per-client accounting on the path without ever dropping a query.
+                "--client-qps",
+                "100000000",
             ]),
         }
     }
