@@ -4,7 +4,7 @@
 use thiserror::Error;
 
 use crate::oci::{BundleConfig, OciError, State};
-use crate::options::NAMES_ANNOTATION;
+use crate::options::{NAMES_ANNOTATION, SHARED_ANNOTATION};
 
 /// The domain weave DNS answers for (weave's own).
 pub const DOMAIN: &str = "weave.local";
@@ -18,6 +18,8 @@ const MAX_NAMES_TEXT: usize = 1024;
 pub enum NamesError {
     #[error("bad {NAMES_ANNOTATION} annotation {value:?}: {why}")]
     BadNames { value: String, why: String },
+    #[error("bad {SHARED_ANNOTATION} annotation {0:?}: use true or false")]
+    BadShared(String),
     #[error("the state names no bundle, so the hostname in config.json cannot be read")]
     NoBundle,
     #[error(transparent)]
@@ -91,16 +93,41 @@ pub fn names(hostname: Option<&str>, annotation: Option<&str>) -> Result<Vec<Str
     Ok(names)
 }
 
-/// The names of the container the state describes: hostname from its config.json, and the
-/// `weave.dns.names` annotation of the state, else of config.json.
-pub fn names_of(state: &State) -> Result<Vec<String>, NamesError> {
+/// What a weave DNS container claims: its names, and whether it shares them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Claim {
+    pub names: Vec<String>,
+    /// `weave.dns.shared=true`: answered together with the other containers that share the
+    /// name. Otherwise the first live claimant holds a name alone (weave-dns decides, from
+    /// every record, at each answer).
+    pub shared: bool,
+}
+
+/// `weave.dns.shared`: absent, empty or `false` is off, `true` on (spaces around ignored).
+pub fn parse_shared(value: Option<&str>) -> Result<bool, NamesError> {
+    match value.map(str::trim) {
+        None | Some("false" | "") => Ok(false),
+        Some("true") => Ok(true),
+        Some(other) => Err(NamesError::BadShared(other.chars().take(80).collect())),
+    }
+}
+
+/// The claim of the container the state describes: hostname from its config.json, and the
+/// `weave.dns.names` and `weave.dns.shared` annotations of the state, else of config.json.
+pub fn claim_of(state: &State) -> Result<Claim, NamesError> {
     let bundle = state.bundle.as_deref().ok_or(NamesError::NoBundle)?;
     let config = BundleConfig::read(bundle)?;
-    let annotation = state
-        .annotations
-        .get(NAMES_ANNOTATION)
-        .or_else(|| config.annotations.get(NAMES_ANNOTATION));
-    names(config.hostname.as_deref(), annotation.map(String::as_str))
+    let annotation = |key: &str| {
+        state
+            .annotations
+            .get(key)
+            .or_else(|| config.annotations.get(key))
+            .map(String::as_str)
+    };
+    Ok(Claim {
+        names: names(config.hostname.as_deref(), annotation(NAMES_ANNOTATION))?,
+        shared: parse_shared(annotation(SHARED_ANNOTATION))?,
+    })
 }
 
 #[cfg(test)]
@@ -166,21 +193,36 @@ mod tests {
     }
 
     #[test]
-    fn names_of_reads_hostname_and_annotation_from_the_bundle() {
+    fn claim_of_reads_hostname_and_annotations_from_the_bundle() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join("config.json"),
-            r#"{"hostname":"c0ffee123456","annotations":{"weave.dns.names":"web"}}"#,
+            r#"{"hostname":"c0ffee123456","annotations":{"weave.dns.names":"web","weave.dns.shared":"true"}}"#,
         )
         .unwrap();
         let mut state = State::parse(br#"{"id":"c","status":"creating","pid":1}"#).unwrap();
         state.bundle = Some(dir.path().to_path_buf());
-        assert_eq!(names_of(&state).unwrap(), ["c0ffee123456", "web"]);
+        let claim = claim_of(&state).unwrap();
+        assert_eq!(claim.names, ["c0ffee123456", "web"]);
+        assert!(claim.shared);
         state
             .annotations
             .insert(NAMES_ANNOTATION.into(), "api".into());
-        assert_eq!(names_of(&state).unwrap(), ["c0ffee123456", "api"]);
+        state
+            .annotations
+            .insert(SHARED_ANNOTATION.into(), "false".into());
+        let claim = claim_of(&state).unwrap();
+        assert_eq!(claim.names, ["c0ffee123456", "api"]);
+        assert!(!claim.shared);
+        state
+            .annotations
+            .insert(SHARED_ANNOTATION.into(), "yes".into());
+        let err = claim_of(&state).unwrap_err().to_string();
+        assert!(
+            err.contains("bad weave.dns.shared annotation \"yes\""),
+            "{err}"
+        );
         state.bundle = None;
-        assert!(matches!(names_of(&state), Err(NamesError::NoBundle)));
+        assert!(matches!(claim_of(&state), Err(NamesError::NoBundle)));
     }
 }

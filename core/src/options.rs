@@ -13,6 +13,8 @@ pub const CIDR_ANNOTATION: &str = "weave.cidr";
 pub const DNS_ANNOTATION: &str = "weave.dns";
 /// Extra weave DNS names (see [`crate::dns::names`]).
 pub const NAMES_ANNOTATION: &str = "weave.dns.names";
+/// `true`: the container's weave DNS names are shared (see [`crate::dns::claim_of`]).
+pub const SHARED_ANNOTATION: &str = "weave.dns.shared";
 /// weave-runtime: the nameserver of a weave DNS container's resolv.conf.
 pub const DNS_SERVER_ANNOTATION: &str = "weave.dns.server";
 /// weave-runtime: the search list of a weave DNS container's resolv.conf.

@@ -81,6 +81,10 @@ pub struct Record {
     /// Its weave DNS names: lowercase labels without the domain (empty without weave DNS).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub names: Vec<String>,
+    /// `weave.dns.shared=true`: its names are shared with other containers that share them,
+    /// instead of held by the first (see weave-dns's name table).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shared: bool,
 }
 
 impl Record {
@@ -97,6 +101,7 @@ pub struct Holder<'a> {
     pub veth: &'a str,
     pub owner: Option<ProcessId>,
     pub names: &'a [String],
+    pub shared: bool,
 }
 
 /// What a reservation found and made.
@@ -225,6 +230,7 @@ impl Store {
             addrs: claimed.clone(),
             owner: holder.owner,
             names: holder.names.to_vec(),
+            shared: holder.shared,
         };
         let result = result.and_then(|()| self.write_record(&record));
         if let Err(e) = result {
@@ -504,6 +510,7 @@ impl Store {
                 addrs,
                 owner: None,
                 names: Vec::new(),
+                shared: false,
             })
         })?;
         (record.id == id.as_str()).then_some(record)
@@ -625,6 +632,7 @@ mod tests {
             veth: "vethwe0",
             owner,
             names: &[],
+            shared: false,
         }
     }
 
@@ -885,12 +893,14 @@ mod tests {
         let c = id("a");
         let holder = Holder {
             names: &names,
+            shared: true,
             ..holder(&c, me())
         };
         store
             .reserve(&holder, &[AddrRequest::DefaultRange], net(RANGE), &[])
             .unwrap();
-        assert_eq!(store.records().unwrap().records[0].names, names);
+        let record = &store.records().unwrap().records[0];
+        assert_eq!((&record.names, record.shared), (&names, true));
         // A record written before names existed.
         fs::write(
             store.records_dir().join("old.json"),
@@ -898,7 +908,10 @@ mod tests {
         )
         .unwrap();
         let old = store.records().unwrap().records.remove(1);
-        assert_eq!((old.id.as_str(), old.names.len()), ("old", 0));
+        assert_eq!(
+            (old.id.as_str(), old.names.len(), old.shared),
+            ("old", 0, false)
+        );
     }
 
     #[test]

@@ -172,6 +172,7 @@ impl Lab {
                 addrs: vec![format!("{}/12", Self::name_addr(i)).parse().unwrap()],
                 owner,
                 names: vec![format!("c{i}")],
+                shared: false,
             };
             std::fs::write(
                 records.join(format!("c{i}.json")),
@@ -192,6 +193,10 @@ impl Lab {
                 SERVER_IP,
                 "--upstream",
                 "127.0.0.1:9",
+                // All 16 clients share one address: a rate far above what they reach keeps
+                // the per-client accounting on the path without ever dropping a query.
+                "--client-qps",
+                "100000000",
             ]),
         }
     }

@@ -87,6 +87,7 @@ fn record(id: &str, i: usize, name: &str) -> Record {
             .expect("an address")],
         owner: ProcessId::of(std::process::id() as i32).ok(),
         names: vec![name.into()],
+        shared: false,
     }
 }
 

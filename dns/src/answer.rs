@@ -144,7 +144,7 @@ impl Responder {
             reply.metadata.response_code = ResponseCode::NXDomain;
             reply.add_authority(self.soa.clone());
         } else if matches!(question.query_type(), RecordType::A | RecordType::ANY) {
-            for addr in addrs.into_iter().take(MAX_ANSWERS) {
+            for addr in rotated(&addrs).take(MAX_ANSWERS) {
                 reply.add_answer(Record::from_rdata(name.clone(), TTL, RData::A(A(addr))));
             }
         } else {
@@ -218,6 +218,17 @@ fn encode(reply: Message, query: &Message, transport: Transport) -> Action {
     cut.to_vec().map_or(Action::Drop, Action::Reply)
 }
 
+/// The addresses from a random one on, wrapping around: a shared name's containers each
+/// come first as often (clients mostly take the first), and the cut at [`MAX_ANSWERS`]
+/// leaves out different ones each time.
+fn rotated(addrs: &[Ipv4Addr]) -> impl Iterator<Item = Ipv4Addr> + '_ {
+    let start = match addrs.len() {
+        0 | 1 => 0,
+        n => rand::random_range(0..n),
+    };
+    addrs[start..].iter().chain(&addrs[..start]).copied()
+}
+
 /// The IPv4 address of a full `d.c.b.a.in-addr.arpa.` name.
 fn reverse_v4(name: &Name) -> Option<Ipv4Addr> {
     match name.parse_arpa_name().ok()? {
@@ -229,7 +240,7 @@ fn reverse_v4(name: &Name) -> Option<Ipv4Addr> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::records::tests::{gone, me, record};
+    use crate::records::tests::{gone, me, record, sharing};
     use hickory_proto::op::Query;
 
     fn table() -> Table {
@@ -275,15 +286,54 @@ mod tests {
         assert_eq!(m.metadata.message_type, MessageType::Response);
         assert_eq!(m.metadata.response_code, ResponseCode::NoError);
         assert!(m.metadata.authoritative && m.metadata.recursion_desired);
+        let mut addrs = a_records(&m);
+        addrs.sort();
         assert_eq!(
-            a_records(&m),
+            addrs,
             [
-                "10.32.0.3".parse::<Ipv4Addr>().unwrap(),
-                "10.2.0.3".parse().unwrap()
+                "10.2.0.3".parse::<Ipv4Addr>().unwrap(),
+                "10.32.0.3".parse().unwrap()
             ]
         );
         assert!(m.answers.iter().all(|r| r.ttl == TTL));
         assert_eq!(m.queries, Message::from_vec(&packet).unwrap().queries);
+    }
+
+    #[test]
+    fn a_shared_name_is_answered_in_a_rotating_order() {
+        let records: Vec<_> = (0..40)
+            .map(|i| {
+                sharing(
+                    &format!("c{i}"),
+                    &[&format!("10.32.1.{i}/12")],
+                    &["many"],
+                    me(),
+                )
+            })
+            .collect();
+        let t = Table::from_records(&records);
+        let packet = ask("many.weave.local.", RecordType::A);
+        let mut firsts = std::collections::HashSet::new();
+        let mut answered = std::collections::HashSet::new();
+        for _ in 0..2000 {
+            let m = match Responder::new().handle(&packet, &t, Transport::Tcp) {
+                Action::Reply(b) => Message::from_vec(&b).unwrap(),
+                other => panic!("{other:?}"),
+            };
+            let addrs = a_records(&m);
+            assert_eq!(addrs.len(), MAX_ANSWERS);
+            // A rotation: consecutive addresses, wrapping around.
+            for pair in addrs.windows(2) {
+                assert_eq!(
+                    (u32::from(pair[0]) + 1 - 0x0a20_0100) % 40,
+                    u32::from(pair[1]) - 0x0a20_0100
+                );
+            }
+            firsts.insert(addrs[0]);
+            answered.extend(addrs);
+        }
+        // Every container comes first, and the cut leaves none out for good.
+        assert_eq!((firsts.len(), answered.len()), (40, 40));
     }
 
     #[test]
@@ -391,7 +441,7 @@ mod tests {
     fn edns_is_answered_and_big_answers_are_truncated_over_udp() {
         let records: Vec<_> = (0..40)
             .map(|i| {
-                record(
+                sharing(
                     &format!("c{i}"),
                     &[&format!("10.32.1.{i}/12")],
                     &["many"],

@@ -6,6 +6,7 @@ pub mod device;
 pub mod forward;
 pub mod fuzz;
 pub mod instance;
+pub mod limit;
 pub mod listen;
 pub mod records;
 pub mod server;

@@ -17,6 +17,7 @@ use weave_core::store::Store;
 use weave_dns::answer::Responder;
 use weave_dns::device::Device;
 use weave_dns::forward::Forwarder;
+use weave_dns::limit::{self, Clients, Limits, TcpSlots};
 use weave_dns::records::{Names, Table};
 use weave_dns::server::{self, Server};
 use weave_dns::upstreams::Upstreams;
@@ -65,6 +66,19 @@ struct Cli {
     /// changes.
     #[arg(long, value_name = "FILE", default_value = "/etc/resolv.conf")]
     resolv_conf: PathBuf,
+    /// Queries per second one client address may send (UDP and TCP, answered or
+    /// forwarded); beyond, its queries are dropped, one second's worth at once allowed.
+    #[arg(long, value_name = "N", default_value_t = limit::DEFAULT_QUERIES,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    client_qps: u32,
+    /// Queries per second of one client address forwarded upstream; beyond, SERVFAIL.
+    #[arg(long, value_name = "N", default_value_t = limit::DEFAULT_FORWARDS,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    client_forward_qps: u32,
+    /// TCP connections one client address may hold open at once; more are closed at once.
+    #[arg(long, value_name = "N", default_value_t = limit::DEFAULT_TCP_PER_CLIENT,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    client_tcp: u16,
     /// Log level: error, warn, info, debug or trace. Logs go to journald when its socket
     /// exists, else to stderr.
     #[arg(long, default_value = "warn")]
@@ -123,11 +137,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         true => Upstreams::resolv_conf(cli.resolv_conf.clone(), listen_ip.into()),
         false => Upstreams::fixed(cli.upstreams.clone()),
     };
+    let limits = Limits {
+        queries: cli.client_qps,
+        forwards: cli.client_forward_qps,
+        tcp_per_client: usize::from(cli.client_tcp),
+    };
     let server = Arc::new(Server {
         responder: Responder::new(),
         names,
         forwarder: Forwarder::new(upstreams),
         device: cli.device.as_deref().and_then(Device::new),
+        clients: Clients::new(&limits),
+        tcp: TcpSlots::new(limits.tcp_per_client, limit::MAX_TCP),
     });
     tracing::info!(%addr, state_dir = %cli.state_dir.display(), "serving");
     let served = runtime.block_on(serve(server, listeners));

@@ -5,6 +5,13 @@
 //! changed file is applied alone ([`Names::apply`]): with thousands of records, a change
 //! costs one file read, not a re-read of every record.
 //!
+//! Who is answered for a name: its claimants are kept in attach order (the start time of
+//! the container's process, then its pid: neither is the container's to choose, unlike its
+//! id, and both are in the record, so the order survives a restart of weave-dns). The first
+//! live claimant decides: one that does not share (`weave.dns.shared` unset, the default)
+//! holds the name alone, whoever else claims it; one that shares is answered together with
+//! every later live claimant that shares too. When it goes, the next claimant decides.
+//!
 //! A record outlives its container when the container was killed and its poststop hook
 //! never ran, so every answer checks its owner's pid *and* start time. A positive check is
 //! trusted for [`LIVENESS_CACHE`], which bounds both the cost per query under load and how
@@ -27,31 +34,38 @@ pub const LIVENESS_CACHE: Duration = Duration::from_millis(250);
 
 /// Names and addresses of the attached containers.
 pub struct Table {
-    by_name: HashMap<String, Vec<Entry>>,
-    by_addr: HashMap<Ipv4Addr, Vec<(String, Arc<Owner>)>>,
+    /// Each name's claimants, in attach order.
+    by_name: HashMap<String, Vec<Arc<Claimant>>>,
+    by_addr: HashMap<Ipv4Addr, Vec<(String, Arc<Claimant>)>>,
     /// What each record file put in, so that it can be taken out again.
     by_key: HashMap<String, Attached>,
     born: Instant,
 }
 
-struct Entry {
-    addr: Ipv4Addr,
-    owner: Arc<Owner>,
-}
-
 struct Attached {
-    owner: Arc<Owner>,
+    claimant: Arc<Claimant>,
     names: Vec<String>,
-    addrs: Vec<Ipv4Addr>,
 }
 
-struct Owner {
+/// One record's container, as a claimant of its names.
+struct Claimant {
     process: Option<ProcessId>,
+    addrs: Vec<Ipv4Addr>,
+    shared: bool,
     /// Milliseconds after the table's birth (plus one, so 0 means never) of the last check
     /// that found the process alive.
     alive_at: AtomicU64,
     /// A process that died stays dead: no need to look again.
     dead: AtomicBool,
+}
+
+impl Claimant {
+    /// Attach order: the container's process started first, then the lower pid (a record
+    /// without a process is never alive, so its place does not matter).
+    fn order(&self) -> (u64, i32) {
+        self.process
+            .map_or((u64::MAX, i32::MAX), |p| (p.start_time, p.pid))
+    }
 }
 
 impl Table {
@@ -97,33 +111,26 @@ impl Table {
         if names.is_empty() {
             return;
         }
-        let addrs: Vec<Ipv4Addr> = record.addrs.iter().map(|net| net.addr()).collect();
-        let owner = Arc::new(Owner {
+        let claimant = Arc::new(Claimant {
             process: record.owner,
+            addrs: record.addrs.iter().map(|net| net.addr()).collect(),
+            shared: record.shared,
             alive_at: AtomicU64::new(0),
             dead: AtomicBool::new(false),
         });
+        let order = claimant.order();
         for name in &names {
-            let entries = self.by_name.entry(name.clone()).or_default();
-            for &addr in &addrs {
-                entries.push(Entry {
-                    addr,
-                    owner: owner.clone(),
-                });
+            let claimants = self.by_name.entry(name.clone()).or_default();
+            let at = claimants.partition_point(|c| c.order() <= order);
+            claimants.insert(at, claimant.clone());
+            for &addr in &claimant.addrs {
                 self.by_addr
                     .entry(addr)
                     .or_default()
-                    .push((name.clone(), owner.clone()));
+                    .push((name.clone(), claimant.clone()));
             }
         }
-        self.by_key.insert(
-            key,
-            Attached {
-                owner,
-                names,
-                addrs,
-            },
-        );
+        self.by_key.insert(key, Attached { claimant, names });
     }
 
     /// Takes out the names of one record file.
@@ -132,16 +139,16 @@ impl Table {
             return;
         };
         for name in &gone.names {
-            if let Some(entries) = self.by_name.get_mut(name) {
-                entries.retain(|e| !Arc::ptr_eq(&e.owner, &gone.owner));
-                if entries.is_empty() {
+            if let Some(claimants) = self.by_name.get_mut(name) {
+                claimants.retain(|c| !Arc::ptr_eq(c, &gone.claimant));
+                if claimants.is_empty() {
                     self.by_name.remove(name);
                 }
             }
         }
-        for addr in &gone.addrs {
+        for addr in &gone.claimant.addrs {
             if let Some(names) = self.by_addr.get_mut(addr) {
-                names.retain(|(_, owner)| !Arc::ptr_eq(owner, &gone.owner));
+                names.retain(|(_, c)| !Arc::ptr_eq(c, &gone.claimant));
                 if names.is_empty() {
                     self.by_addr.remove(addr);
                 }
@@ -149,28 +156,28 @@ impl Table {
         }
     }
 
-    /// Addresses of live containers that have this name (a lowercase label).
+    /// The addresses this name (a lowercase label) is answered with, in attach order of
+    /// their containers.
     pub fn addresses(&self, name: &str) -> Vec<Ipv4Addr> {
         self.by_name
             .get(name)
-            .map(|entries| {
-                entries
-                    .iter()
-                    .filter(|e| self.alive(&e.owner))
-                    .map(|e| e.addr)
+            .map(|claimants| {
+                self.holders(claimants)
+                    .into_iter()
+                    .flat_map(|c| c.addrs.iter().copied())
                     .collect()
             })
             .unwrap_or_default()
     }
 
-    /// Names of the live containers that have this address.
+    /// The names this address is answered for: those its live container is answered with.
     pub fn names(&self, addr: Ipv4Addr) -> Vec<&str> {
         self.by_addr
             .get(&addr)
             .map(|names| {
                 names
                     .iter()
-                    .filter(|(_, owner)| self.alive(owner))
+                    .filter(|(name, claimant)| self.holds(name, claimant))
                     .map(|(name, _)| name.as_str())
                     .collect()
             })
@@ -185,19 +192,43 @@ impl Table {
         self.by_name.is_empty()
     }
 
-    fn alive(&self, owner: &Owner) -> bool {
-        if owner.dead.load(Ordering::Relaxed) {
+    /// The claimants a name is answered with: the first live one alone when it does not
+    /// share, else it and every later live one that shares.
+    fn holders<'a>(&self, claimants: &'a [Arc<Claimant>]) -> Vec<&'a Claimant> {
+        let mut live = claimants.iter().filter(|c| self.alive(c));
+        let Some(first) = live.next() else {
+            return Vec::new();
+        };
+        if !first.shared {
+            return vec![first];
+        }
+        std::iter::once(first)
+            .chain(live.filter(|c| c.shared))
+            .map(|c| c.as_ref())
+            .collect()
+    }
+
+    fn holds(&self, name: &str, claimant: &Claimant) -> bool {
+        self.by_name.get(name).is_some_and(|claimants| {
+            self.holders(claimants)
+                .iter()
+                .any(|h| std::ptr::eq(*h, claimant))
+        })
+    }
+
+    fn alive(&self, claimant: &Claimant) -> bool {
+        if claimant.dead.load(Ordering::Relaxed) {
             return false;
         }
         let now = self.born.elapsed().as_millis() as u64 + 1;
-        let checked = owner.alive_at.load(Ordering::Relaxed);
+        let checked = claimant.alive_at.load(Ordering::Relaxed);
         if checked != 0 && now.saturating_sub(checked) < LIVENESS_CACHE.as_millis() as u64 {
             return true;
         }
-        let alive = owner.process.is_some_and(|p| p.is_alive());
+        let alive = claimant.process.is_some_and(|p| p.is_alive());
         match alive {
-            true => owner.alive_at.store(now, Ordering::Relaxed),
-            false => owner.dead.store(true, Ordering::Relaxed),
+            true => claimant.alive_at.store(now, Ordering::Relaxed),
+            false => claimant.dead.store(true, Ordering::Relaxed),
         }
         alive
     }
@@ -275,6 +306,15 @@ pub(crate) mod tests {
             addrs: addrs.iter().map(|a| a.parse().unwrap()).collect(),
             owner,
             names: names.iter().map(|n| n.to_string()).collect(),
+            shared: false,
+        }
+    }
+
+    /// A record that shares its names.
+    pub fn sharing(id: &str, addrs: &[&str], names: &[&str], owner: Option<ProcessId>) -> Record {
+        Record {
+            shared: true,
+            ..record(id, addrs, names, owner)
         }
     }
 
@@ -285,9 +325,9 @@ pub(crate) mod tests {
     #[test]
     fn names_map_to_every_address_of_their_live_containers() {
         let t = Table::from_records(&[
-            record("a", &["10.32.0.2/12", "10.2.0.2/24"], &["web", "a1"], me()),
-            record("b", &["10.32.0.3/12"], &["web"], me()),
-            record("c", &["10.32.0.4/12"], &[], me()),
+            sharing("a", &["10.32.0.2/12", "10.2.0.2/24"], &["web", "a1"], me()),
+            sharing("b", &["10.32.0.3/12"], &["web"], me()),
+            sharing("c", &["10.32.0.4/12"], &[], me()),
         ]);
         assert_eq!(
             t.addresses("web"),
@@ -298,6 +338,99 @@ pub(crate) mod tests {
         assert_eq!(t.names(ip("10.2.0.2")), ["web", "a1"]);
         assert!(t.names(ip("10.32.0.4")).is_empty());
         assert_eq!(t.len(), 2);
+    }
+
+    /// Processes started one after the other (so in attach order), killed when dropped.
+    struct Procs(Vec<std::process::Child>);
+
+    impl Procs {
+        fn start(n: usize) -> Self {
+            Self(
+                (0..n)
+                    .map(|_| {
+                        std::process::Command::new("sleep")
+                            .arg("60")
+                            .spawn()
+                            .unwrap()
+                    })
+                    .collect(),
+            )
+        }
+
+        fn id(&self, i: usize) -> Option<ProcessId> {
+            Some(ProcessId::of(self.0[i].id() as i32).unwrap())
+        }
+
+        fn kill(&mut self, i: usize) {
+            self.0[i].kill().unwrap();
+            self.0[i].wait().unwrap();
+        }
+    }
+
+    impl Drop for Procs {
+        fn drop(&mut self) {
+            for child in &mut self.0 {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+
+    #[test]
+    fn a_name_is_its_first_live_claimants_alone_whatever_the_ids() {
+        let mut procs = Procs::start(3);
+        // Ids and file order favour the latecomers: neither counts.
+        let records = [
+            record("0-late", &["10.32.0.3/12"], &["web"], procs.id(1)),
+            sharing("00-later", &["10.32.0.4/12"], &["web"], procs.id(2)),
+            record("victim", &["10.32.0.2/12"], &["web", "v"], procs.id(0)),
+        ];
+        for order in [[0, 1, 2], [2, 1, 0], [1, 2, 0]] {
+            // As a restarted weave-dns reads them, in any order.
+            let t = Table::from_records(&order.map(|i| records[i].clone()));
+            assert_eq!(t.addresses("web"), [ip("10.32.0.2")]);
+            assert_eq!(t.names(ip("10.32.0.2")), ["web", "v"]);
+            // A claimant that does not hold the name gets no PTR for it either.
+            assert!(t.names(ip("10.32.0.3")).is_empty());
+        }
+        // The holder goes: the next claimant by the same rule holds it.
+        procs.kill(0);
+        let t = Table::from_records(&records);
+        assert_eq!(t.addresses("web"), [ip("10.32.0.3")]);
+        assert_eq!(t.names(ip("10.32.0.3")), ["web"]);
+        assert!(t.addresses("v").is_empty());
+        procs.kill(1);
+        let t = Table::from_records(&records);
+        assert_eq!(t.addresses("web"), [ip("10.32.0.4")]);
+    }
+
+    #[test]
+    fn a_shared_name_is_answered_with_every_live_sharer() {
+        let mut procs = Procs::start(4);
+        let records = [
+            sharing("a", &["10.32.0.2/12"], &["web"], procs.id(0)),
+            record("b", &["10.32.0.3/12"], &["web"], procs.id(1)),
+            sharing("c", &["10.32.0.4/12", "10.2.0.4/24"], &["web"], procs.id(2)),
+            sharing("d", &["10.32.0.5/12"], &["web"], procs.id(3)),
+        ];
+        let t = Table::from_records(&records);
+        assert_eq!(
+            t.addresses("web"),
+            [
+                ip("10.32.0.2"),
+                ip("10.32.0.4"),
+                ip("10.2.0.4"),
+                ip("10.32.0.5")
+            ]
+        );
+        // b wanted the name alone but came after a sharer: not answered.
+        assert!(t.names(ip("10.32.0.3")).is_empty());
+        assert_eq!(t.names(ip("10.2.0.4")), ["web"]);
+        // The first sharer goes: b is first and holds the name alone.
+        procs.kill(0);
+        let t = Table::from_records(&records);
+        assert_eq!(t.addresses("web"), [ip("10.32.0.3")]);
+        assert!(t.names(ip("10.32.0.4")).is_empty());
     }
 
     #[test]

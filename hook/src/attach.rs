@@ -33,9 +33,9 @@ pub fn attach(settings: &Settings, state: &State) -> Result<Option<Record>> {
     let pid = state.pid.ok_or(Error::NoPid)?;
     // Only a weave DNS container's config.json is read for its hostname, so plain attaches
     // stay as fast as they were.
-    let (dns_addr, names) = match request.dns {
-        true => (Some(settings.dns_addr()), weave_core::dns::names_of(state)?),
-        false => (None, Vec::new()),
+    let (dns_addr, claim) = match request.dns {
+        true => (Some(settings.dns_addr()), weave_core::dns::claim_of(state)?),
+        false => (None, Default::default()),
     };
     let container_ns = Netns::open(Path::new(&format!("/proc/{pid}/ns/net")))
         .map_err(|source| Error::Netns { pid, source })?;
@@ -54,7 +54,8 @@ pub fn attach(settings: &Settings, state: &State) -> Result<Option<Record>> {
         bridge: &settings.bridge,
         veth: &veth,
         owner: Some(owner),
-        names: &names,
+        names: &claim.names,
+        shared: claim.shared,
     };
     // Weave DNS's address is kept whether or not this container asks for DNS: another one
     // on the bridge may.

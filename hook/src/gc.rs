@@ -68,6 +68,7 @@ pub fn collect(settings: &Settings) -> Result<Report> {
             addrs: Vec::new(),
             owner: None,
             names: Vec::new(),
+            shared: false,
         })
         .collect();
     let live: Vec<Record> = listing.records.iter().cloned().chain(unreadable).collect();
@@ -182,6 +183,7 @@ mod tests {
             addrs: vec![],
             owner: None,
             names: vec![],
+            shared: false,
         }
     }
 

@@ -236,6 +236,53 @@ fn containers_find_each_other_by_name_and_names_go_with_them() {
         .contains(&c_addr));
 }
 
+/// Issue 11, item 6, through the hook: a later container claiming `web` with
+/// `weave.dns.names` (and `weave.dns.shared=true`, and an id that sorts first) gets none of
+/// `web`'s answers until its holder is gone; containers that share a name are all answered.
+#[test]
+fn a_later_container_cannot_take_a_name_over() {
+    let Some(env) = Env::new("a_later_container_cannot_take_a_name_over") else {
+        return;
+    };
+    let runc = Runc::new(&env.runc.host);
+    let holder = env.bundle(&["sleep", "600"], "10.2.0.11/24", "web", None);
+    start(&runc, "holder", &holder);
+    let mut intruder = env.bundle(&["sleep", "600"], "10.2.0.12/24", "x", Some("web"));
+    intruder.annotate("weave.dns.shared", "true");
+    start(&runc, "0intruder", &intruder);
+    let mut pools = Vec::new();
+    for (id, addr) in [("pool1", "10.2.0.13/24"), ("pool2", "10.2.0.14/24")] {
+        let mut b = env.bundle(&["sleep", "600"], addr, id, Some("pool"));
+        b.annotate("weave.dns.shared", "true");
+        start(&runc, id, &b);
+        pools.push(b);
+    }
+    for _ in 0..5 {
+        let web = lookup(&runc, "pool1", "web.weave.local").unwrap();
+        assert!(
+            web.contains("10.2.0.11") && !web.contains("10.2.0.12"),
+            "{web}"
+        );
+    }
+    let pool = lookup(&runc, "holder", "pool.weave.local").unwrap();
+    assert!(
+        pool.contains("10.2.0.13") && pool.contains("10.2.0.14"),
+        "{pool}"
+    );
+    // The holder goes: the name falls to the next claimant.
+    runc.remove("holder");
+    let removed = Instant::now();
+    loop {
+        match lookup(&runc, "pool1", "web.weave.local") {
+            Ok(web) if web.contains("10.2.0.12") => break,
+            _ => assert!(
+                removed.elapsed() < GONE_WITHIN,
+                "web did not fall to 0intruder"
+            ),
+        }
+    }
+}
+
 #[test]
 fn concurrent_first_attaches_start_one_server_and_reset_stops_it() {
     let Some(env) = Env::new("concurrent_first_attaches_start_one_server_and_reset_stops_it")
