@@ -104,6 +104,25 @@ pub struct Holder<'a> {
     pub shared: bool,
 }
 
+/// What the store cannot know by itself, from its caller.
+pub struct Facts<'a> {
+    /// Addresses weave keeps for itself (weave DNS's): never handed out.
+    pub kept: &'a [Ipv4Addr],
+    /// Whether the interface of a record still exists (its host veth, by the recorded index).
+    /// An address is never handed out while an interface carrying it exists.
+    pub interface_exists: &'a dyn Fn(&Record) -> bool,
+}
+
+impl Facts<'_> {
+    /// Whether `holder` (the record of the container an address file names) still holds
+    /// `ip`: it lists it, and its process lives or its interface exists (a pod's netns can
+    /// outlive the container that wired it; an attach in progress has a live process).
+    fn holds(&self, holder: &Record, ip: Ipv4Addr) -> bool {
+        holder.addrs.iter().any(|a| a.addr() == ip)
+            && (holder.is_alive() || (self.interface_exists)(holder))
+    }
+}
+
 /// What a reservation found and made.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reserved {
@@ -181,9 +200,11 @@ impl Store {
     /// Reserves the requested addresses for a container and records it.
     ///
     /// `DefaultRange` requests allocate from `default_range`, whose first host address is
-    /// kept for weave itself. The addresses of `kept` (weave DNS's, in whatever subnet) are
-    /// never handed out, by allocation in any subnet or on request: a container holding one
-    /// would answer, with arp_notify, for the service every container relies on. A previous record of the same id is
+    /// kept for weave itself. The addresses of `facts.kept` (weave DNS's, in whatever subnet)
+    /// are never handed out, by allocation in any subnet or on request: a container holding
+    /// one would answer, with arp_notify, for the service every container relies on. An
+    /// address whose holder is gone (no process, no interface: a failed start, a container
+    /// killed without its poststop) is free at once, without `weave-hook gc`. A previous record of the same id is
     /// replaced: its container is gone (runtimes do not reuse a live id); its addresses are
     /// preferred, as are those it had at its last detach, and those it held that the new
     /// request does not ask for are released.
@@ -192,10 +213,10 @@ impl Store {
         holder: &Holder,
         requests: &[AddrRequest],
         default_range: Ipv4Net,
-        kept: &[Ipv4Addr],
+        facts: &Facts,
     ) -> Result<Reserved, StoreError> {
         if let Some(net) = requests.iter().find_map(|r| match r {
-            AddrRequest::Exact(net) if kept.contains(&net.addr()) => Some(net),
+            AddrRequest::Exact(net) if facts.kept.contains(&net.addr()) => Some(net),
             _ => None,
         }) {
             return Err(StoreError::Reserved(net.addr()));
@@ -211,12 +232,12 @@ impl Store {
         let mut claimed: Vec<Ipv4Net> = Vec::with_capacity(requests.len());
         let result = requests.iter().try_for_each(|req| {
             let net = match *req {
-                AddrRequest::Exact(net) => self.claim_exact(id, net).map(|()| net)?,
+                AddrRequest::Exact(net) => self.claim_exact(id, net, facts).map(|()| net)?,
                 AddrRequest::Allocate(subnet) => {
-                    self.allocate(id, Pool::new(subnet, false), kept, &preferred)?
+                    self.allocate(id, Pool::new(subnet, false), facts, &preferred)?
                 }
                 AddrRequest::DefaultRange => {
-                    self.allocate(id, Pool::new(default_range, true), kept, &preferred)?
+                    self.allocate(id, Pool::new(default_range, true), facts, &preferred)?
                 }
             };
             claimed.push(net);
@@ -383,23 +404,16 @@ impl Store {
         }
     }
 
-    fn claim_exact(&self, id: &ContainerId, net: Ipv4Net) -> Result<(), StoreError> {
+    fn claim_exact(&self, id: &ContainerId, net: Ipv4Net, facts: &Facts) -> Result<(), StoreError> {
         let ip = net.addr();
         match self.try_claim(ip, id)? {
             Claim::Taken(Some(owner)) if owner != *id => {
-                // The holder may be a container that was killed without its poststop hook.
-                let holder_alive = self
-                    .read_record(&owner)
-                    .ok()
-                    .flatten()
-                    .is_some_and(|r| r.is_alive() && r.addrs.iter().any(|a| a.addr() == ip));
-                if holder_alive {
+                if self.still_held(&owner, ip, facts) {
                     return Err(StoreError::AddressInUse {
                         addr: ip,
                         owner: owner.to_string(),
                     });
                 }
-                tracing::info!(%ip, stale_owner = %owner, "taking over an address whose holder is gone");
                 self.overwrite_claim(ip, id)
             }
             // An address file that names no valid id is junk (torn, or planted): replace it.
@@ -408,11 +422,31 @@ impl Store {
         }
     }
 
+    /// Whether the container an address file names still holds the address. Under the
+    /// store's lock no attach is between claiming an address and writing its record, so an
+    /// address file without a record (a killed hook's) holds nothing. A record that cannot
+    /// be read is taken to hold it. A holder that is gone is released whole, as its detach
+    /// would have (its other addresses are free too, and `ps` no longer lists it).
+    fn still_held(&self, owner: &ContainerId, ip: Ipv4Addr, facts: &Facts) -> bool {
+        let held = match self.read_record(owner) {
+            Ok(Some(record)) => facts.holds(&record, ip),
+            Ok(None) => false,
+            Err(_) => true,
+        };
+        if !held {
+            tracing::info!(%ip, stale_owner = %owner, "taking over an address whose holder is gone");
+            if let Err(e) = self.release_locked(owner) {
+                tracing::warn!(%owner, error = %e, "cannot release a gone holder; `weave-hook gc` will");
+            }
+        }
+        held
+    }
+
     fn allocate(
         &self,
         id: &ContainerId,
         pool: Pool,
-        kept: &[Ipv4Addr],
+        facts: &Facts,
         preferred: &[Ipv4Addr],
     ) -> Result<Ipv4Net, StoreError> {
         let subnet = pool.subnet;
@@ -424,13 +458,21 @@ impl Store {
         let net = |ip| Ipv4Net::new(ip, subnet.prefix_len()).expect("prefix from a valid net");
         for step in 0..pool.size {
             let ip = pool.nth((hint + step) % pool.size);
-            if kept.contains(&ip) {
+            if facts.kept.contains(&ip) {
                 continue;
             }
             match self.try_claim(ip, id)? {
                 Claim::Claimed => return Ok(net(ip)),
                 Claim::Taken(Some(owner)) if owner == *id => return Ok(net(ip)),
-                Claim::Taken(_) => {}
+                Claim::Taken(Some(owner)) if !self.still_held(&owner, ip, facts) => {
+                    self.overwrite_claim(ip, id)?;
+                    return Ok(net(ip));
+                }
+                Claim::Taken(None) => {
+                    self.overwrite_claim(ip, id)?;
+                    return Ok(net(ip));
+                }
+                Claim::Taken(Some(_)) => {}
             }
         }
         Err(StoreError::SubnetFull(subnet))
@@ -625,6 +667,12 @@ mod tests {
 
     const RANGE: &str = "10.32.0.0/12";
 
+    /// No kept address, no interface left by anyone.
+    const NOTHING: Facts = Facts {
+        kept: &[],
+        interface_exists: &|_| false,
+    };
+
     fn holder<'a>(c: &'a ContainerId, owner: Option<ProcessId>) -> Holder<'a> {
         Holder {
             id: c,
@@ -643,7 +691,7 @@ mod tests {
         reqs: &[AddrRequest],
     ) -> Result<Record, StoreError> {
         store
-            .reserve(&holder(&id(c), owner), reqs, net(RANGE), &[])
+            .reserve(&holder(&id(c), owner), reqs, net(RANGE), &NOTHING)
             .map(|r| r.record)
     }
 
@@ -706,7 +754,7 @@ mod tests {
                 &holder(&id("a"), me()),
                 &[AddrRequest::DefaultRange],
                 small,
-                &[],
+                &NOTHING,
             )
             .unwrap()
             .record;
@@ -716,7 +764,7 @@ mod tests {
                 &holder(&id("b"), me()),
                 &[AddrRequest::DefaultRange],
                 small,
-                &[],
+                &NOTHING,
             )
             .unwrap_err();
         assert!(matches!(err, StoreError::SubnetFull(_)));
@@ -732,7 +780,15 @@ mod tests {
         let subnet = net("10.47.0.0/30");
         let reserve = |c: &str, req: AddrRequest| {
             store
-                .reserve(&holder(&id(c), me()), &[req], net("10.47.0.0/16"), &[dns])
+                .reserve(
+                    &holder(&id(c), me()),
+                    &[req],
+                    net("10.47.0.0/16"),
+                    &Facts {
+                        kept: &[dns],
+                        interface_exists: &|_| false,
+                    },
+                )
                 .map(|r| r.record.addrs)
         };
         assert_eq!(
@@ -749,6 +805,67 @@ mod tests {
             "{err}"
         );
         assert!(!dir.path().join("addrs/10.47.0.1").exists());
+    }
+
+    #[test]
+    fn an_address_is_free_once_its_holder_and_interface_are_gone_without_gc() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let subnet = net("10.2.0.0/30");
+        // Two failed starts: their processes died, their interfaces went with their netns.
+        for c in ["failed1", "failed2"] {
+            reserve(&store, c, dead(), &[AddrRequest::Allocate(subnet)]).unwrap();
+        }
+        // A hook killed between claiming and recording leaves an address file alone.
+        fs::write(dir.path().join("addrs/10.2.0.9"), "killed").unwrap();
+        let third = reserve(&store, "third", me(), &[AddrRequest::Allocate(subnet)]).unwrap();
+        assert_eq!(third.addrs[0].prefix_len(), 30);
+        let nine = reserve(
+            &store,
+            "nine",
+            me(),
+            &[AddrRequest::Exact(net("10.2.0.9/24"))],
+        );
+        assert!(nine.is_ok(), "{nine:?}");
+        // The gone holder whose address was taken is released whole.
+        let ids: Vec<String> = store
+            .records()
+            .unwrap()
+            .records
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(ids.len(), 3, "{ids:?}");
+        assert!(ids.contains(&"third".to_string()) && ids.contains(&"nine".to_string()));
+    }
+
+    #[test]
+    fn an_address_is_held_while_its_interface_exists_though_its_process_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        // A pod: the container that wired the netns was killed, the netns (and its
+        // interface) lives on in the other containers.
+        let wired = Facts {
+            kept: &[],
+            interface_exists: &|r: &Record| r.id == "killed",
+        };
+        let reserve_with = |c: &str, owner, req: AddrRequest| {
+            store
+                .reserve(&holder(&id(c), owner), &[req], net(RANGE), &wired)
+                .map(|r| r.record.addrs)
+        };
+        let subnet = net("10.2.0.0/30");
+        reserve_with("killed", dead(), AddrRequest::Exact(net("10.2.0.1/30"))).unwrap();
+        let err = reserve_with("new", me(), AddrRequest::Exact(net("10.2.0.1/30"))).unwrap_err();
+        assert!(matches!(err, StoreError::AddressInUse { .. }), "{err}");
+        assert_eq!(
+            reserve_with("other", me(), AddrRequest::Allocate(subnet)).unwrap(),
+            vec![net("10.2.0.2/30")]
+        );
+        assert!(matches!(
+            reserve_with("full", me(), AddrRequest::Allocate(subnet)),
+            Err(StoreError::SubnetFull(_))
+        ));
     }
 
     #[test]
@@ -869,7 +986,7 @@ mod tests {
                             &holder(&id(&format!("c{i}")), me()),
                             &[AddrRequest::Allocate(subnet)],
                             net(RANGE),
-                            &[],
+                            &NOTHING,
                         )
                         .unwrap()
                         .record
@@ -897,7 +1014,7 @@ mod tests {
             ..holder(&c, me())
         };
         store
-            .reserve(&holder, &[AddrRequest::DefaultRange], net(RANGE), &[])
+            .reserve(&holder, &[AddrRequest::DefaultRange], net(RANGE), &NOTHING)
             .unwrap();
         let record = &store.records().unwrap().records[0];
         assert_eq!((&record.names, record.shared), (&names, true));
@@ -954,7 +1071,7 @@ mod tests {
                 &holder(&id("a"), me()),
                 &[AddrRequest::Exact(net("10.3.0.5/24"))],
                 net(RANGE),
-                &[],
+                &NOTHING,
             )
             .unwrap();
         assert_eq!(again.previous.unwrap().addrs.len(), 2);

@@ -1,5 +1,6 @@
 //! Attach: wire a container into the weave network before its process runs.
 
+use std::cell::RefCell;
 use std::fs;
 use std::io;
 use std::net::Ipv4Addr;
@@ -14,7 +15,7 @@ use weave_core::oci::State;
 use weave_core::options::{self, Wanted};
 use weave_core::process::ProcessId;
 use weave_core::settings::{host_veth_name, Settings, CONTAINER_IFNAME};
-use weave_core::store::{Holder, Record, Reserved, Store};
+use weave_core::store::{Facts, Holder, Record, Reserved, Store};
 
 use crate::bridge;
 use crate::dns;
@@ -60,7 +61,12 @@ pub fn attach(settings: &Settings, state: &State) -> Result<Option<Record>> {
     // Weave DNS's address is kept whether or not this container asks for DNS: another one
     // on the bridge may.
     let kept = [settings.dns_addr().addr()];
-    let reserved = store.reserve(&holder, &request.addrs, settings.ipalloc_range, &kept)?;
+    let interfaces = Interfaces::default();
+    let facts = Facts {
+        kept: &kept,
+        interface_exists: &|r| interfaces.exist(r),
+    };
+    let reserved = store.reserve(&holder, &request.addrs, settings.ipalloc_range, &facts)?;
     failpoint::hit("reserved");
     let record = &reserved.record;
     let mut created = None;
@@ -91,6 +97,32 @@ pub fn attach(settings: &Settings, state: &State) -> Result<Option<Record>> {
         veth_index: created,
         ..reserved.record
     }))
+}
+
+/// Which interfaces still exist, for the store: asked only about the holders of taken
+/// addresses whose process is gone, so the common attach opens no socket for it.
+#[derive(Default)]
+struct Interfaces(RefCell<Option<Netlink>>);
+
+impl Interfaces {
+    /// Whether the record's host veth exists: its recorded index still carries its name. A
+    /// record without an index never got its addresses onto an interface (they are added
+    /// after the index is recorded). When the kernel cannot be asked, it is taken to exist.
+    fn exist(&self, record: &Record) -> bool {
+        let Some(index) = record.veth_index else {
+            return false;
+        };
+        let mut socket = self.0.borrow_mut();
+        if socket.is_none() {
+            *socket = Netlink::open().ok();
+        }
+        socket
+            .as_mut()
+            .map_or(true, |nl| match nl.link_by_index(index) {
+                Ok(link) => link.is_some_and(|l| l.name == record.veth),
+                Err(_) => true,
+            })
+    }
 }
 
 /// The container being wired.

@@ -264,3 +264,51 @@ fn a_refused_attach_names_the_holder_by_its_id() {
         "no veth of the latecomer"
     );
 }
+
+#[test]
+fn failed_starts_leave_their_addresses_free_without_gc() {
+    let Some(env) = Env::new("failed_starts_leave_their_addresses_free_without_gc") else {
+        return;
+    };
+    let podman = env.podman();
+    // podman runs no poststop when `runc create` fails: the hook attached, the container
+    // never started, and nothing detaches it. A /30 has two addresses.
+    for i in 0..3 {
+        let out = podman.run(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--annotation",
+            "weave.cidr=net:10.2.8.0/30",
+            IMAGE,
+            "/no/such/command",
+        ]);
+        assert!(!out.status.success(), "failed start {i} failed");
+    }
+    // The hook did attach them (a record is left: each start may take over, and release, a
+    // gone one's address).
+    assert!(!env.ps().is_empty(), "the failed starts were attached");
+    let out = podman.run(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--annotation",
+        "weave.cidr=net:10.2.8.0/30",
+        IMAGE,
+        "sh",
+        "-c",
+        "ip -o -4 addr show ethwe",
+    ]);
+    let stdout = ok_stdout(&out, "the fourth run, with no gc in between");
+    assert!(stdout.contains("inet 10.2.8."), "{stdout}");
+    assert_eq!(env.host.veths_left(), Vec::<String>::new());
+    run_ok(
+        Command::new(bin("weave-hook"))
+            .arg("--state-dir")
+            .arg(env.state.path())
+            .args(["--bridge", &env.bridge, "gc"]),
+    );
+    assert_eq!(env.ps(), "", "gc collects the failed starts' records");
+}
