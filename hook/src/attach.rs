@@ -118,7 +118,7 @@ impl Interfaces {
         }
         socket
             .as_mut()
-            .map_or(true, |nl| match nl.link_by_index(index) {
+            .is_none_or(|nl| match nl.link_by_index(index) {
                 Ok(link) => link.is_some_and(|l| l.name == record.veth),
                 Err(_) => true,
             })
