@@ -21,6 +21,7 @@ use crate::error::{Error, Result};
 use crate::firewall::Recheck;
 use crate::netlink::{Netlink, VethRequest};
 use crate::netns::Netns;
+use crate::nftables::{self, Rewrite};
 
 /// Attaches the container the state describes, if it asked for weave. Returns its record,
 /// or `None` when it asked for nothing. On failure everything done so far is undone.
@@ -110,6 +111,13 @@ fn wire(
     let mut host = Netlink::open().map_err(Error::netlink("open netlink socket"))?;
     let bridge_index = bridge::ensure(&mut host, settings)?;
     failpoint::hit("bridge");
+    // Before the firewall's generation is recorded (writing the table moves it), and before
+    // weave DNS's address makes the host reachable on the bridge.
+    nftables::ensure(
+        &settings.bridge,
+        settings.dns_addr().addr(),
+        Rewrite::WhenMissing,
+    )?;
     bridge::ensure_forwarding(store, &settings.bridge, Recheck::WhenChanged)?;
     if let Some(addr) = dns_addr {
         // Concurrent attaches race to add it: EEXIST means someone did.

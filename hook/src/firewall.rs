@@ -373,7 +373,7 @@ fn run(args: &[&str]) -> Result<Output, FirewallError> {
 
 /// Waits until `child` exits or `limit` passes; does not reap it. A pidfd of an unreaped
 /// child cannot refer to another process, and poll(2) wakes at the exit itself.
-fn exits_within(child: &Child, limit: Duration) -> io::Result<bool> {
+pub(crate) fn exits_within(child: &Child, limit: Duration) -> io::Result<bool> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id() as libc::pid_t, 0) };
     if fd < 0 {

@@ -14,6 +14,7 @@ use crate::bridge;
 use crate::error::{Error, Result};
 use crate::firewall::Recheck;
 use crate::netlink::Netlink;
+use crate::nftables::{self, Rewrite};
 
 #[derive(Debug, Default)]
 pub struct Report {
@@ -83,6 +84,11 @@ pub fn collect(settings: &Settings) -> Result<Report> {
     // The repair command: the rule may have gone with a firewall reload, whatever the
     // marker says; checked last, so a failing iptables does not stop the cleanup above.
     if ours.is_some() {
+        nftables::ensure(
+            &settings.bridge,
+            settings.dns_addr().addr(),
+            Rewrite::Always,
+        )?;
         bridge::ensure_forwarding(&store, &settings.bridge, Recheck::Always)?;
     }
     Ok(report)

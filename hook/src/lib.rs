@@ -12,6 +12,7 @@ pub mod firewall;
 pub mod gc;
 pub mod netlink;
 pub mod netns;
+pub mod nftables;
 pub mod nftgen;
 pub mod privileges;
 pub mod reset;

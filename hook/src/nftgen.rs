@@ -1,10 +1,13 @@
-//! The nf_tables ruleset generation: a counter the kernel bumps on every committed change to
-//! the namespace's nf_tables rules, iptables-nft's included (`iptables -F`, `-D`, a firewalld
-//! reload, Docker's own rules). Reading it is one netlink request and no process, so attach
-//! can tell "nothing changed since the rule was last seen" without running iptables.
+//! The two nf_tables questions attach asks on every run, each one netlink request and no
+//! process:
+//! - the ruleset generation: a counter the kernel bumps on every committed change to the
+//!   namespace's nf_tables rules, iptables-nft's included (`iptables -F`, `-D`, a firewalld
+//!   reload, Docker's own rules), so attach can tell "nothing changed since the rule was
+//!   last seen" without running iptables;
+//! - whether one element is in a set (weave's own table: a flush took it away).
 //!
-//! The only module that speaks NETLINK_NETFILTER; the message is small enough to build by
-//! hand (no crate of the netlink-packet family covers nf_tables' GETGEN).
+//! The only module that speaks NETLINK_NETFILTER; the messages are small enough to build by
+//! hand (no crate of the netlink-packet family covers nf_tables).
 
 use std::io;
 
@@ -17,21 +20,115 @@ const NLM_F_REQUEST: u16 = 1;
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFT_MSG_NEWGEN: u16 = 15;
 const NFT_MSG_GETGEN: u16 = 16;
+const NFT_MSG_GETSETELEM: u16 = 13;
 const NFTA_GEN_ID: u16 = 1;
+const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
+const NFTA_SET_ELEM_LIST_SET: u16 = 2;
+const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
+const NFTA_LIST_ELEM: u16 = 1;
+const NFTA_SET_ELEM_KEY: u16 = 1;
+const NFTA_DATA_VALUE: u16 = 1;
+const NLA_F_NESTED: u16 = 0x8000;
+/// `NFPROTO_INET`: the family of weave's own table.
+pub const FAMILY_INET: u8 = 1;
 /// The sequence number of our one request; the socket is private, so any will do.
 const SEQ: u32 = 1;
 
 /// The current generation of the calling thread's network namespace (a netlink socket
 /// belongs to the namespace of the thread that creates it).
 pub fn generation() -> io::Result<u32> {
+    // The reply is one NEWGEN message of a few dozen bytes (or an error).
+    parse_reply(&ask(&request())?)
+}
+
+/// Whether the set `set` of table `table` (of `family`) holds the element `key` (the key's
+/// bytes as nf_tables stores them). `false` when the table, the set or the element is
+/// missing.
+pub fn has_element(family: u8, table: &str, set: &str, key: &[u8]) -> io::Result<bool> {
+    match parse_element_reply(&ask(&element_request(family, table, set, key))?) {
+        Ok(()) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Sends one request on a fresh socket of the calling thread's namespace; returns the reply.
+fn ask(request: &[u8]) -> io::Result<Vec<u8>> {
     let mut socket = Socket::new(NETLINK_NETFILTER)?;
     socket.bind_auto()?;
     socket.connect(&SocketAddr::new(0, 0))?;
-    socket.send(&request(), 0)?;
-    // The reply is one NEWGEN message of a few dozen bytes (or an error).
+    socket.send(request, 0)?;
     let mut buf = vec![0; 4096];
     let len = socket.recv(&mut &mut buf[..], 0)?;
-    parse_reply(&buf[..len])
+    buf.truncate(len);
+    Ok(buf)
+}
+
+/// GETSETELEM for one key: table and set by name, the key nested as
+/// ELEMENTS > LIST_ELEM > KEY > DATA_VALUE.
+fn element_request(family: u8, table: &str, set: &str, key: &[u8]) -> Vec<u8> {
+    let value = attr(NFTA_DATA_VALUE, key);
+    let elem_key = attr(NFTA_SET_ELEM_KEY | NLA_F_NESTED, &value);
+    let elem = attr(NFTA_LIST_ELEM | NLA_F_NESTED, &elem_key);
+    let mut body = vec![family, 0, 0, 0];
+    body.extend(attr(NFTA_SET_ELEM_LIST_TABLE, &c_string(table)));
+    body.extend(attr(NFTA_SET_ELEM_LIST_SET, &c_string(set)));
+    body.extend(attr(NFTA_SET_ELEM_LIST_ELEMENTS | NLA_F_NESTED, &elem));
+    let mut msg = Vec::with_capacity(NLMSG_HDRLEN + body.len());
+    msg.extend(((NLMSG_HDRLEN + body.len()) as u32).to_ne_bytes());
+    msg.extend((NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_GETSETELEM).to_ne_bytes());
+    msg.extend(NLM_F_REQUEST.to_ne_bytes());
+    msg.extend(SEQ.to_ne_bytes());
+    msg.extend(0u32.to_ne_bytes());
+    msg.extend(body);
+    msg
+}
+
+fn c_string(s: &str) -> Vec<u8> {
+    let mut bytes = s.as_bytes().to_vec();
+    bytes.push(0);
+    bytes
+}
+
+/// One nlattr, padded to 4 bytes.
+fn attr(kind: u16, payload: &[u8]) -> Vec<u8> {
+    let mut a = Vec::with_capacity(align(4 + payload.len()));
+    a.extend(((4 + payload.len()) as u16).to_ne_bytes());
+    a.extend(kind.to_ne_bytes());
+    a.extend(payload);
+    a.resize(align(a.len()), 0);
+    a
+}
+
+/// The element came back (NEWSETELEM), or the error the kernel answered (ENOENT: absent).
+fn parse_element_reply(buf: &[u8]) -> io::Result<()> {
+    let (len, kind) = header(buf)?;
+    match kind {
+        NLMSG_ERROR => Err(error_of(&buf[NLMSG_HDRLEN..len])),
+        k if k >> 8 == NFNL_SUBSYS_NFTABLES => Ok(()),
+        _ => Err(invalid("unexpected reply to GETSETELEM")),
+    }
+}
+
+/// The length and type of the first message in `buf`, checked to fit.
+fn header(buf: &[u8]) -> io::Result<(usize, u16)> {
+    if buf.len() < NLMSG_HDRLEN {
+        return Err(invalid("short message"));
+    }
+    let len = u32::from_ne_bytes(buf[0..4].try_into().unwrap()) as usize;
+    let kind = u16::from_ne_bytes(buf[4..6].try_into().unwrap());
+    if len < NLMSG_HDRLEN || len > buf.len() {
+        return Err(invalid("bad message length"));
+    }
+    Ok((len, kind))
+}
+
+/// The errno of an NLMSG_ERROR body (0 would be an ACK, which no request here asks for).
+fn error_of(body: &[u8]) -> io::Error {
+    match body.get(0..4) {
+        Some(c) => io::Error::from_raw_os_error(-i32::from_ne_bytes(c.try_into().unwrap())),
+        None => invalid("short error message"),
+    }
 }
 
 /// nlmsghdr + nfgenmsg (family AF_UNSPEC, version NFNETLINK_V0, res_id 0), no attributes.
@@ -54,20 +151,10 @@ fn invalid(what: &str) -> io::Error {
 /// Finds NFTA_GEN_ID in the reply's NEWGEN message; a netlink error becomes its errno.
 fn parse_reply(mut buf: &[u8]) -> io::Result<u32> {
     while buf.len() >= NLMSG_HDRLEN {
-        let len = u32::from_ne_bytes(buf[0..4].try_into().unwrap()) as usize;
-        let kind = u16::from_ne_bytes(buf[4..6].try_into().unwrap());
-        if len < NLMSG_HDRLEN || len > buf.len() {
-            return Err(invalid("bad message length"));
-        }
+        let (len, kind) = header(buf)?;
         let body = &buf[NLMSG_HDRLEN..len];
         match kind {
-            NLMSG_ERROR => {
-                let code = body
-                    .get(0..4)
-                    .map(|c| i32::from_ne_bytes(c.try_into().unwrap()))
-                    .ok_or_else(|| invalid("short error message"))?;
-                return Err(io::Error::from_raw_os_error(-code));
-            }
+            NLMSG_ERROR => return Err(error_of(body)),
             k if k == NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_NEWGEN => {
                 return gen_id(body.get(NFGENMSG_LEN..).unwrap_or_default());
             }
@@ -116,15 +203,6 @@ mod tests {
         m
     }
 
-    fn attr(kind: u16, payload: &[u8]) -> Vec<u8> {
-        let mut a = Vec::new();
-        a.extend(((4 + payload.len()) as u16).to_ne_bytes());
-        a.extend(kind.to_ne_bytes());
-        a.extend(payload);
-        a.resize(align(a.len()), 0);
-        a
-    }
-
     const NEWGEN: u16 = NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_NEWGEN;
 
     #[test]
@@ -146,6 +224,32 @@ mod tests {
         let mut two = message(0x0a00, &[0, 0, 0, 0]);
         two.extend(message(NEWGEN, &body));
         assert_eq!(parse_reply(&two).unwrap(), 7342);
+    }
+
+    #[test]
+    fn an_element_request_nests_the_key_under_table_and_set() {
+        let r = element_request(FAMILY_INET, "t", "s", &[1, 2, 3, 4]);
+        assert_eq!(
+            u32::from_ne_bytes(r[0..4].try_into().unwrap()) as usize,
+            r.len()
+        );
+        assert_eq!(u16::from_ne_bytes(r[4..6].try_into().unwrap()), 0x0a0d);
+        assert_eq!(&r[16..20], &[FAMILY_INET, 0, 0, 0]);
+        let mut expected = attr(1, b"t\0");
+        expected.extend(attr(2, b"s\0"));
+        let key = attr(1 | NLA_F_NESTED, &attr(1, &[1, 2, 3, 4]));
+        expected.extend(attr(3 | NLA_F_NESTED, &attr(1 | NLA_F_NESTED, &key)));
+        assert_eq!(&r[20..], &expected[..]);
+    }
+
+    #[test]
+    fn an_element_reply_is_present_absent_or_an_error() {
+        let newsetelem = NFNL_SUBSYS_NFTABLES << 8 | 12;
+        assert!(parse_element_reply(&message(newsetelem, &[1, 0, 0, 0])).is_ok());
+        let absent = parse_element_reply(&message(NLMSG_ERROR, &(-libc::ENOENT).to_ne_bytes()));
+        assert_eq!(absent.unwrap_err().raw_os_error(), Some(libc::ENOENT));
+        assert!(parse_element_reply(&[0; 3]).is_err());
+        assert!(parse_element_reply(&message(0x10, &[])).is_err());
     }
 
     #[test]
