@@ -135,6 +135,7 @@ fn wire(
         bridge_index,
         peer_name: CONTAINER_IFNAME,
         peer_netns: std::os::fd::AsFd::as_fd(target.container_ns.file()),
+        peer_mac: record.mac,
         mtu: settings.mtu,
     });
     let index = match index {

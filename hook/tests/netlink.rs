@@ -440,8 +440,10 @@ fn reused_address_is_announced_to_neighbours() {
     );
     first.kill();
     detach(&s, &first.id).unwrap();
+    // ethwe's MAC follows the first address (a reused first address keeps its MAC, so a
+    // stale entry stays right): the reused address comes second here, under another MAC.
     let second = Container::start("second");
-    attach(&s, &second.state("10.2.0.21/24")).unwrap();
+    attach(&s, &second.state("10.2.0.22/24 10.2.0.21/24")).unwrap();
     let new_mac = second.ethwe_mac();
     assert_ne!(old_mac, new_mac);
     // The watcher sends nothing: only the gratuitous ARP can have updated its entry.
@@ -823,4 +825,35 @@ fn two_ids_with_one_veth_name_do_not_hurt_each_other() {
         .collect();
     assert_eq!(ps, ["c119668"]);
     assert!(!dir.path().join("addrs/10.2.0.81").exists());
+}
+
+#[test]
+fn ethwe_gets_the_mac_of_its_first_address_and_the_record_keeps_it() {
+    if !root_or_skip("ethwe_gets_the_mac_of_its_first_address_and_the_record_keeps_it") {
+        return;
+    }
+    private_host();
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(dir.path());
+    let c = Container::start("macd");
+    let record = attach(&s, &c.state("10.2.0.77/24 10.3.0.9/24"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(c.ethwe_mac(), "0a:58:0a:02:00:4d");
+    let stored = Store::open(dir.path())
+        .unwrap()
+        .record(&c.id)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        stored.mac.map(|m| m.to_string()).as_deref(),
+        Some("0a:58:0a:02:00:4d")
+    );
+    assert_eq!(record.mac, stored.mac);
+    // A later container with the same first address gets the same MAC.
+    drop(c);
+    detach(&s, &ContainerId::parse("macd").unwrap()).unwrap();
+    let again = Container::start("macd2");
+    attach(&s, &again.state("10.2.0.77/24")).unwrap();
+    assert_eq!(again.ethwe_mac(), "0a:58:0a:02:00:4d");
 }
