@@ -18,10 +18,11 @@ use weave_core::store::{Holder, Record, Reserved, Store};
 use crate::bridge;
 use crate::dns;
 use crate::error::{Error, Result};
-use crate::firewall::Recheck;
+use crate::firewall::{self, Recheck};
 use crate::netlink::{Netlink, VethRequest};
 use crate::netns::Netns;
 use crate::nftables::{self, Rewrite};
+use crate::portguard::{self, Port};
 
 /// Attaches the container the state describes, if it asked for weave. Returns its record,
 /// or `None` when it asked for nothing. On failure everything done so far is undone.
@@ -81,7 +82,7 @@ pub fn attach(settings: &Settings, state: &State) -> Result<Option<Record>> {
         None => Ok(()),
     });
     if let Err(e) = served {
-        undo(&store, state, created);
+        undo(&store, state, created, record);
         return Err(e);
     }
     failpoint::hit("attached");
@@ -113,11 +114,13 @@ fn wire(
     failpoint::hit("bridge");
     // Before the firewall's generation is recorded (writing the table moves it), and before
     // weave DNS's address makes the host reachable on the bridge.
-    nftables::ensure(
+    if nftables::ensure(
         &settings.bridge,
         settings.dns_addr().addr(),
         Rewrite::WhenMissing,
-    )?;
+    )? {
+        restore_guards(&mut host, store, settings)?;
+    }
     bridge::ensure_forwarding(store, &settings.bridge, Recheck::WhenChanged)?;
     if let Some(addr) = dns_addr {
         // Concurrent attaches race to add it: EEXIST means someone did.
@@ -149,6 +152,17 @@ fn wire(
         )))?,
     };
     *created = Some(index);
+    // Before ethwe is up (so before the port has a carrier): the container's first frame
+    // meets the guard already.
+    if let Some(port) = guarded_port(record, index) {
+        let generation = portguard::add(&port).map_err(Error::netlink(format!(
+            "guard {} against spoofing (nftables table bridge weave-hook)",
+            record.veth
+        )))?;
+        if let Some(generation) = generation {
+            firewall::own_change(store.layout(), &settings.bridge, generation);
+        }
+    }
     // A bridge port has no use for IPv6: without an address of its own (and before ethwe
     // is up, so before it has a carrier) it never gets one, and no container reaches the
     // host on it.
@@ -231,12 +245,45 @@ fn remove_stale_veth(host: &mut Netlink, reserved: &Reserved) -> Result<()> {
     Ok(())
 }
 
-/// Best-effort undo of a failed attach: the veth it created (its peer goes with it) and the
-/// reservation.
-fn undo(store: &Store, state: &State, created: Option<u32>) {
+/// The port of the container's new veth `index`.
+fn guarded_port(record: &Record, index: u32) -> Option<Port> {
+    Port::of(&Record {
+        veth_index: Some(index),
+        ..record.clone()
+    })
+}
+
+/// After weave's tables were written anew (the bridge's first attach, or after a flush):
+/// the guards of this bridge's attached containers are back too.
+fn restore_guards(host: &mut Netlink, store: &Store, settings: &Settings) -> Result<()> {
+    let records: Vec<Record> = store
+        .records()?
+        .records
+        .into_iter()
+        .filter(|r| r.bridge == settings.bridge)
+        .collect();
+    let restored = portguard::restore(host, &records)
+        .map_err(Error::netlink("guard the attached containers' ports again"))?;
+    if restored > 0 {
+        tracing::info!(
+            restored,
+            "weave's nftables tables were gone; guards restored"
+        );
+    }
+    Ok(())
+}
+
+/// Best-effort undo of a failed attach: the veth it created (its peer goes with it), its
+/// guard and the reservation.
+fn undo(store: &Store, state: &State, created: Option<u32>, record: &Record) {
     if let Some(index) = created {
         if let Err(e) = Netlink::open().and_then(|mut nl| nl.delete_link_index(index)) {
             tracing::warn!(index, error = %e, "undo: cannot delete the veth; `weave-hook gc` will");
+        }
+        if let Some(port) = guarded_port(record, index) {
+            if let Err(e) = portguard::remove(&port) {
+                tracing::warn!(index, error = %e, "undo: cannot remove the port's guard; `weave-hook gc` will");
+            }
         }
     }
     if let Err(e) = store.release(&state.id) {

@@ -10,7 +10,9 @@ use weave_core::settings::Settings;
 use weave_core::store::{Record, Store};
 
 use crate::error::{Error, Result};
+use crate::firewall;
 use crate::netlink::Netlink;
+use crate::portguard::{self, Port};
 
 /// A host veth that detach found still present, for the caller to delete (see
 /// [`delete_in_background`] and [`delete_now`]).
@@ -33,10 +35,15 @@ pub fn detach(settings: &Settings, id: &ContainerId) -> Result<Option<LeftVeth>>
     let mut failures = Vec::new();
     let store = Store::open(&settings.state_dir)?;
     let left = match store.release(id) {
-        Ok(Some(record)) => find_veth(&record).unwrap_or_else(|e| {
-            failures.push(e);
-            None
-        }),
+        Ok(Some(record)) => {
+            if let Err(e) = unguard(&store, &record) {
+                failures.push(e);
+            }
+            find_veth(&record).unwrap_or_else(|e| {
+                failures.push(e);
+                None
+            })
+        }
         // Without a record no link is provably this container's: gc deletes orphans.
         Ok(None) => None,
         Err(e) => {
@@ -58,6 +65,22 @@ pub fn detach(settings: &Settings, id: &ContainerId) -> Result<Option<LeftVeth>>
         }
         false => Err(Error::Several(failures)),
     }
+}
+
+/// Deletes the port's elements of the guard (they must not outlive the port, and its
+/// interface index is reused in time).
+fn unguard(store: &Store, record: &Record) -> Result<()> {
+    let Some(port) = Port::of(record) else {
+        return Ok(());
+    };
+    let generation = portguard::remove(&port).map_err(Error::netlink(format!(
+        "remove the guard of {}",
+        record.veth
+    )))?;
+    if let Some(generation) = generation {
+        firewall::own_change(store.layout(), &record.bridge, generation);
+    }
+    Ok(())
 }
 
 /// The record's host veth, if it still exists: by the recorded index (checked to still carry

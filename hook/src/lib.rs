@@ -14,5 +14,6 @@ pub mod netlink;
 pub mod netns;
 pub mod nftables;
 pub mod nftgen;
+pub mod portguard;
 pub mod privileges;
 pub mod reset;

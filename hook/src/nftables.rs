@@ -13,7 +13,10 @@
 //! host further (an exposed address, a masqueraded way out) is one element more, not a new
 //! rule set.
 //!
-//! The table is written by `nft -f -`, a process, only when the bridge's DNS element is
+//! The same transaction writes the table `bridge weave-hook` that guards container ports
+//! (its rules; the ports' elements are `portguard`'s).
+//!
+//! The tables are written by `nft -f -`, a process, only when the bridge's DNS element is
 //! missing: at a bridge's first attach, after a flush (`nft flush ruleset`, a firewalld
 //! reload) and when the DNS address changed. The common attach asks the kernel one netlink
 //! question instead ([`nftgen::has_element`]). `weave-hook gc` writes it whatever is there.
@@ -137,6 +140,21 @@ fn script(bridge: &str, dns: Ipv4Addr, change: Change) -> String {
          add rule {t} forward iifname . oifname @bridged accept\n\
          add rule {t} forward drop\n"
     );
+    // The guard of the container ports (see `portguard`): its elements are the ports'.
+    let g = format!("bridge {TABLE}");
+    s.push_str(&format!(
+        "add table {g}\n\
+         add set {g} ports {{ type iface_index; comment \"container ports: frames only from the container itself\"; }}\n\
+         add set {g} macs {{ type iface_index . ether_addr; comment \"each port's own MAC\"; }}\n\
+         add set {g} ips {{ type iface_index . ipv4_addr; comment \"each port's own addresses\"; }}\n\
+         add chain {g} prerouting {{ type filter hook prerouting priority filter; policy accept; }}\n\
+         flush chain {g} prerouting\n\
+         add rule {g} prerouting meta iif != @ports accept\n\
+         add rule {g} prerouting meta iif . ether saddr != @macs drop\n\
+         add rule {g} prerouting ether type ip meta iif . ip saddr @ips accept\n\
+         add rule {g} prerouting ether type arp arp hlen 6 arp plen 4 meta iif . arp saddr ether @macs meta iif . arp saddr ip @ips accept\n\
+         add rule {g} prerouting drop\n"
+    ));
     let b = format!("\"{bridge}\"");
     let elements = [
         format!("{t} bridges {{ {b} }}"),

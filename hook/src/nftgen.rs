@@ -4,7 +4,10 @@
 //!   namespace's nf_tables rules, iptables-nft's included (`iptables -F`, `-D`, a firewalld
 //!   reload, Docker's own rules), so attach can tell "nothing changed since the rule was
 //!   last seen" without running iptables;
-//! - whether one element is in a set (weave's own table: a flush took it away).
+//! - whether one element is in a set (weave's own table: a flush took it away);
+//!
+//! and the one change it makes: a container port's elements, added or deleted in one
+//! transaction, which also tells the generation that transaction made.
 //!
 //! The only module that speaks NETLINK_NETFILTER; the messages are small enough to build by
 //! hand (no crate of the netlink-packet family covers nf_tables).
@@ -28,9 +31,26 @@ const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
 const NFTA_LIST_ELEM: u16 = 1;
 const NFTA_SET_ELEM_KEY: u16 = 1;
 const NFTA_DATA_VALUE: u16 = 1;
+const NFT_MSG_NEWSETELEM: u16 = 12;
+const NFT_MSG_DELSETELEM: u16 = 14;
+const NFNL_MSG_BATCH_BEGIN: u16 = 16;
+const NFNL_MSG_BATCH_END: u16 = 17;
+const NLMSG_DONE: u16 = 3;
+const NLM_F_ACK: u16 = 4;
+const NLM_F_DUMP: u16 = 0x300;
+const NLM_F_CREATE: u16 = 0x400;
 const NLA_F_NESTED: u16 = 0x8000;
 /// `NFPROTO_INET`: the family of weave's own table.
 pub const FAMILY_INET: u8 = 1;
+/// `NFPROTO_BRIDGE`: the family of the table that guards container ports.
+pub const FAMILY_BRIDGE: u8 = 7;
+
+/// What [`change_elements`] does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ElementOp {
+    Add,
+    Delete,
+}
 /// The sequence number of our one request; the socket is private, so any will do.
 const SEQ: u32 = 1;
 
@@ -52,11 +72,164 @@ pub fn has_element(family: u8, table: &str, set: &str, key: &[u8]) -> io::Result
     }
 }
 
-/// Sends one request on a fresh socket of the calling thread's namespace; returns the reply.
-fn ask(request: &[u8]) -> io::Result<Vec<u8>> {
+/// Adds (or deletes) the elements `keys` of each set of `table`, in one transaction: all of
+/// them or none. Returns the ruleset generation that transaction made when it is known: the
+/// generation is read before and after, and one step between them is this transaction's
+/// (each commit moves it by one); `None` when anything else committed meanwhile. Deleting
+/// an element that is not there fails the transaction with ENOENT.
+pub fn change_elements(
+    family: u8,
+    table: &str,
+    op: ElementOp,
+    sets: &[(&str, Vec<Vec<u8>>)],
+) -> io::Result<Option<u32>> {
+    let (kind, flags) = match op {
+        ElementOp::Add => (NFT_MSG_NEWSETELEM, NLM_F_CREATE | NLM_F_ACK),
+        ElementOp::Delete => (NFT_MSG_DELSETELEM, NLM_F_ACK),
+    };
+    let before = generation().ok();
+    let mut batch = batch_marker(NFNL_MSG_BATCH_BEGIN, 0, 1);
+    let mut seq = 1;
+    for (set, keys) in sets {
+        seq += 1;
+        let mut body = vec![family, 0, 0, 0];
+        body.extend(attr(NFTA_SET_ELEM_LIST_TABLE, &c_string(table)));
+        body.extend(attr(NFTA_SET_ELEM_LIST_SET, &c_string(set)));
+        let elements: Vec<u8> = keys.iter().flat_map(|k| element(k)).collect();
+        body.extend(attr(NFTA_SET_ELEM_LIST_ELEMENTS | NLA_F_NESTED, &elements));
+        batch.extend(message(NFNL_SUBSYS_NFTABLES << 8 | kind, flags, seq, &body));
+    }
+    batch.extend(batch_marker(NFNL_MSG_BATCH_END, 0, seq + 1));
+    let socket = open()?;
+    socket.send(&batch, 0)?;
+    // Every set message is answered (ACK or error) once the transaction is over.
+    let mut answered = 0;
+    let mut buf = vec![0; 8192];
+    while answered < sets.len() {
+        let len = socket.recv(&mut &mut buf[..], 0)?;
+        let mut rest = &buf[..len];
+        while rest.len() >= NLMSG_HDRLEN {
+            let (mlen, kind) = header(rest)?;
+            let body = &rest[NLMSG_HDRLEN..mlen];
+            if kind == NLMSG_ERROR {
+                match error_of(body) {
+                    e if e.raw_os_error() == Some(0) => answered += 1,
+                    e => return Err(e),
+                }
+            }
+            rest = &rest[align(mlen).min(rest.len())..];
+        }
+    }
+    let after = generation().ok();
+    Ok(after.filter(|a| before.map(|b| b.wrapping_add(1)) == Some(*a)))
+}
+
+/// Every element key of a set (a dump).
+pub fn elements(family: u8, table: &str, set: &str) -> io::Result<Vec<Vec<u8>>> {
+    let mut body = vec![family, 0, 0, 0];
+    body.extend(attr(NFTA_SET_ELEM_LIST_TABLE, &c_string(table)));
+    body.extend(attr(NFTA_SET_ELEM_LIST_SET, &c_string(set)));
+    let socket = open()?;
+    socket.send(
+        &message(
+            NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_GETSETELEM,
+            NLM_F_DUMP,
+            SEQ,
+            &body,
+        ),
+        0,
+    )?;
+    let mut keys = Vec::new();
+    let mut buf = vec![0; 64 * 1024];
+    loop {
+        let len = socket.recv(&mut &mut buf[..], 0)?;
+        let mut rest = &buf[..len];
+        while rest.len() >= NLMSG_HDRLEN {
+            let (mlen, kind) = header(rest)?;
+            let body = &rest[NLMSG_HDRLEN..mlen];
+            match kind {
+                NLMSG_DONE => return Ok(keys),
+                NLMSG_ERROR => return Err(error_of(body)),
+                _ => keys.extend(keys_of(body.get(NFGENMSG_LEN..).unwrap_or_default())),
+            }
+            rest = &rest[align(mlen).min(rest.len())..];
+        }
+    }
+}
+
+/// The keys of a NEWSETELEM message's attributes: ELEMENTS > LIST_ELEM > KEY > DATA_VALUE.
+fn keys_of(attrs: &[u8]) -> Vec<Vec<u8>> {
+    let mut keys = Vec::new();
+    for (kind, elements) in attributes(attrs) {
+        if kind != NFTA_SET_ELEM_LIST_ELEMENTS {
+            continue;
+        }
+        for (_, elem) in attributes(elements) {
+            let key = attributes(elem)
+                .find(|(k, _)| *k == NFTA_SET_ELEM_KEY)
+                .and_then(|(_, key)| attributes(key).find(|(k, _)| *k == NFTA_DATA_VALUE));
+            if let Some((_, value)) = key {
+                keys.push(value.to_vec());
+            }
+        }
+    }
+    keys
+}
+
+/// The (type, payload) pairs of a run of attributes; stops at the first malformed one.
+fn attributes(mut attrs: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    std::iter::from_fn(move || {
+        if attrs.len() < 4 {
+            return None;
+        }
+        let len = u16::from_ne_bytes(attrs[0..2].try_into().unwrap()) as usize;
+        let kind = u16::from_ne_bytes(attrs[2..4].try_into().unwrap()) & 0x3fff;
+        if len < 4 || len > attrs.len() {
+            return None;
+        }
+        let payload = &attrs[4..len];
+        attrs = &attrs[align(len).min(attrs.len())..];
+        Some((kind, payload))
+    })
+}
+
+/// One LIST_ELEM holding `key`.
+fn element(key: &[u8]) -> Vec<u8> {
+    let value = attr(NFTA_DATA_VALUE, key);
+    attr(
+        NFTA_LIST_ELEM | NLA_F_NESTED,
+        &attr(NFTA_SET_ELEM_KEY | NLA_F_NESTED, &value),
+    )
+}
+
+/// BATCH_BEGIN or BATCH_END: an nfgenmsg whose res_id names the nf_tables subsystem.
+fn batch_marker(kind: u16, flags: u16, seq: u32) -> Vec<u8> {
+    let mut body = vec![0, 0];
+    body.extend(NFNL_SUBSYS_NFTABLES.to_be_bytes());
+    message(kind, flags, seq, &body)
+}
+
+fn message(kind: u16, flags: u16, seq: u32, body: &[u8]) -> Vec<u8> {
+    let mut msg = Vec::with_capacity(NLMSG_HDRLEN + body.len());
+    msg.extend(((NLMSG_HDRLEN + body.len()) as u32).to_ne_bytes());
+    msg.extend(kind.to_ne_bytes());
+    msg.extend((NLM_F_REQUEST | flags).to_ne_bytes());
+    msg.extend(seq.to_ne_bytes());
+    msg.extend(0u32.to_ne_bytes());
+    msg.extend(body);
+    msg
+}
+
+fn open() -> io::Result<Socket> {
     let mut socket = Socket::new(NETLINK_NETFILTER)?;
     socket.bind_auto()?;
     socket.connect(&SocketAddr::new(0, 0))?;
+    Ok(socket)
+}
+
+/// Sends one request on a fresh socket of the calling thread's namespace; returns the reply.
+fn ask(request: &[u8]) -> io::Result<Vec<u8>> {
+    let socket = open()?;
     socket.send(request, 0)?;
     let mut buf = vec![0; 4096];
     let len = socket.recv(&mut &mut buf[..], 0)?;
@@ -67,21 +240,19 @@ fn ask(request: &[u8]) -> io::Result<Vec<u8>> {
 /// GETSETELEM for one key: table and set by name, the key nested as
 /// ELEMENTS > LIST_ELEM > KEY > DATA_VALUE.
 fn element_request(family: u8, table: &str, set: &str, key: &[u8]) -> Vec<u8> {
-    let value = attr(NFTA_DATA_VALUE, key);
-    let elem_key = attr(NFTA_SET_ELEM_KEY | NLA_F_NESTED, &value);
-    let elem = attr(NFTA_LIST_ELEM | NLA_F_NESTED, &elem_key);
     let mut body = vec![family, 0, 0, 0];
     body.extend(attr(NFTA_SET_ELEM_LIST_TABLE, &c_string(table)));
     body.extend(attr(NFTA_SET_ELEM_LIST_SET, &c_string(set)));
-    body.extend(attr(NFTA_SET_ELEM_LIST_ELEMENTS | NLA_F_NESTED, &elem));
-    let mut msg = Vec::with_capacity(NLMSG_HDRLEN + body.len());
-    msg.extend(((NLMSG_HDRLEN + body.len()) as u32).to_ne_bytes());
-    msg.extend((NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_GETSETELEM).to_ne_bytes());
-    msg.extend(NLM_F_REQUEST.to_ne_bytes());
-    msg.extend(SEQ.to_ne_bytes());
-    msg.extend(0u32.to_ne_bytes());
-    msg.extend(body);
-    msg
+    body.extend(attr(
+        NFTA_SET_ELEM_LIST_ELEMENTS | NLA_F_NESTED,
+        &element(key),
+    ));
+    message(
+        NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_GETSETELEM,
+        0,
+        SEQ,
+        &body,
+    )
 }
 
 fn c_string(s: &str) -> Vec<u8> {
@@ -250,6 +421,24 @@ mod tests {
         assert_eq!(absent.unwrap_err().raw_os_error(), Some(libc::ENOENT));
         assert!(parse_element_reply(&[0; 3]).is_err());
         assert!(parse_element_reply(&message(0x10, &[])).is_err());
+    }
+
+    #[test]
+    fn keys_are_found_in_a_dumped_element_list() {
+        let mut elements = element(&[3, 0, 0, 0]);
+        elements.extend(element(&[7, 0, 0, 0]));
+        let mut attrs = attr(1, b"weave-hook\0");
+        attrs.extend(attr(3 | NLA_F_NESTED, &elements));
+        assert_eq!(keys_of(&attrs), vec![vec![3, 0, 0, 0], vec![7, 0, 0, 0]]);
+        // Truncated: what can be read is, nothing panics.
+        assert_eq!(keys_of(&attrs[..attrs.len() - 2]).len(), 0);
+    }
+
+    #[test]
+    fn a_batch_marker_names_the_nftables_subsystem() {
+        let m = batch_marker(NFNL_MSG_BATCH_BEGIN, 0, 1);
+        assert_eq!(u16::from_ne_bytes(m[4..6].try_into().unwrap()), 16);
+        assert_eq!(&m[16..20], &[0, 0, 0, 10]);
     }
 
     #[test]

@@ -352,3 +352,220 @@ fn the_common_attach_runs_no_nft_and_reset_takes_the_elements_away() {
     assert_eq!(elements_of("weave"), 0);
     assert_eq!(elements_of("other"), 1);
 }
+
+#[test]
+fn a_guard_change_tells_the_generation_it_made() {
+    if !root_or_skip("a_guard_change_tells_the_generation_it_made") {
+        return;
+    }
+    private_host();
+    weave_hook::nftables::ensure(
+        "weave",
+        "10.32.0.1".parse().unwrap(),
+        weave_hook::nftables::Rewrite::Always,
+    )
+    .unwrap();
+    sh("ip link add wgtest type veth peer name wgtest1");
+    let index: u32 = sh("ip -o link show wgtest")
+        .split(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let port = weave_hook::portguard::Port {
+        index,
+        mac: weave_core::mac::Mac([0x0a, 0x58, 10, 2, 0, 5]),
+        addrs: vec!["10.2.0.5".parse().unwrap()],
+    };
+    let before = weave_hook::nftgen::generation().unwrap();
+    let made = weave_hook::portguard::add(&port).unwrap();
+    assert_eq!(made, Some(before.wrapping_add(1)));
+    assert_eq!(
+        weave_hook::nftgen::generation().unwrap(),
+        before.wrapping_add(1)
+    );
+    let listing = sh("nft list set bridge weave-hook ips");
+    assert!(listing.contains("\"wgtest\" . 10.2.0.5"), "{listing}");
+    assert!(weave_hook::portguard::remove(&port).unwrap().is_some());
+    assert_eq!(
+        weave_hook::portguard::remove(&port).unwrap(),
+        None,
+        "already gone"
+    );
+}
+
+// Item 3: a container sends only as itself, and the bridge learns only what weave made.
+
+/// Sends three gratuitous ARP replies claiming `ip` for ethwe's own MAC (or `mac`).
+const GARP: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind(("ethwe", 0))
+mac = bytes.fromhex(sys.argv[2].replace(":", "")) if len(sys.argv) > 2 else s.getsockname()[4]
+ip = socket.inet_aton(sys.argv[1])
+arp = b"\x00\x01\x08\x00\x06\x04\x00\x02" + mac + ip + b"\xff" * 6 + ip
+for _ in range(3):
+    s.send(b"\xff" * 6 + mac + b"\x08\x06" + arp + b"\x00" * 18)
+"#;
+
+/// Sends `n` broadcast frames from random (locally administered, unicast) source MACs, of
+/// the local experimental ethertype (br_netfilter drops a bogus IPv4 frame before the
+/// bridge learns from it, and a flood needs no IPv4).
+const FLOOD: &str = r#"
+import os, socket, sys
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind(("ethwe", 0))
+for _ in range(int(sys.argv[1])):
+    src = bytes([0x02]) + os.urandom(5)
+    s.send(b"\xff" * 6 + src + b"\x88\xb5" + b"\x00" * 46)
+"#;
+
+fn python(c: &Netns, script: &str, args: &[&str]) {
+    assert!(c.python_ok(script, args), "python3 in {} failed", c.id);
+}
+
+impl Netns {
+    fn ethwe_mac(&self) -> String {
+        let link = self.run("ip -o link show ethwe");
+        let after = link.split("link/ether ").nth(1).expect("ethwe has a MAC");
+        after.split_whitespace().next().unwrap().to_string()
+    }
+
+    fn neighbour(&self, ip: &str) -> String {
+        self.run(&format!("ip neigh show {ip}"))
+    }
+}
+
+/// Three containers on one bridge: a victim at .2, a client at .1 that knows the victim's
+/// MAC, and an attacker at .3.
+fn victim_client_attacker(s: &Settings) -> (Netns, Netns, Netns) {
+    let client = Netns::start("client");
+    let victim = Netns::start("victim");
+    let attacker = Netns::start("attacker");
+    attach(s, &client.state("10.2.0.1/24")).unwrap();
+    attach(s, &victim.state("10.2.0.2/24")).unwrap();
+    attach(s, &attacker.state("10.2.0.3/24")).unwrap();
+    assert!(client.pings("10.2.0.2"));
+    assert!(attacker.pings("10.2.0.1"));
+    (client, victim, attacker)
+}
+
+/// The attacker takes the victim's address and announces it; true when the client's
+/// traffic for the victim then goes to the attacker (its neighbour entry names the
+/// attacker's MAC).
+fn ip_spoof_works(client: &Netns, victim: &Netns, attacker: &Netns) -> bool {
+    attacker.run("ip addr add 10.2.0.2/32 dev ethwe 2>/dev/null || true");
+    // Past the neighbour entry's locktime (1 s), within which an update is ignored.
+    std::thread::sleep(Duration::from_millis(1100));
+    python(attacker, GARP, &["10.2.0.2"]);
+    std::thread::sleep(Duration::from_millis(200));
+    let entry = client.neighbour("10.2.0.2");
+    let taken = entry.contains(&attacker.ethwe_mac());
+    assert!(taken || entry.contains(&victim.ethwe_mac()), "{entry}");
+    taken
+}
+
+#[test]
+fn a_container_cannot_take_another_containers_address() {
+    if !root_or_skip("a_container_cannot_take_another_containers_address") {
+        return;
+    }
+    private_host();
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(dir.path());
+    let (client, victim, attacker) = victim_client_attacker(&s);
+    assert!(!ip_spoof_works(&client, &victim, &attacker));
+    assert!(client.neighbour("10.2.0.2").contains(&victim.ethwe_mac()));
+    assert!(client.pings("10.2.0.2"), "the victim is still reached");
+}
+
+#[test]
+fn a_container_cannot_take_another_containers_mac() {
+    if !root_or_skip("a_container_cannot_take_another_containers_mac") {
+        return;
+    }
+    private_host();
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(dir.path());
+    let (client, victim, attacker) = victim_client_attacker(&s);
+    let victim_mac = victim.ethwe_mac();
+    let victim_port = weave_core::settings::host_veth_name(&victim.id);
+    attacker.run(&format!("ip link set ethwe address {victim_mac}"));
+    // Frames from the victim's MAC (its own address, then the victim's) teach the bridge
+    // the victim is behind the attacker's port.
+    python(&attacker, GARP, &["10.2.0.3", &victim_mac]);
+    python(&attacker, GARP, &["10.2.0.2", &victim_mac]);
+    std::thread::sleep(Duration::from_millis(200));
+    let fdb = sh(&format!(
+        "bridge fdb show br weave | grep -i {victim_mac} || true"
+    ));
+    assert!(
+        fdb.lines().all(|l| l.contains(&victim_port)),
+        "the bridge learned the victim's MAC elsewhere: {fdb}"
+    );
+    assert!(client.pings("10.2.0.2"), "the victim is still reached");
+}
+
+/// Learned (not permanent) FDB entries on a port.
+fn learned(port: &str) -> usize {
+    sh(&format!("bridge fdb show brport {port}"))
+        .lines()
+        .filter(|l| !l.contains("permanent"))
+        .count()
+}
+
+#[test]
+fn a_source_mac_flood_does_not_fill_the_bridge() {
+    if !root_or_skip("a_source_mac_flood_does_not_fill_the_bridge") {
+        return;
+    }
+    private_host();
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(dir.path());
+    let (_client, _victim, attacker) = victim_client_attacker(&s);
+    let port = weave_core::settings::host_veth_name(&attacker.id);
+    python(&attacker, FLOOD, &["2000"]);
+    std::thread::sleep(Duration::from_millis(200));
+    let n = learned(&port);
+    assert!(n <= 1, "the bridge learned {n} MACs on the attacker's port");
+}
+
+/// How many elements `bridge weave-hook`'s `ports` set holds.
+fn guarded_ports() -> usize {
+    let out = sh("nft -j list set bridge weave-hook ports");
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    json["nftables"][1]["set"]["elem"]
+        .as_array()
+        .map_or(0, Vec::len)
+}
+
+#[test]
+fn guards_go_with_their_ports_and_come_back_after_a_flush() {
+    if !root_or_skip("guards_go_with_their_ports_and_come_back_after_a_flush") {
+        return;
+    }
+    private_host();
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(dir.path());
+    let (client, victim, attacker) = victim_client_attacker(&s);
+    assert_eq!(guarded_ports(), 3);
+    // A flush takes the guards away: the next attach puts back every port's.
+    sh("nft flush ruleset");
+    let late = Netns::start("late");
+    attach(&s, &late.state("10.2.0.4/24")).unwrap();
+    assert_eq!(guarded_ports(), 4);
+    assert!(!ip_spoof_works(&client, &victim, &attacker));
+    // Detach removes a port's elements; gc those of ports that are gone.
+    weave_hook::detach::detach(&s, &late.id).unwrap();
+    assert_eq!(guarded_ports(), 3);
+    drop(victim);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while sh("ip -o link show master weave").matches("vethwe").count() > 2
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let report = weave_hook::gc::collect(&s).unwrap();
+    assert_eq!(report.unguarded_ports, 1);
+    assert_eq!(guarded_ports(), 2);
+}
