@@ -200,9 +200,7 @@ fn run(settings: &Settings, command: Command) -> Result<(), Failure> {
             } else {
                 let left = detach::detach(settings, &state.id).map_err(on)?;
                 // This binary is single-threaded: the deletion may outlive it.
-                if let Some(veth) = left {
-                    detach::delete_in_background(&veth);
-                }
+                detach::delete_in_background(&left);
                 Ok(())
             }
         }

@@ -340,7 +340,8 @@ fn the_common_attach_runs_no_nft_and_reset_takes_the_elements_away() {
     assert!(started.elapsed() < Duration::from_secs(5));
     assert_eq!(sh("nft -a list chain inet weave-hook input"), before);
     for c in [&a, &b] {
-        weave_hook::detach::detach(&s, &c.id).unwrap();
+        let left = weave_hook::detach::detach(&s, &c.id).unwrap();
+        weave_hook::detach::delete_now(&left).unwrap();
     }
     drop((a, b));
     // The veths go with their namespaces; reset refuses while a port is left.
@@ -556,7 +557,8 @@ fn guards_go_with_their_ports_and_come_back_after_a_flush() {
     assert_eq!(guarded_ports(), 4);
     assert!(!ip_spoof_works(&client, &victim, &attacker));
     // Detach removes a port's elements; gc those of ports that are gone.
-    weave_hook::detach::detach(&s, &late.id).unwrap();
+    let left = weave_hook::detach::detach(&s, &late.id).unwrap();
+    weave_hook::detach::delete_now(&left).unwrap();
     assert_eq!(guarded_ports(), 3);
     drop(victim);
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -568,4 +570,35 @@ fn guards_go_with_their_ports_and_come_back_after_a_flush() {
     let report = weave_hook::gc::collect(&s).unwrap();
     assert_eq!(report.unguarded_ports, 1);
     assert_eq!(guarded_ports(), 2);
+}
+
+#[test]
+fn the_binarys_detach_removes_the_guard_in_the_background() {
+    if !root_or_skip("the_binarys_detach_removes_the_guard_in_the_background") {
+        return;
+    }
+    private_host();
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(dir.path());
+    let c = Netns::start("leaving");
+    attach(&s, &c.state("10.2.0.8/24")).unwrap();
+    assert_eq!(guarded_ports(), 1);
+    let mut hook = Command::new(env!("CARGO_BIN_EXE_weave-hook"))
+        .arg("--state-dir")
+        .arg(dir.path())
+        .arg("detach")
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let state = serde_json::json!({
+        "ociVersion": "1.0.2", "id": "leaving", "status": "stopped", "annotations": {}
+    });
+    std::io::Write::write_all(hook.stdin.as_mut().unwrap(), state.to_string().as_bytes()).unwrap();
+    drop(hook.stdin.take());
+    assert!(hook.wait().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while guarded_ports() > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(guarded_ports(), 0, "the background child removed the guard");
 }

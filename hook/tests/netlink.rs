@@ -19,10 +19,7 @@ use weave_hook::detach;
 /// Detach as the binary does it, the veth deleted in the foreground (a test process has
 /// several threads, so the binary's background deletion would not fork here either).
 fn detach(s: &Settings, id: &ContainerId) -> weave_hook::error::Result<()> {
-    match detach::detach(s, id)? {
-        Some(veth) => detach::delete_now(&veth),
-        None => Ok(()),
-    }
+    detach::delete_now(&detach::detach(s, id)?)
 }
 
 /// Moves the calling test thread into a fresh network namespace of its own, with the
@@ -510,9 +507,8 @@ fn restart_right_after_detach_keeps_the_new_veth() {
     let old = sh(&format!("ip -o link show {veth}"));
     // `docker restart`: poststop of the old process, at once createRuntime of the new one,
     // same id, before detach's background child deleted the old veth...
-    let left = detach::detach(&s, &first.id)
-        .unwrap()
-        .expect("the old veth is left");
+    let left = detach::detach(&s, &first.id).unwrap();
+    assert!(left.veth.is_some(), "the old veth is left");
     let second = Container::start("restarted");
     attach(&s, &second.state("10.2.0.40/24")).unwrap();
     // ... which it then does, by the old index.
