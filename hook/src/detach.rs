@@ -124,15 +124,16 @@ fn find_veth(record: &Record) -> Result<Option<LeftVeth>> {
 /// Deletes what detach left, now, in the caller: every step runs even when another fails.
 pub fn delete_now(left: &Leftover) -> Result<()> {
     let mut failures = Vec::new();
-    if let Some(guard) = &left.guard {
-        failures.extend(unguard(guard).err());
-    }
+    // The veth first: a runtime or test waiting for it to go does not wait for the guard.
     if let Some(veth) = &left.veth {
         let deleted = Netlink::open()
             .and_then(|mut nl| nl.delete_link_index(veth.index))
             .map(drop)
             .map_err(Error::netlink(format!("delete {}", veth.name)));
         failures.extend(deleted.err());
+    }
+    if let Some(guard) = &left.guard {
+        failures.extend(unguard(guard).err());
     }
     match failures.len() {
         0 => Ok(()),
