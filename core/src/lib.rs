@@ -13,6 +13,7 @@ pub mod id;
 pub mod layout;
 #[cfg(feature = "logging")]
 pub mod logging;
+pub mod mac;
 pub mod oci;
 pub mod options;
 pub mod process;

@@ -25,6 +25,7 @@ use crate::failpoint;
 use crate::fsutil::{self, WriteOptions};
 use crate::id::ContainerId;
 use crate::layout::{self, StateDir, RECORD_SUFFIX};
+use crate::mac::Mac;
 use crate::process::ProcessId;
 use crate::settings::fnv1a;
 
@@ -75,6 +76,10 @@ pub struct Record {
     /// later (a restarted container's, another program's) is never hit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub veth_index: Option<u32>,
+    /// ethwe's MAC ([`Mac::for_address`] of the first address); `None` in records of
+    /// earlier versions, which let the kernel choose it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<Mac>,
     pub addrs: Vec<Ipv4Net>,
     /// The container's init process; `None` for a record whose process is not known.
     pub owner: Option<ProcessId>,
@@ -248,6 +253,7 @@ impl Store {
             bridge: holder.bridge.to_string(),
             veth: holder.veth.to_string(),
             veth_index: None,
+            mac: claimed.first().map(|net| Mac::for_address(net.addr())),
             addrs: claimed.clone(),
             owner: holder.owner,
             names: holder.names.to_vec(),
@@ -549,6 +555,7 @@ impl Store {
                 bridge: String::new(),
                 veth: String::new(),
                 veth_index: None,
+                mac: None,
                 addrs,
                 owner: None,
                 names: Vec::new(),
@@ -1029,6 +1036,24 @@ mod tests {
             (old.id.as_str(), old.names.len(), old.shared),
             ("old", 0, false)
         );
+        assert_eq!(old.mac, None, "a record from before ethwe's MAC was chosen");
+    }
+
+    #[test]
+    fn the_mac_of_the_first_address_is_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let first: Ipv4Net = "10.2.0.9/24".parse().unwrap();
+        let reserved = reserve(
+            &store,
+            "m",
+            me(),
+            &[AddrRequest::Exact(first), AddrRequest::DefaultRange],
+        )
+        .unwrap();
+        let mac = Some(Mac::for_address(first.addr()));
+        assert_eq!(reserved.mac, mac);
+        assert_eq!(store.records().unwrap().records[0].mac, mac);
     }
 
     #[test]

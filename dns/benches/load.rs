@@ -167,6 +167,7 @@ impl Lab {
             let record = Record {
                 id: format!("c{i}"),
                 veth_index: None,
+                mac: None,
                 bridge: "weave".into(),
                 veth: format!("vethwe{i}"),
                 addrs: vec![format!("{}/12", Self::name_addr(i)).parse().unwrap()],

@@ -80,6 +80,7 @@ fn record(id: &str, i: usize, name: &str) -> Record {
     Record {
         id: id.into(),
         veth_index: None,
+        mac: None,
         bridge: "weave".into(),
         veth: "vethwe0".into(),
         addrs: vec![format!("10.32.{}.{}/12", i / 250, i % 250 + 2)

@@ -301,6 +301,7 @@ pub(crate) mod tests {
         Record {
             id: id.into(),
             veth_index: None,
+            mac: None,
             bridge: "weave".into(),
             veth: "vethwe0".into(),
             addrs: addrs.iter().map(|a| a.parse().unwrap()).collect(),

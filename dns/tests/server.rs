@@ -70,6 +70,7 @@ fn attach(state: &Path, id: &str, addr: &str, names: &[&str]) {
     let record = Attached {
         id: id.into(),
         veth_index: None,
+        mac: None,
         bridge: "weave".into(),
         veth: "vethwe0".into(),
         addrs: vec![addr.parse().unwrap()],

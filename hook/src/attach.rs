@@ -20,9 +20,11 @@ use weave_core::store::{Facts, Holder, Record, Reserved, Store};
 use crate::bridge;
 use crate::dns;
 use crate::error::{Error, Result};
-use crate::firewall::Recheck;
+use crate::firewall::{self, Recheck};
 use crate::netlink::{Netlink, VethRequest};
 use crate::netns::Netns;
+use crate::nftables::{self, Rewrite};
+use crate::portguard::{self, Port};
 
 /// Attaches the container the state describes, if it asked for weave. Returns its record,
 /// or `None` when it asked for nothing. On failure everything done so far is undone.
@@ -88,7 +90,7 @@ pub fn attach(settings: &Settings, state: &State) -> Result<Option<Record>> {
         None => Ok(()),
     });
     if let Err(e) = served {
-        undo(&store, state, created);
+        undo(&store, state, created, record);
         return Err(e);
     }
     failpoint::hit("attached");
@@ -144,6 +146,15 @@ fn wire(
     let mut host = Netlink::open().map_err(Error::netlink("open netlink socket"))?;
     let bridge_index = bridge::ensure(&mut host, settings)?;
     failpoint::hit("bridge");
+    // Before the firewall's generation is recorded (writing the table moves it), and before
+    // weave DNS's address makes the host reachable on the bridge.
+    if nftables::ensure(
+        &settings.bridge,
+        settings.dns_addr().addr(),
+        Rewrite::WhenMissing,
+    )? {
+        restore_guards(&mut host, store, settings)?;
+    }
     bridge::ensure_forwarding(store, &settings.bridge, Recheck::WhenChanged)?;
     if let Some(addr) = dns_addr {
         // Concurrent attaches race to add it: EEXIST means someone did.
@@ -161,6 +172,7 @@ fn wire(
         bridge_index,
         peer_name: CONTAINER_IFNAME,
         peer_netns: std::os::fd::AsFd::as_fd(target.container_ns.file()),
+        peer_mac: record.mac,
         mtu: settings.mtu,
     });
     let index = match index {
@@ -174,6 +186,17 @@ fn wire(
         )))?,
     };
     *created = Some(index);
+    // Before ethwe is up (so before the port has a carrier): the container's first frame
+    // meets the guard already.
+    if let Some(port) = guarded_port(record, index) {
+        let generation = portguard::add(&port).map_err(Error::netlink(format!(
+            "guard {} against spoofing (nftables table bridge weave-hook)",
+            record.veth
+        )))?;
+        if let Some(generation) = generation {
+            firewall::own_change(store.layout(), &settings.bridge, generation);
+        }
+    }
     // A bridge port has no use for IPv6: without an address of its own (and before ethwe
     // is up, so before it has a carrier) it never gets one, and no container reaches the
     // host on it.
@@ -285,12 +308,45 @@ fn remove_stale_veth(host: &mut Netlink, reserved: &Reserved) -> Result<()> {
     Ok(())
 }
 
-/// Best-effort undo of a failed attach: the veth it created (its peer goes with it) and the
-/// reservation.
-fn undo(store: &Store, state: &State, created: Option<u32>) {
+/// The port of the container's new veth `index`.
+fn guarded_port(record: &Record, index: u32) -> Option<Port> {
+    Port::of(&Record {
+        veth_index: Some(index),
+        ..record.clone()
+    })
+}
+
+/// After weave's tables were written anew (the bridge's first attach, or after a flush):
+/// the guards of this bridge's attached containers are back too.
+fn restore_guards(host: &mut Netlink, store: &Store, settings: &Settings) -> Result<()> {
+    let records: Vec<Record> = store
+        .records()?
+        .records
+        .into_iter()
+        .filter(|r| r.bridge == settings.bridge)
+        .collect();
+    let restored = portguard::restore(host, &records)
+        .map_err(Error::netlink("guard the attached containers' ports again"))?;
+    if restored > 0 {
+        tracing::info!(
+            restored,
+            "weave's nftables tables were gone; guards restored"
+        );
+    }
+    Ok(())
+}
+
+/// Best-effort undo of a failed attach: the veth it created (its peer goes with it), its
+/// guard and the reservation.
+fn undo(store: &Store, state: &State, created: Option<u32>, record: &Record) {
     if let Some(index) = created {
         if let Err(e) = Netlink::open().and_then(|mut nl| nl.delete_link_index(index)) {
             tracing::warn!(index, error = %e, "undo: cannot delete the veth; `weave-hook gc` will");
+        }
+        if let Some(port) = guarded_port(record, index) {
+            if let Err(e) = portguard::remove(&port) {
+                tracing::warn!(index, error = %e, "undo: cannot remove the port's guard; `weave-hook gc` will");
+            }
         }
     }
     if let Err(e) = store.release(&state.id) {

@@ -24,7 +24,8 @@ pub const SYSTEMD_RUN: &str = "systemd-run";
 const BOOTED: &str = "/run/systemd/system";
 /// Where systemd-run is looked for when the hook's environment has no PATH (an OCI hook
 /// gets only the environment its configuration gives it).
-const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub(crate) const DEFAULT_PATH: &str =
+    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// How long systemd-run may take to make the scope and exec the server (one D-Bus call).
 const ENTER_TIMEOUT: Duration = Duration::from_secs(1);
 

@@ -11,6 +11,7 @@ use weave_core::store::StoreError;
 
 use crate::dns::DnsError;
 use crate::firewall::FirewallError;
+use crate::nftables::NftError;
 
 #[derive(Debug, Error)]
 pub enum Error {
@@ -22,6 +23,8 @@ pub enum Error {
     Store(#[from] StoreError),
     #[error(transparent)]
     Firewall(#[from] FirewallError),
+    #[error(transparent)]
+    Nft(#[from] NftError),
     #[error(transparent)]
     Dns(#[from] DnsError),
     #[error(transparent)]

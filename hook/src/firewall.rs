@@ -129,6 +129,30 @@ pub fn keep_accept(
     Ok(kept)
 }
 
+/// Records that weave itself just changed the ruleset (a container port's elements) in the
+/// transaction that made `generation`: when the marker holds the generation right before
+/// it, nothing else changed in between, and the rule is still where it was seen, so the
+/// marker moves on, and the next attach runs no iptables. Otherwise the marker stays (the
+/// next attach verifies, as after any change). Best effort: a marker left behind only costs
+/// one `iptables -C`.
+pub fn own_change(state_dir: &StateDir, bridge: &str, generation: u32) {
+    let path = state_dir.firewall_marker(bridge);
+    let Marker::Nft(seen) = Marker::read(&path) else {
+        return;
+    };
+    let next = Seen {
+        generation,
+        ..seen.clone()
+    };
+    if seen.generation.wrapping_add(1) == generation
+        && Seen::here(generation).as_ref() == Some(&next)
+    {
+        if let Err(e) = Marker::Nft(next).write(&path) {
+            tracing::debug!(error = %e, "cannot move the firewall marker on");
+        }
+    }
+}
+
 /// Removes every copy of the ACCEPT rule for `bridge` and its marker. Returns how many
 /// rules were removed.
 pub fn remove_accept(state_dir: &StateDir, bridge: &str) -> Result<usize, FirewallError> {
@@ -198,19 +222,24 @@ struct Seen {
 impl Seen {
     /// The calling thread's; `None` when nf_tables cannot be asked (then nothing is trusted).
     fn now() -> Option<Self> {
-        let boot = fs::read_to_string(BOOT_ID).ok()?.trim().to_string();
-        let netns = fs::metadata("/proc/thread-self/ns/net").ok()?.ino();
         match nftgen::generation() {
-            Ok(generation) => Some(Self {
-                boot,
-                netns,
-                generation,
-            }),
+            Ok(generation) => Self::here(generation),
             Err(e) => {
                 tracing::debug!(error = %e, "cannot read the nf_tables generation");
                 None
             }
         }
+    }
+
+    /// `generation`, of the calling thread's boot and network namespace.
+    fn here(generation: u32) -> Option<Self> {
+        let boot = fs::read_to_string(BOOT_ID).ok()?.trim().to_string();
+        let netns = fs::metadata("/proc/thread-self/ns/net").ok()?.ino();
+        Some(Self {
+            boot,
+            netns,
+            generation,
+        })
     }
 }
 
@@ -365,7 +394,7 @@ fn run(args: &[&str]) -> Result<Output, FirewallError> {
 
 /// Waits until `child` exits or `limit` passes; does not reap it. A pidfd of an unreaped
 /// child cannot refer to another process, and poll(2) wakes at the exit itself.
-fn exits_within(child: &Child, limit: Duration) -> io::Result<bool> {
+pub(crate) fn exits_within(child: &Child, limit: Duration) -> io::Result<bool> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id() as libc::pid_t, 0) };
     if fd < 0 {

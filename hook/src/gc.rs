@@ -14,6 +14,8 @@ use crate::bridge;
 use crate::error::{Error, Result};
 use crate::firewall::Recheck;
 use crate::netlink::Netlink;
+use crate::nftables::{self, Rewrite};
+use crate::portguard;
 
 #[derive(Debug, Default)]
 pub struct Report {
@@ -25,6 +27,8 @@ pub struct Report {
     pub deleted_veths: Vec<String>,
     /// resolv.conf files of weave-runtime whose container never attached or is gone.
     pub stale_resolv_files: usize,
+    /// Ports gone whose guard elements were removed.
+    pub unguarded_ports: usize,
     /// Records that could not be read, skipped (and their addresses kept), with why.
     pub skipped: Vec<String>,
 }
@@ -65,6 +69,7 @@ pub fn collect(settings: &Settings) -> Result<Report> {
             bridge: settings.bridge.clone(),
             veth: host_veth_name(&id),
             veth_index: None,
+            mac: None,
             addrs: Vec::new(),
             owner: None,
             names: Vec::new(),
@@ -81,9 +86,29 @@ pub fn collect(settings: &Settings) -> Result<Report> {
             report.deleted_veths.push(name);
         }
     }
+    // Guards of ports that are gone (those just deleted, those of containers whose
+    // namespace went): every bridge's, since an element names only an interface index.
+    report.unguarded_ports = portguard::remove_gone(|| {
+        let links = host.links()?;
+        Ok(links.into_iter().map(|l| l.index).collect())
+    })
+    .map_err(Error::netlink("remove the guards of ports that are gone"))?;
     // The repair command: the rule may have gone with a firewall reload, whatever the
     // marker says; checked last, so a failing iptables does not stop the cleanup above.
     if ours.is_some() {
+        nftables::ensure(
+            &settings.bridge,
+            settings.dns_addr().addr(),
+            Rewrite::Always,
+        )?;
+        let mine: Vec<Record> = listing
+            .records
+            .iter()
+            .filter(|r| r.bridge == settings.bridge)
+            .cloned()
+            .collect();
+        portguard::restore(&mut host, &mine)
+            .map_err(Error::netlink("guard the attached containers' ports again"))?;
         bridge::ensure_forwarding(&store, &settings.bridge, Recheck::Always)?;
     }
     Ok(report)
@@ -180,6 +205,7 @@ mod tests {
             bridge: "weave".into(),
             veth: veth.into(),
             veth_index: index,
+            mac: None,
             addrs: vec![],
             owner: None,
             names: vec![],

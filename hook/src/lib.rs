@@ -12,6 +12,8 @@ pub mod firewall;
 pub mod gc;
 pub mod netlink;
 pub mod netns;
+pub mod nftables;
 pub mod nftgen;
+pub mod portguard;
 pub mod privileges;
 pub mod reset;

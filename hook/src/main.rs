@@ -151,11 +151,12 @@ fn run(settings: &Settings, command: Command) -> Result<(), Failure> {
                 eprintln!("weave-hook: gc: skipped: {skipped}");
             }
             println!(
-                "released {} container(s), {} orphaned address(es), deleted {} veth(s), {} stale resolv.conf file(s)",
+                "released {} container(s), {} orphaned address(es), deleted {} veth(s), {} stale resolv.conf file(s), {} guard(s) of gone ports",
                 report.released.len(),
                 report.orphan_addrs,
                 report.deleted_veths.len(),
-                report.stale_resolv_files
+                report.stale_resolv_files,
+                report.unguarded_ports
             );
             Ok(())
         }
@@ -199,9 +200,7 @@ fn run(settings: &Settings, command: Command) -> Result<(), Failure> {
             } else {
                 let left = detach::detach(settings, &state.id).map_err(on)?;
                 // This binary is single-threaded: the deletion may outlive it.
-                if let Some(veth) = left {
-                    detach::delete_in_background(&veth);
-                }
+                detach::delete_in_background(&left);
                 Ok(())
             }
         }

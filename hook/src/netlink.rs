@@ -23,6 +23,7 @@ use netlink_packet_route::route::{
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+use weave_core::mac::Mac;
 
 /// A link as the kernel reports it: what the callers need and nothing more.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +50,8 @@ pub struct VethRequest<'a> {
     /// The peer is created directly in this network namespace: moving an interface into
     /// a namespace after creation costs 10-30 ms in the kernel, creating it there ~0.5 ms.
     pub peer_netns: BorrowedFd<'a>,
+    /// The peer's MAC, set in the same request.
+    pub peer_mac: Option<Mac>,
     pub mtu: Option<u32>,
 }
 
@@ -156,6 +159,9 @@ impl Netlink {
             .push(LinkAttribute::IfName(req.peer_name.to_string()));
         peer.attributes
             .push(LinkAttribute::NetNsFd(req.peer_netns.as_raw_fd()));
+        if let Some(mac) = req.peer_mac {
+            peer.attributes.push(LinkAttribute::Address(mac.0.to_vec()));
+        }
         let mut msg = LinkMessage::default();
         msg.header.flags = LinkFlags::Up;
         msg.header.change_mask = LinkFlags::Up;

@@ -1,10 +1,16 @@
-//! The nf_tables ruleset generation: a counter the kernel bumps on every committed change to
-//! the namespace's nf_tables rules, iptables-nft's included (`iptables -F`, `-D`, a firewalld
-//! reload, Docker's own rules). Reading it is one netlink request and no process, so attach
-//! can tell "nothing changed since the rule was last seen" without running iptables.
+//! The two nf_tables questions attach asks on every run, each one netlink request and no
+//! process:
+//! - the ruleset generation: a counter the kernel bumps on every committed change to the
+//!   namespace's nf_tables rules, iptables-nft's included (`iptables -F`, `-D`, a firewalld
+//!   reload, Docker's own rules), so attach can tell "nothing changed since the rule was
+//!   last seen" without running iptables;
+//! - whether one element is in a set (weave's own table: a flush took it away);
 //!
-//! The only module that speaks NETLINK_NETFILTER; the message is small enough to build by
-//! hand (no crate of the netlink-packet family covers nf_tables' GETGEN).
+//! and the one change it makes: a container port's elements, added or deleted in one
+//! transaction, which also tells the generation that transaction made.
+//!
+//! The only module that speaks NETLINK_NETFILTER; the messages are small enough to build by
+//! hand (no crate of the netlink-packet family covers nf_tables).
 
 use std::io;
 
@@ -17,21 +23,283 @@ const NLM_F_REQUEST: u16 = 1;
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFT_MSG_NEWGEN: u16 = 15;
 const NFT_MSG_GETGEN: u16 = 16;
+const NFT_MSG_GETSETELEM: u16 = 13;
 const NFTA_GEN_ID: u16 = 1;
+const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
+const NFTA_SET_ELEM_LIST_SET: u16 = 2;
+const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
+const NFTA_LIST_ELEM: u16 = 1;
+const NFTA_SET_ELEM_KEY: u16 = 1;
+const NFTA_DATA_VALUE: u16 = 1;
+const NFT_MSG_NEWSETELEM: u16 = 12;
+const NFT_MSG_DELSETELEM: u16 = 14;
+const NFNL_MSG_BATCH_BEGIN: u16 = 16;
+const NFNL_MSG_BATCH_END: u16 = 17;
+const NLMSG_DONE: u16 = 3;
+const NLM_F_ACK: u16 = 4;
+const NLM_F_DUMP: u16 = 0x300;
+const NLM_F_CREATE: u16 = 0x400;
+const NLA_F_NESTED: u16 = 0x8000;
+/// `NFPROTO_INET`: the family of weave's own table.
+pub const FAMILY_INET: u8 = 1;
+/// `NFPROTO_BRIDGE`: the family of the table that guards container ports.
+pub const FAMILY_BRIDGE: u8 = 7;
+
+/// What [`change_elements`] does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ElementOp {
+    Add,
+    Delete,
+}
 /// The sequence number of our one request; the socket is private, so any will do.
 const SEQ: u32 = 1;
 
 /// The current generation of the calling thread's network namespace (a netlink socket
 /// belongs to the namespace of the thread that creates it).
 pub fn generation() -> io::Result<u32> {
+    // The reply is one NEWGEN message of a few dozen bytes (or an error).
+    parse_reply(&ask(&request())?)
+}
+
+/// Whether the set `set` of table `table` (of `family`) holds the element `key` (the key's
+/// bytes as nf_tables stores them). `false` when the table, the set or the element is
+/// missing.
+pub fn has_element(family: u8, table: &str, set: &str, key: &[u8]) -> io::Result<bool> {
+    match parse_element_reply(&ask(&element_request(family, table, set, key))?) {
+        Ok(()) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Adds (or deletes) the elements `keys` of each set of `table`, in one transaction: all of
+/// them or none. Returns the ruleset generation that transaction made when it is known: the
+/// generation is read before and after, and one step between them is this transaction's
+/// (each commit moves it by one); `None` when anything else committed meanwhile. Deleting
+/// an element that is not there fails the transaction with ENOENT.
+pub fn change_elements(
+    family: u8,
+    table: &str,
+    op: ElementOp,
+    sets: &[(&str, Vec<Vec<u8>>)],
+) -> io::Result<Option<u32>> {
+    let (kind, flags) = match op {
+        ElementOp::Add => (NFT_MSG_NEWSETELEM, NLM_F_CREATE | NLM_F_ACK),
+        ElementOp::Delete => (NFT_MSG_DELSETELEM, NLM_F_ACK),
+    };
+    let before = generation().ok();
+    let mut batch = batch_marker(NFNL_MSG_BATCH_BEGIN, 0, 1);
+    let mut seq = 1;
+    for (set, keys) in sets {
+        seq += 1;
+        let mut body = vec![family, 0, 0, 0];
+        body.extend(attr(NFTA_SET_ELEM_LIST_TABLE, &c_string(table)));
+        body.extend(attr(NFTA_SET_ELEM_LIST_SET, &c_string(set)));
+        let elements: Vec<u8> = keys.iter().flat_map(|k| element(k)).collect();
+        body.extend(attr(NFTA_SET_ELEM_LIST_ELEMENTS | NLA_F_NESTED, &elements));
+        batch.extend(message(NFNL_SUBSYS_NFTABLES << 8 | kind, flags, seq, &body));
+    }
+    batch.extend(batch_marker(NFNL_MSG_BATCH_END, 0, seq + 1));
+    let socket = open()?;
+    socket.send(&batch, 0)?;
+    // Every set message is answered (ACK or error) once the transaction is over.
+    let mut answered = 0;
+    let mut buf = vec![0; 8192];
+    while answered < sets.len() {
+        let len = socket.recv(&mut &mut buf[..], 0)?;
+        let mut rest = &buf[..len];
+        while rest.len() >= NLMSG_HDRLEN {
+            let (mlen, kind) = header(rest)?;
+            let body = &rest[NLMSG_HDRLEN..mlen];
+            if kind == NLMSG_ERROR {
+                match error_of(body) {
+                    e if e.raw_os_error() == Some(0) => answered += 1,
+                    e => return Err(e),
+                }
+            }
+            rest = &rest[align(mlen).min(rest.len())..];
+        }
+    }
+    let after = generation().ok();
+    Ok(after.filter(|a| before.map(|b| b.wrapping_add(1)) == Some(*a)))
+}
+
+/// Every element key of a set (a dump).
+pub fn elements(family: u8, table: &str, set: &str) -> io::Result<Vec<Vec<u8>>> {
+    let mut body = vec![family, 0, 0, 0];
+    body.extend(attr(NFTA_SET_ELEM_LIST_TABLE, &c_string(table)));
+    body.extend(attr(NFTA_SET_ELEM_LIST_SET, &c_string(set)));
+    let socket = open()?;
+    socket.send(
+        &message(
+            NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_GETSETELEM,
+            NLM_F_DUMP,
+            SEQ,
+            &body,
+        ),
+        0,
+    )?;
+    let mut keys = Vec::new();
+    let mut buf = vec![0; 64 * 1024];
+    loop {
+        let len = socket.recv(&mut &mut buf[..], 0)?;
+        let mut rest = &buf[..len];
+        while rest.len() >= NLMSG_HDRLEN {
+            let (mlen, kind) = header(rest)?;
+            let body = &rest[NLMSG_HDRLEN..mlen];
+            match kind {
+                NLMSG_DONE => return Ok(keys),
+                NLMSG_ERROR => return Err(error_of(body)),
+                _ => keys.extend(keys_of(body.get(NFGENMSG_LEN..).unwrap_or_default())),
+            }
+            rest = &rest[align(mlen).min(rest.len())..];
+        }
+    }
+}
+
+/// The keys of a NEWSETELEM message's attributes: ELEMENTS > LIST_ELEM > KEY > DATA_VALUE.
+fn keys_of(attrs: &[u8]) -> Vec<Vec<u8>> {
+    let mut keys = Vec::new();
+    for (kind, elements) in attributes(attrs) {
+        if kind != NFTA_SET_ELEM_LIST_ELEMENTS {
+            continue;
+        }
+        for (_, elem) in attributes(elements) {
+            let key = attributes(elem)
+                .find(|(k, _)| *k == NFTA_SET_ELEM_KEY)
+                .and_then(|(_, key)| attributes(key).find(|(k, _)| *k == NFTA_DATA_VALUE));
+            if let Some((_, value)) = key {
+                keys.push(value.to_vec());
+            }
+        }
+    }
+    keys
+}
+
+/// The (type, payload) pairs of a run of attributes; stops at the first malformed one.
+fn attributes(mut attrs: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    std::iter::from_fn(move || {
+        if attrs.len() < 4 {
+            return None;
+        }
+        let len = u16::from_ne_bytes(attrs[0..2].try_into().unwrap()) as usize;
+        let kind = u16::from_ne_bytes(attrs[2..4].try_into().unwrap()) & 0x3fff;
+        if len < 4 || len > attrs.len() {
+            return None;
+        }
+        let payload = &attrs[4..len];
+        attrs = &attrs[align(len).min(attrs.len())..];
+        Some((kind, payload))
+    })
+}
+
+/// One LIST_ELEM holding `key`.
+fn element(key: &[u8]) -> Vec<u8> {
+    let value = attr(NFTA_DATA_VALUE, key);
+    attr(
+        NFTA_LIST_ELEM | NLA_F_NESTED,
+        &attr(NFTA_SET_ELEM_KEY | NLA_F_NESTED, &value),
+    )
+}
+
+/// BATCH_BEGIN or BATCH_END: an nfgenmsg whose res_id names the nf_tables subsystem.
+fn batch_marker(kind: u16, flags: u16, seq: u32) -> Vec<u8> {
+    let mut body = vec![0, 0];
+    body.extend(NFNL_SUBSYS_NFTABLES.to_be_bytes());
+    message(kind, flags, seq, &body)
+}
+
+fn message(kind: u16, flags: u16, seq: u32, body: &[u8]) -> Vec<u8> {
+    let mut msg = Vec::with_capacity(NLMSG_HDRLEN + body.len());
+    msg.extend(((NLMSG_HDRLEN + body.len()) as u32).to_ne_bytes());
+    msg.extend(kind.to_ne_bytes());
+    msg.extend((NLM_F_REQUEST | flags).to_ne_bytes());
+    msg.extend(seq.to_ne_bytes());
+    msg.extend(0u32.to_ne_bytes());
+    msg.extend(body);
+    msg
+}
+
+fn open() -> io::Result<Socket> {
     let mut socket = Socket::new(NETLINK_NETFILTER)?;
     socket.bind_auto()?;
     socket.connect(&SocketAddr::new(0, 0))?;
-    socket.send(&request(), 0)?;
-    // The reply is one NEWGEN message of a few dozen bytes (or an error).
+    Ok(socket)
+}
+
+/// Sends one request on a fresh socket of the calling thread's namespace; returns the reply.
+fn ask(request: &[u8]) -> io::Result<Vec<u8>> {
+    let socket = open()?;
+    socket.send(request, 0)?;
     let mut buf = vec![0; 4096];
     let len = socket.recv(&mut &mut buf[..], 0)?;
-    parse_reply(&buf[..len])
+    buf.truncate(len);
+    Ok(buf)
+}
+
+/// GETSETELEM for one key: table and set by name, the key nested as
+/// ELEMENTS > LIST_ELEM > KEY > DATA_VALUE.
+fn element_request(family: u8, table: &str, set: &str, key: &[u8]) -> Vec<u8> {
+    let mut body = vec![family, 0, 0, 0];
+    body.extend(attr(NFTA_SET_ELEM_LIST_TABLE, &c_string(table)));
+    body.extend(attr(NFTA_SET_ELEM_LIST_SET, &c_string(set)));
+    body.extend(attr(
+        NFTA_SET_ELEM_LIST_ELEMENTS | NLA_F_NESTED,
+        &element(key),
+    ));
+    message(
+        NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_GETSETELEM,
+        0,
+        SEQ,
+        &body,
+    )
+}
+
+fn c_string(s: &str) -> Vec<u8> {
+    let mut bytes = s.as_bytes().to_vec();
+    bytes.push(0);
+    bytes
+}
+
+/// One nlattr, padded to 4 bytes.
+fn attr(kind: u16, payload: &[u8]) -> Vec<u8> {
+    let mut a = Vec::with_capacity(align(4 + payload.len()));
+    a.extend(((4 + payload.len()) as u16).to_ne_bytes());
+    a.extend(kind.to_ne_bytes());
+    a.extend(payload);
+    a.resize(align(a.len()), 0);
+    a
+}
+
+/// The element came back (NEWSETELEM), or the error the kernel answered (ENOENT: absent).
+fn parse_element_reply(buf: &[u8]) -> io::Result<()> {
+    let (len, kind) = header(buf)?;
+    match kind {
+        NLMSG_ERROR => Err(error_of(&buf[NLMSG_HDRLEN..len])),
+        k if k >> 8 == NFNL_SUBSYS_NFTABLES => Ok(()),
+        _ => Err(invalid("unexpected reply to GETSETELEM")),
+    }
+}
+
+/// The length and type of the first message in `buf`, checked to fit.
+fn header(buf: &[u8]) -> io::Result<(usize, u16)> {
+    if buf.len() < NLMSG_HDRLEN {
+        return Err(invalid("short message"));
+    }
+    let len = u32::from_ne_bytes(buf[0..4].try_into().unwrap()) as usize;
+    let kind = u16::from_ne_bytes(buf[4..6].try_into().unwrap());
+    if len < NLMSG_HDRLEN || len > buf.len() {
+        return Err(invalid("bad message length"));
+    }
+    Ok((len, kind))
+}
+
+/// The errno of an NLMSG_ERROR body (0 would be an ACK, which no request here asks for).
+fn error_of(body: &[u8]) -> io::Error {
+    match body.get(0..4) {
+        Some(c) => io::Error::from_raw_os_error(-i32::from_ne_bytes(c.try_into().unwrap())),
+        None => invalid("short error message"),
+    }
 }
 
 /// nlmsghdr + nfgenmsg (family AF_UNSPEC, version NFNETLINK_V0, res_id 0), no attributes.
@@ -54,20 +322,10 @@ fn invalid(what: &str) -> io::Error {
 /// Finds NFTA_GEN_ID in the reply's NEWGEN message; a netlink error becomes its errno.
 fn parse_reply(mut buf: &[u8]) -> io::Result<u32> {
     while buf.len() >= NLMSG_HDRLEN {
-        let len = u32::from_ne_bytes(buf[0..4].try_into().unwrap()) as usize;
-        let kind = u16::from_ne_bytes(buf[4..6].try_into().unwrap());
-        if len < NLMSG_HDRLEN || len > buf.len() {
-            return Err(invalid("bad message length"));
-        }
+        let (len, kind) = header(buf)?;
         let body = &buf[NLMSG_HDRLEN..len];
         match kind {
-            NLMSG_ERROR => {
-                let code = body
-                    .get(0..4)
-                    .map(|c| i32::from_ne_bytes(c.try_into().unwrap()))
-                    .ok_or_else(|| invalid("short error message"))?;
-                return Err(io::Error::from_raw_os_error(-code));
-            }
+            NLMSG_ERROR => return Err(error_of(body)),
             k if k == NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_NEWGEN => {
                 return gen_id(body.get(NFGENMSG_LEN..).unwrap_or_default());
             }
@@ -116,15 +374,6 @@ mod tests {
         m
     }
 
-    fn attr(kind: u16, payload: &[u8]) -> Vec<u8> {
-        let mut a = Vec::new();
-        a.extend(((4 + payload.len()) as u16).to_ne_bytes());
-        a.extend(kind.to_ne_bytes());
-        a.extend(payload);
-        a.resize(align(a.len()), 0);
-        a
-    }
-
     const NEWGEN: u16 = NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_NEWGEN;
 
     #[test]
@@ -146,6 +395,50 @@ mod tests {
         let mut two = message(0x0a00, &[0, 0, 0, 0]);
         two.extend(message(NEWGEN, &body));
         assert_eq!(parse_reply(&two).unwrap(), 7342);
+    }
+
+    #[test]
+    fn an_element_request_nests_the_key_under_table_and_set() {
+        let r = element_request(FAMILY_INET, "t", "s", &[1, 2, 3, 4]);
+        assert_eq!(
+            u32::from_ne_bytes(r[0..4].try_into().unwrap()) as usize,
+            r.len()
+        );
+        assert_eq!(u16::from_ne_bytes(r[4..6].try_into().unwrap()), 0x0a0d);
+        assert_eq!(&r[16..20], &[FAMILY_INET, 0, 0, 0]);
+        let mut expected = attr(1, b"t\0");
+        expected.extend(attr(2, b"s\0"));
+        let key = attr(1 | NLA_F_NESTED, &attr(1, &[1, 2, 3, 4]));
+        expected.extend(attr(3 | NLA_F_NESTED, &attr(1 | NLA_F_NESTED, &key)));
+        assert_eq!(&r[20..], &expected[..]);
+    }
+
+    #[test]
+    fn an_element_reply_is_present_absent_or_an_error() {
+        let newsetelem = NFNL_SUBSYS_NFTABLES << 8 | 12;
+        assert!(parse_element_reply(&message(newsetelem, &[1, 0, 0, 0])).is_ok());
+        let absent = parse_element_reply(&message(NLMSG_ERROR, &(-libc::ENOENT).to_ne_bytes()));
+        assert_eq!(absent.unwrap_err().raw_os_error(), Some(libc::ENOENT));
+        assert!(parse_element_reply(&[0; 3]).is_err());
+        assert!(parse_element_reply(&message(0x10, &[])).is_err());
+    }
+
+    #[test]
+    fn keys_are_found_in_a_dumped_element_list() {
+        let mut elements = element(&[3, 0, 0, 0]);
+        elements.extend(element(&[7, 0, 0, 0]));
+        let mut attrs = attr(1, b"weave-hook\0");
+        attrs.extend(attr(3 | NLA_F_NESTED, &elements));
+        assert_eq!(keys_of(&attrs), vec![vec![3, 0, 0, 0], vec![7, 0, 0, 0]]);
+        // Truncated: what can be read is, nothing panics.
+        assert_eq!(keys_of(&attrs[..attrs.len() - 2]).len(), 0);
+    }
+
+    #[test]
+    fn a_batch_marker_names_the_nftables_subsystem() {
+        let m = batch_marker(NFNL_MSG_BATCH_BEGIN, 0, 1);
+        assert_eq!(u16::from_ne_bytes(m[4..6].try_into().unwrap()), 16);
+        assert_eq!(&m[16..20], &[0, 0, 0, 10]);
     }
 
     #[test]

@@ -7,9 +7,10 @@ use crate::bridge;
 use crate::dns;
 use crate::error::{Error, Result};
 use crate::netlink::Netlink;
+use crate::nftables;
 
 /// Stops the state directory's weave-dns, deletes the bridge (and weave DNS's address with
-/// it) and removes its firewall rule. Refuses while a live container is attached to it (dead
+/// it), removes its firewall rule and its elements of weave's nftables table. Refuses while a live container is attached to it (dead
 /// ones are collected first), when the bridge is another state directory's, and when it has
 /// ports weave-hook did not make. The bridge is deleted under the store's lock, so no attach
 /// can add a port meanwhile.
@@ -25,6 +26,7 @@ pub fn reset(settings: &Settings) -> Result<()> {
         refuse_while_attached(&store, settings)?;
         delete_bridge(settings)?;
     }
+    nftables::remove(&settings.bridge, settings.dns_addr().addr())?;
     bridge::remove_forwarding(&store, &settings.bridge)
 }
 

@@ -359,6 +359,15 @@ fn an_iptables_waiting_for_its_lock_stalls_no_store_operation() {
     private_host();
     let dir = tempfile::tempdir().unwrap();
     let s = settings(dir.path());
+    // The new bridge's elements of weave's nftables table exist already (as after its
+    // first attach): writing them moves the nf_tables generation, and then every bridge's
+    // next attach verifies its rule, waiting for the firewall lock the stalled hook holds.
+    weave_hook::nftables::ensure(
+        "wvstall",
+        s.dns_addr().addr(),
+        weave_hook::nftables::Rewrite::Always,
+    )
+    .unwrap();
     let a = Container::start("a");
     attach(&s, &a.state("10.2.0.1/24")).unwrap();
 

@@ -19,10 +19,7 @@ use weave_hook::detach;
 /// Detach as the binary does it, the veth deleted in the foreground (a test process has
 /// several threads, so the binary's background deletion would not fork here either).
 fn detach(s: &Settings, id: &ContainerId) -> weave_hook::error::Result<()> {
-    match detach::detach(s, id)? {
-        Some(veth) => detach::delete_now(&veth),
-        None => Ok(()),
-    }
+    detach::delete_now(&detach::detach(s, id)?)
 }
 
 /// Moves the calling test thread into a fresh network namespace of its own, with the
@@ -440,8 +437,10 @@ fn reused_address_is_announced_to_neighbours() {
     );
     first.kill();
     detach(&s, &first.id).unwrap();
+    // ethwe's MAC follows the first address (a reused first address keeps its MAC, so a
+    // stale entry stays right): the reused address comes second here, under another MAC.
     let second = Container::start("second");
-    attach(&s, &second.state("10.2.0.21/24")).unwrap();
+    attach(&s, &second.state("10.2.0.22/24 10.2.0.21/24")).unwrap();
     let new_mac = second.ethwe_mac();
     assert_ne!(old_mac, new_mac);
     // The watcher sends nothing: only the gratuitous ARP can have updated its entry.
@@ -508,9 +507,8 @@ fn restart_right_after_detach_keeps_the_new_veth() {
     let old = sh(&format!("ip -o link show {veth}"));
     // `docker restart`: poststop of the old process, at once createRuntime of the new one,
     // same id, before detach's background child deleted the old veth...
-    let left = detach::detach(&s, &first.id)
-        .unwrap()
-        .expect("the old veth is left");
+    let left = detach::detach(&s, &first.id).unwrap();
+    assert!(left.veth.is_some(), "the old veth is left");
     let second = Container::start("restarted");
     attach(&s, &second.state("10.2.0.40/24")).unwrap();
     // ... which it then does, by the old index.
@@ -823,4 +821,35 @@ fn two_ids_with_one_veth_name_do_not_hurt_each_other() {
         .collect();
     assert_eq!(ps, ["c119668"]);
     assert!(!dir.path().join("addrs/10.2.0.81").exists());
+}
+
+#[test]
+fn ethwe_gets_the_mac_of_its_first_address_and_the_record_keeps_it() {
+    if !root_or_skip("ethwe_gets_the_mac_of_its_first_address_and_the_record_keeps_it") {
+        return;
+    }
+    private_host();
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(dir.path());
+    let c = Container::start("macd");
+    let record = attach(&s, &c.state("10.2.0.77/24 10.3.0.9/24"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(c.ethwe_mac(), "0a:58:0a:02:00:4d");
+    let stored = Store::open(dir.path())
+        .unwrap()
+        .record(&c.id)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        stored.mac.map(|m| m.to_string()).as_deref(),
+        Some("0a:58:0a:02:00:4d")
+    );
+    assert_eq!(record.mac, stored.mac);
+    // A later container with the same first address gets the same MAC.
+    drop(c);
+    detach(&s, &ContainerId::parse("macd").unwrap()).unwrap();
+    let again = Container::start("macd2");
+    attach(&s, &again.state("10.2.0.77/24")).unwrap();
+    assert_eq!(again.ethwe_mac(), "0a:58:0a:02:00:4d");
 }

@@ -112,6 +112,7 @@ impl Method for Floor {
             bridge_index: bridge.index,
             peer_name: "ethwe",
             peer_netns: container_ns.file().as_fd(),
+            peer_mac: Some(weave_core::mac::Mac::for_address(addr.addr())),
             mtu: None,
         })?;
         container_ns.run_in(home, || configure_inside(addr, announce))??;

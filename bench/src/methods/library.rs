@@ -57,9 +57,7 @@ impl Method for InProcess {
         let left = weave_hook::detach::detach(&settings, &state.id).context("in-process detach")?;
         // As the binary does: the kernel's deletion wait is not the caller's (forked only
         // when this process is single-threaded).
-        if let Some(veth) = left {
-            weave_hook::detach::delete_in_background(&veth);
-        }
+        weave_hook::detach::delete_in_background(&left);
         Ok(Some(millis(start.elapsed())))
     }
 }

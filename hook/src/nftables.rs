@@ -1,0 +1,265 @@
+//! The host closed to the bridge: weave's own nftables table, `inet weave-hook`.
+//!
+//! Without it, a container reaches every host service listening on 0.0.0.0 through weave
+//! DNS's address on the bridge, and (with CAP_NET_ADMIN and a default route via the bridge)
+//! every network the host forwards to. The table lets in, from a weave bridge, only what its
+//! set `host_open` lists (weave DNS: udp and tcp 53 on its address) and replies to
+//! connections the host opened; it forwards from a weave bridge only between that bridge's
+//! own ports (bridged traffic, which br_netfilter shows to the forward hook).
+//!
+//! Everything a bridge adds is an element: the bridge in `bridges`, the pair (bridge,
+//! bridge) in `bridged`, (bridge, address, protocol, port) in `host_open`. The rules refer
+//! only to the sets, so one table serves every bridge and state directory, and opening the
+//! host further (an exposed address, a masqueraded way out) is one element more, not a new
+//! rule set.
+//!
+//! The same transaction writes the table `bridge weave-hook` that guards container ports
+//! (its rules; the ports' elements are `portguard`'s).
+//!
+//! The tables are written by `nft -f -`, a process, only when the bridge's DNS element is
+//! missing: at a bridge's first attach, after a flush (`nft flush ruleset`, a firewalld
+//! reload) and when the DNS address changed. The common attach asks the kernel one netlink
+//! question instead ([`nftgen::has_element`]). `weave-hook gc` writes it whatever is there.
+
+use std::io::{self, Write};
+use std::net::Ipv4Addr;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use thiserror::Error;
+
+use crate::dns_scope::DEFAULT_PATH;
+use crate::firewall::exits_within;
+use crate::nftgen::{self, FAMILY_INET};
+
+/// The table's name (family `inet`).
+pub const TABLE: &str = "weave-hook";
+/// How long one `nft` process may run before it is killed.
+const DEADLINE: Duration = Duration::from_secs(10);
+/// The kernel's interface name size (IFNAMSIZ): an `ifname` key is this many bytes.
+const IFNAMSIZ: usize = 16;
+
+#[derive(Debug, Error)]
+pub enum NftError {
+    #[error("cannot run nft (weave closes the host to its bridge with nftables; install the `nftables` package): {0}")]
+    Spawn(#[source] io::Error),
+    #[error("`nft -f -` failed for bridge {bridge}: {stderr}")]
+    Failed { bridge: String, stderr: String },
+    #[error("`nft -f -` for bridge {bridge} did not finish within {}s and was killed", DEADLINE.as_secs())]
+    TimedOut { bridge: String },
+    #[error("running `nft -f -` for bridge {bridge}")]
+    Io {
+        bridge: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("bridge name {0:?} cannot be written in an nftables rule (it holds '\"', '*' or '\\'); choose another --bridge")]
+    Unquotable(String),
+    #[error("asking nf_tables whether table inet {TABLE} is in place")]
+    Query(#[source] io::Error),
+}
+
+/// When the table is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rewrite {
+    /// Only when the bridge's DNS element is missing (attach).
+    WhenMissing,
+    /// Always (`weave-hook gc`, the repair command: a rule may be gone with its elements
+    /// still there).
+    Always,
+}
+
+/// Makes sure the table closes the host to `bridge`, leaving weave DNS's address `dns`
+/// open. Returns whether `nft` ran.
+pub fn ensure(bridge: &str, dns: Ipv4Addr, rewrite: Rewrite) -> Result<bool, NftError> {
+    quotable(bridge)?;
+    if rewrite == Rewrite::WhenMissing && has_dns_element(bridge, dns)? {
+        return Ok(false);
+    }
+    run_nft(bridge, &script(bridge, dns, Change::Add))?;
+    Ok(true)
+}
+
+/// Removes what `bridge` added (when the bridge goes away). The table and its rules stay:
+/// other bridges may use them, and without elements they let everything pass.
+pub fn remove(bridge: &str, dns: Ipv4Addr) -> Result<(), NftError> {
+    quotable(bridge)?;
+    let in_place = nftgen::has_element(FAMILY_INET, TABLE, "bridges", &ifname_key(bridge))
+        .map_err(NftError::Query)?;
+    if in_place || has_dns_element(bridge, dns)? {
+        run_nft(bridge, &script(bridge, dns, Change::Remove))?;
+    }
+    Ok(())
+}
+
+/// A name goes into the script between double quotes, where nft knows no escapes, and a
+/// trailing `*` would make it a wildcard.
+fn quotable(bridge: &str) -> Result<(), NftError> {
+    match bridge.contains(['"', '*', '\\']) {
+        true => Err(NftError::Unquotable(bridge.to_string())),
+        false => Ok(()),
+    }
+}
+
+fn has_dns_element(bridge: &str, dns: Ipv4Addr) -> Result<bool, NftError> {
+    nftgen::has_element(
+        FAMILY_INET,
+        TABLE,
+        "host_open",
+        &open_key(bridge, dns, 17, 53),
+    )
+    .map_err(NftError::Query)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Change {
+    Add,
+    Remove,
+}
+
+/// One nft transaction: the table's structure (every `add` is a no-op when it exists; the
+/// chains are flushed and their rules written again, so a run never duplicates a rule),
+/// then the bridge's elements added, or added and deleted (an element must exist to be
+/// deleted, and nft 1.0.6 has no `destroy`). All of it applies, or none.
+fn script(bridge: &str, dns: Ipv4Addr, change: Change) -> String {
+    let t = format!("inet {TABLE}");
+    let mut s = format!(
+        "add table {t}\n\
+         add set {t} bridges {{ type ifname; comment \"weave bridges: the host is closed to them\"; }}\n\
+         add set {t} bridged {{ type ifname . ifname; comment \"forwarded: between the ports of one bridge\"; }}\n\
+         add set {t} host_open {{ type ifname . ipv4_addr . inet_proto . inet_service; comment \"what a bridge reaches on the host\"; }}\n\
+         add chain {t} input {{ type filter hook input priority filter; policy accept; }}\n\
+         add chain {t} forward {{ type filter hook forward priority filter; policy accept; }}\n\
+         flush chain {t} input\n\
+         flush chain {t} forward\n\
+         add rule {t} input iifname != @bridges accept\n\
+         add rule {t} input ct state established,related accept\n\
+         add rule {t} input iifname . ip daddr . meta l4proto . th dport @host_open accept\n\
+         add rule {t} input drop\n\
+         add rule {t} forward iifname != @bridges accept\n\
+         add rule {t} forward iifname . oifname @bridged accept\n\
+         add rule {t} forward drop\n"
+    );
+    // The guard of the container ports (see `portguard`): its elements are the ports'.
+    let g = format!("bridge {TABLE}");
+    s.push_str(&format!(
+        "add table {g}\n\
+         add set {g} ports {{ type iface_index; comment \"container ports: frames only from the container itself\"; }}\n\
+         add set {g} macs {{ type iface_index . ether_addr; comment \"each port's own MAC\"; }}\n\
+         add set {g} ips {{ type iface_index . ipv4_addr; comment \"each port's own addresses\"; }}\n\
+         add chain {g} prerouting {{ type filter hook prerouting priority filter; policy accept; }}\n\
+         flush chain {g} prerouting\n\
+         add rule {g} prerouting meta iif != @ports accept\n\
+         add rule {g} prerouting meta iif . ether saddr != @macs drop\n\
+         add rule {g} prerouting ether type ip meta iif . ip saddr @ips accept\n\
+         add rule {g} prerouting ether type arp arp hlen 6 arp plen 4 meta iif . arp saddr ether @macs meta iif . arp saddr ip @ips accept\n\
+         add rule {g} prerouting drop\n"
+    ));
+    let b = format!("\"{bridge}\"");
+    let elements = [
+        format!("{t} bridges {{ {b} }}"),
+        format!("{t} bridged {{ {b} . {b} }}"),
+        format!("{t} host_open {{ {b} . {dns} . udp . 53, {b} . {dns} . tcp . 53 }}"),
+    ];
+    for e in &elements {
+        s.push_str(&format!("add element {e}\n"));
+    }
+    if change == Change::Remove {
+        for e in &elements {
+            s.push_str(&format!("delete element {e}\n"));
+        }
+    }
+    s
+}
+
+/// An `ifname` key: the name, NUL-padded to IFNAMSIZ.
+fn ifname_key(name: &str) -> Vec<u8> {
+    let mut key = name.as_bytes().to_vec();
+    key.resize(IFNAMSIZ, 0);
+    key
+}
+
+/// A `host_open` key: ifname . ipv4_addr . inet_proto . inet_service, each field padded to
+/// 4 bytes (nf_tables registers), the address and port in network order.
+fn open_key(bridge: &str, addr: Ipv4Addr, proto: u8, port: u16) -> Vec<u8> {
+    let mut key = ifname_key(bridge);
+    key.extend(addr.octets());
+    key.extend([proto, 0, 0, 0]);
+    key.extend(port.to_be_bytes());
+    key.extend([0, 0]);
+    key
+}
+
+/// Runs `nft -f -` with `script` on stdin, killed after [`DEADLINE`].
+fn run_nft(bridge: &str, script: &str) -> Result<(), NftError> {
+    let io_err = |source| NftError::Io {
+        bridge: bridge.to_string(),
+        source,
+    };
+    let mut nft = Command::new("nft");
+    // An OCI hook gets only the environment its configuration gives it, often no PATH, and
+    // nft lives in /usr/sbin.
+    if std::env::var_os("PATH").is_none() {
+        nft.env("PATH", DEFAULT_PATH);
+    }
+    let mut child = nft
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(NftError::Spawn)?;
+    // A few kilobytes: within a pipe's buffer, so the write cannot block on nft.
+    let written = child
+        .stdin
+        .take()
+        .map(|mut stdin| stdin.write_all(script.as_bytes()))
+        .unwrap_or(Ok(()));
+    let exited = written.and_then(|()| exits_within(&child, DEADLINE));
+    match exited {
+        Ok(true) => {}
+        other => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(match other {
+                Err(e) => io_err(e),
+                _ => NftError::TimedOut {
+                    bridge: bridge.to_string(),
+                },
+            });
+        }
+    }
+    let out = child.wait_with_output().map_err(io_err)?;
+    match out.status.success() {
+        true => Ok(()),
+        false => Err(NftError::Failed {
+            bridge: bridge.to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_laid_out_as_nf_tables_stores_them() {
+        // As `nft --debug=netlink get element inet weave-hook host_open
+        // { "weave" . 10.32.0.1 . udp . 53 }` shows them.
+        let key = open_key("weave", "10.32.0.1".parse().unwrap(), 17, 53);
+        assert_eq!(key.len(), 28);
+        assert_eq!(&key[..6], b"weave\0");
+        assert_eq!(&key[16..], &[10, 32, 0, 1, 17, 0, 0, 0, 0, 53, 0, 0]);
+    }
+
+    #[test]
+    fn removing_adds_first_so_the_transaction_never_fails_on_a_missing_element() {
+        let s = script("br0", "10.32.0.1".parse().unwrap(), Change::Remove);
+        let add = s.find("add element inet weave-hook bridges").unwrap();
+        let delete = s.find("delete element inet weave-hook bridges").unwrap();
+        assert!(add < delete);
+        assert!(s.contains("\"br0\" . 10.32.0.1 . tcp . 53"));
+        assert!(!script("br0", "10.32.0.1".parse().unwrap(), Change::Add).contains("delete"));
+    }
+}
