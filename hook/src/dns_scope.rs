@@ -22,10 +22,6 @@ use weave_core::settings::fnv1a;
 pub const SYSTEMD_RUN: &str = "systemd-run";
 /// sd_booted(3): this directory exists only when systemd is the init system.
 const BOOTED: &str = "/run/systemd/system";
-/// Where systemd-run is looked for when the hook's environment has no PATH (an OCI hook
-/// gets only the environment its configuration gives it).
-pub(crate) const DEFAULT_PATH: &str =
-    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// How long systemd-run may take to make the scope and exec the server (one D-Bus call).
 const ENTER_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -40,7 +36,7 @@ impl Scope {
     /// The scope to start the server of `state_dir` in: `None` without systemd, or (with a
     /// warning) when systemd runs but systemd-run cannot be found.
     pub fn detect(state_dir: &Path) -> Option<Self> {
-        let path = std::env::var_os("PATH").unwrap_or_else(|| DEFAULT_PATH.into());
+        let path = crate::tools::search_path();
         Self::detect_with(Path::new(BOOTED), &path, state_dir)
     }
 

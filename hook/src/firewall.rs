@@ -22,7 +22,7 @@ use std::io::{self, ErrorKind};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::fcntl::Flock;
@@ -364,7 +364,7 @@ fn iptables(op: Op, bridge: &str) -> Result<bool, FirewallError> {
 /// well within a pipe's buffer, so it cannot block on a full pipe while not being read.
 fn run(args: &[&str]) -> Result<Output, FirewallError> {
     let joined = || args.join(" ");
-    let mut child = Command::new("iptables")
+    let mut child = crate::tools::command("iptables")
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -463,13 +463,16 @@ mod tests {
 
     #[test]
     fn a_process_past_its_deadline_is_reported_not_waited_for() {
-        let mut child = Command::new("sleep").arg("5").spawn().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
         let start = Instant::now();
         assert!(!exits_within(&child, Duration::from_millis(100)).unwrap());
         assert!(start.elapsed() < Duration::from_secs(2));
         child.kill().unwrap();
         child.wait().unwrap();
-        let mut child = Command::new("true").spawn().unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
         assert!(exits_within(&child, Duration::from_secs(5)).unwrap());
         child.wait().unwrap();
     }

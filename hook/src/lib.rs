@@ -17,3 +17,4 @@ pub mod nftgen;
 pub mod portguard;
 pub mod privileges;
 pub mod reset;
+pub mod tools;

@@ -23,12 +23,11 @@
 
 use std::io::{self, Write};
 use std::net::Ipv4Addr;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use thiserror::Error;
 
-use crate::dns_scope::DEFAULT_PATH;
 use crate::firewall::exits_within;
 use crate::nftgen::{self, FAMILY_INET};
 
@@ -196,13 +195,7 @@ fn run_nft(bridge: &str, script: &str) -> Result<(), NftError> {
         bridge: bridge.to_string(),
         source,
     };
-    let mut nft = Command::new("nft");
-    // An OCI hook gets only the environment its configuration gives it, often no PATH, and
-    // nft lives in /usr/sbin.
-    if std::env::var_os("PATH").is_none() {
-        nft.env("PATH", DEFAULT_PATH);
-    }
-    let mut child = nft
+    let mut child = crate::tools::command("nft")
         .args(["-f", "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
