@@ -10,7 +10,8 @@
 //!
 //! Root only: skipped outside CI when not root, a failure in CI.
 
-use std::collections::HashMap;
+mod common;
+
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::os::fd::AsRawFd;
@@ -19,9 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use nix::sched::{unshare, CloneFlags};
-use weave_core::id::ContainerId;
-use weave_core::oci::{State, Status};
+use common::{docker_host, settings, sh, Container};
 use weave_core::settings::Settings;
 use weave_e2e::root_or_skip;
 use weave_hook::attach::attach;
@@ -29,93 +28,12 @@ use weave_hook::detach::detach;
 
 const RULE: &str = "FORWARD -i weave -o weave -m comment --comment weave-hook -j ACCEPT";
 
-/// Moves the calling test thread into a fresh network namespace with a Docker host's
-/// firewall: br_netfilter on and the FORWARD policy DROP.
-fn private_host() {
-    unshare(CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
-    sh("ip link set lo up");
-    fs::write("/proc/sys/net/bridge/bridge-nf-call-iptables", "1").unwrap();
-    sh("iptables -w -P FORWARD DROP");
-}
-
-/// Runs a shell command in the calling thread's namespaces; panics on failure.
-fn sh(cmd: &str) -> String {
-    let out = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
-    assert!(
-        out.status.success(),
-        "`{cmd}` failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 /// How many copies of weave's rule for `bridge` the FORWARD chain holds.
 fn rules(iptables: &str, bridge: &str) -> usize {
     sh(&format!("{iptables} -w -S FORWARD"))
         .lines()
         .filter(|l| l.contains(&format!("-i {bridge} -o {bridge}")))
         .count()
-}
-
-/// A stand-in for a container: a process in a network namespace of its own.
-struct Container {
-    id: ContainerId,
-    child: Child,
-}
-
-impl Container {
-    fn start(id: &str) -> Self {
-        Self {
-            id: ContainerId::parse(id).unwrap(),
-            child: weave_e2e::spawn_in_new_netns(),
-        }
-    }
-
-    fn state(&self, cidr: &str) -> State {
-        State {
-            id: self.id.clone(),
-            status: Status::Creating,
-            pid: Some(self.child.id() as i32),
-            bundle: None,
-            annotations: HashMap::from([("weave.cidr".to_string(), cidr.to_string())]),
-        }
-    }
-
-    fn state_json(&self, cidr: &str) -> String {
-        serde_json::json!({
-            "ociVersion": "1.0.2", "id": self.id.as_str(), "status": "creating",
-            "pid": self.child.id(), "annotations": {"weave.cidr": cidr}
-        })
-        .to_string()
-    }
-
-    /// Whether one ping from this container to `ip` is answered.
-    fn pings(&self, ip: &str) -> bool {
-        Command::new("nsenter")
-            .args(["-t", &self.child.id().to_string(), "-n"])
-            .args(["busybox", "ping", "-c", "1", "-W", "1", ip])
-            .output()
-            .unwrap()
-            .status
-            .success()
-    }
-}
-
-impl Drop for Container {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn settings(dir: &Path) -> Settings {
-    Settings {
-        bridge: "weave".into(),
-        ipalloc_range: "10.32.0.0/12".parse().unwrap(),
-        state_dir: dir.to_path_buf(),
-        mtu: None,
-        dns: Default::default(),
-    }
 }
 
 /// Two attached containers that reach each other; returns them.
@@ -134,7 +52,7 @@ fn rule_restored(test: &str, how: &str, restore: impl FnOnce(&Settings)) {
     if !root_or_skip(test) {
         return;
     }
-    private_host();
+    docker_host();
     let dir = tempfile::tempdir().unwrap();
     let s = settings(dir.path());
     let (_a, b) = two_talking(&s);
@@ -278,7 +196,7 @@ fn the_common_attach_runs_no_iptables() {
     if !root_or_skip("the_common_attach_runs_no_iptables") {
         return;
     }
-    private_host();
+    docker_host();
     let dir = tempfile::tempdir().unwrap();
     let w = Wrapper::new("/usr/sbin/iptables-nft");
     let cs: Vec<Container> = (0..4).map(|i| Container::start(&format!("c{i}"))).collect();
@@ -315,7 +233,7 @@ fn legacy_iptables_is_checked_on_every_attach() {
     if !root_or_skip("legacy_iptables_is_checked_on_every_attach") {
         return;
     }
-    private_host();
+    docker_host();
     let dir = tempfile::tempdir().unwrap();
     let w = Wrapper::new("/usr/sbin/iptables-legacy");
     let cs: Vec<Container> = (0..3).map(|i| Container::start(&format!("l{i}"))).collect();
@@ -356,7 +274,7 @@ fn an_iptables_waiting_for_its_lock_stalls_no_store_operation() {
     if !root_or_skip("an_iptables_waiting_for_its_lock_stalls_no_store_operation") {
         return;
     }
-    private_host();
+    docker_host();
     let dir = tempfile::tempdir().unwrap();
     let s = settings(dir.path());
     // The new bridge's elements of weave's nftables table exist already (as after its
@@ -424,7 +342,7 @@ fn the_generation_moves_with_rule_changes_not_with_checks() {
     if !root_or_skip("the_generation_moves_with_rule_changes_not_with_checks") {
         return;
     }
-    private_host();
+    docker_host();
     let generation = || weave_hook::nftgen::generation().unwrap();
     let g0 = generation();
     let check = Command::new("iptables")
@@ -445,7 +363,7 @@ fn concurrent_first_attaches_add_one_rule() {
     if !root_or_skip("concurrent_first_attaches_add_one_rule") {
         return;
     }
-    private_host();
+    docker_host();
     let dir = tempfile::tempdir().unwrap();
     let s = settings(dir.path());
     let cs: Vec<Container> = (0..8).map(|i| Container::start(&format!("c{i}"))).collect();
@@ -463,7 +381,7 @@ fn a_marker_from_another_namespace_is_not_trusted() {
     if !root_or_skip("a_marker_from_another_namespace_is_not_trusted") {
         return;
     }
-    private_host();
+    docker_host();
     let dir = tempfile::tempdir().unwrap();
     let s = settings(dir.path());
     let a = Container::start("a");
@@ -471,7 +389,7 @@ fn a_marker_from_another_namespace_is_not_trusted() {
     let seen = weave_hook::nftgen::generation().unwrap();
     // The same state dir in a new "host" namespace, whose generation starts over: brought
     // to the very generation the marker recorded, so only the namespace tells them apart.
-    private_host();
+    docker_host();
     for i in 0.. {
         let now = weave_hook::nftgen::generation().unwrap();
         assert!(now <= seen && i < 100, "generation {now} passed {seen}");
@@ -490,7 +408,7 @@ fn a_planted_marker_link_is_replaced_not_followed() {
     if !root_or_skip("a_planted_marker_link_is_replaced_not_followed") {
         return;
     }
-    private_host();
+    docker_host();
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("created-by-root");
     std::os::unix::fs::symlink(&target, dir.path().join("firewall-weave")).unwrap();

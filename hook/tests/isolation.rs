@@ -11,14 +11,14 @@
 //!
 //! Root only: skipped outside CI when not root, a failure in CI.
 
-use std::collections::HashMap;
-use std::path::Path;
+mod common;
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use nix::sched::{unshare, CloneFlags};
-use weave_core::id::ContainerId;
-use weave_core::oci::{State, Status};
+/// Containers and other networks alike: processes in network namespaces of their own.
+use common::Container as Netns;
+use common::{bare_host, settings, sh};
 use weave_core::settings::Settings;
 use weave_e2e::root_or_skip;
 use weave_hook::attach::attach;
@@ -26,77 +26,11 @@ use weave_hook::attach::attach;
 /// Moves the calling test thread into a fresh network namespace of its own, forwarding
 /// IPv4 as a router (or a Docker host) does.
 fn private_host() {
-    unshare(CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
-    sh("ip link set lo up");
+    bare_host();
     std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").unwrap();
 }
 
-/// Runs a shell command in the calling thread's namespaces; panics on failure.
-fn sh(cmd: &str) -> String {
-    let out = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
-    assert!(
-        out.status.success(),
-        "`{cmd}` failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// A stand-in for a container (or for another network): a process in a netns of its own.
-struct Netns {
-    id: ContainerId,
-    child: Child,
-}
-
 impl Netns {
-    fn start(id: &str) -> Self {
-        Self {
-            id: ContainerId::parse(id).unwrap(),
-            child: weave_e2e::spawn_in_new_netns(),
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn state(&self, cidr: &str) -> State {
-        State {
-            id: self.id.clone(),
-            status: Status::Creating,
-            pid: Some(self.pid() as i32),
-            bundle: None,
-            annotations: HashMap::from([("weave.cidr".to_string(), cidr.to_string())]),
-        }
-    }
-
-    /// Runs a shell command inside the namespace; panics on failure.
-    fn run(&self, cmd: &str) -> String {
-        sh(&format!("nsenter -t {} -n sh -c '{cmd}'", self.pid()))
-    }
-
-    /// Whether `program` (python3 with `args`) exits 0 inside the namespace.
-    fn python_ok(&self, script: &str, args: &[&str]) -> bool {
-        Command::new("nsenter")
-            .args(["-t", &self.pid().to_string(), "-n", "python3", "-c", script])
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .unwrap()
-            .success()
-    }
-
-    fn pings(&self, ip: &str) -> bool {
-        Command::new("nsenter")
-            .args(["-t", &self.pid().to_string(), "-n"])
-            .args(["busybox", "ping", "-c", "1", "-W", "1", ip])
-            .output()
-            .unwrap()
-            .status
-            .success()
-    }
-
     /// Whether a TCP connection to `ip:port` is accepted within a second.
     fn connects(&self, ip: &str, port: u16) -> bool {
         self.python_ok(TCP_CONNECT, &[ip, &port.to_string()])
@@ -105,13 +39,6 @@ impl Netns {
     /// Whether a UDP datagram to `ip:port` is answered within a second.
     fn udp_answered(&self, ip: &str, port: u16) -> bool {
         self.python_ok(UDP_ASK, &[ip, &port.to_string()])
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -170,16 +97,6 @@ impl Drop for Service {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
-    }
-}
-
-fn settings(dir: &Path) -> Settings {
-    Settings {
-        bridge: "weave".into(),
-        ipalloc_range: "10.32.0.0/12".parse().unwrap(),
-        state_dir: dir.to_path_buf(),
-        mtu: None,
-        dns: Default::default(),
     }
 }
 
@@ -426,12 +343,6 @@ fn python(c: &Netns, script: &str, args: &[&str]) {
 }
 
 impl Netns {
-    fn ethwe_mac(&self) -> String {
-        let link = self.run("ip -o link show ethwe");
-        let after = link.split("link/ether ").nth(1).expect("ethwe has a MAC");
-        after.split_whitespace().next().unwrap().to_string()
-    }
-
     fn neighbour(&self, ip: &str) -> String {
         self.run(&format!("ip neigh show {ip}"))
     }

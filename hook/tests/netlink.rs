@@ -3,16 +3,16 @@
 //! a `sleep` in a namespace of its own. Nothing touches the machine's real network.
 //! Root only: skipped outside CI when not root, a failure in CI.
 
-use std::collections::HashMap;
-use std::path::Path;
-use std::process::{Child, Command};
-use weave_e2e::root_or_skip;
+mod common;
 
-use nix::sched::{unshare, CloneFlags};
+use std::path::Path;
+use std::process::Command;
+
+use common::{docker_host, host_links, settings, sh, Container};
 use weave_core::id::ContainerId;
-use weave_core::oci::{State, Status};
 use weave_core::settings::{host_veth_name, Settings};
 use weave_core::store::Store;
+use weave_e2e::root_or_skip;
 use weave_hook::attach::attach;
 use weave_hook::detach;
 
@@ -20,101 +20,6 @@ use weave_hook::detach;
 /// several threads, so the binary's background deletion would not fork here either).
 fn detach(s: &Settings, id: &ContainerId) -> weave_hook::error::Result<()> {
     detach::delete_now(&detach::detach(s, id)?)
-}
-
-/// Moves the calling test thread into a fresh network namespace of its own, with the
-/// conditions of a Docker host: br_netfilter on and the FORWARD policy DROP.
-fn private_host() {
-    unshare(CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
-    sh("ip link set lo up");
-    std::fs::write("/proc/sys/net/bridge/bridge-nf-call-iptables", "1").unwrap();
-    sh("iptables -w -P FORWARD DROP");
-}
-
-/// Runs a shell command in the calling thread's namespaces; panics on failure.
-fn sh(cmd: &str) -> String {
-    let out = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
-    assert!(
-        out.status.success(),
-        "`{cmd}` failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// A stand-in for a container: a process in a network namespace of its own.
-struct Container {
-    id: ContainerId,
-    child: Child,
-}
-
-impl Container {
-    fn start(id: &str) -> Self {
-        let child = weave_e2e::spawn_in_new_netns();
-        Self {
-            id: ContainerId::parse(id).unwrap(),
-            child,
-        }
-    }
-
-    /// A process sharing the test's "host" namespace, like `--network host`.
-    fn start_in_host_ns(id: &str) -> Self {
-        let child = Command::new("sleep").arg("300").spawn().unwrap();
-        Self {
-            id: ContainerId::parse(id).unwrap(),
-            child,
-        }
-    }
-
-    fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-
-    fn state(&self, cidr: &str) -> State {
-        State {
-            id: self.id.clone(),
-            status: Status::Creating,
-            pid: Some(self.pid()),
-            bundle: None,
-            annotations: HashMap::from([("weave.cidr".to_string(), cidr.to_string())]),
-        }
-    }
-
-    /// Runs a command inside the container's network namespace.
-    fn run(&self, cmd: &str) -> String {
-        sh(&format!("nsenter -t {} -n sh -c '{cmd}'", self.pid()))
-    }
-
-    fn ethwe_mac(&self) -> String {
-        let link = self.run("ip -o link show ethwe");
-        let after = link.split("link/ether ").nth(1).expect("ethwe has a MAC");
-        after.split_whitespace().next().unwrap().to_string()
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Container {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn settings(dir: &Path) -> Settings {
-    Settings {
-        bridge: "weave".into(),
-        ipalloc_range: "10.32.0.0/12".parse().unwrap(),
-        state_dir: dir.to_path_buf(),
-        mtu: None,
-        dns: Default::default(),
-    }
-}
-
-fn host_links() -> String {
-    sh("ip -o link show")
 }
 
 /// Detach deletes the host veth from a background child: waits up to 2 s for `name` to go.
@@ -134,7 +39,7 @@ fn attach_wires_bridge_veth_and_addresses() {
     if !root_or_skip("attach_wires_bridge_veth_and_addresses") {
         return;
     }
-    private_host();
+    docker_host();
     let dir = tempfile::tempdir().unwrap();
     let s = settings(dir.path());
     let c = Container::start("c1");
@@ -191,7 +96,7 @@ fn containers_reach_each_other_through_a_dropping_firewall() {
     if !root_or_skip("containers_reach_each_other_through_a_dropping_firewall") {
         return;
     }
-    private_host();
+    docker_host();
     let dir = tempfile::tempdir().unwrap();
     let s = settings(dir.path());
     let a = Container::start("a");
@@ -227,7 +132,7 @@ fn concurrent_first_attaches_all_succeed_with_distinct_addresses() {
     if !root_or_skip("concurrent_first_attaches_all_succeed_with_distinct_addresses") {
         return;
     }
-    private_host();
+    docker_host();
     let dir = tempfile::tempdir().unwrap();
     let s = settings(dir.path());
     let containers: Vec<Container> = (0..16)
@@ -256,7 +161,7 @@ fn refused_attach_leaves_nothing_behind() {
     if !root_or_skip("refused_attach_leaves_nothing_behind") {
         return;
     }
-    private_host();
+    docker_host();
     let dir = tempfile::tempdir().unwrap();
     let s = settings(dir.path());
     let a = Container::start("holder");
@@ -288,7 +193,7 @@ fn failure_after_the_veth_undoes_veth_and_reservation() {
     if !root_or_skip("failure_after_the_veth_undoes_veth_and_reservation") {
         return;
     }
-    private_host();
+    docker_host();
     let dir = tempfile::tempdir().unwrap();
     let s = settings(dir.path());
     let c = Container::start("clash");
@@ -312,7 +217,7 @@ fn host_network_namespace_is_refused() {
     if !root_or_skip("host_network_namespace_is_refused") {
         return;
     }
-    private_host();
+    docker_host();
     let dir = tempfile::tempdir().unwrap();
     let c = Container::start_in_host_ns("hostnet");
     let err = attach(&settings(dir.path()), &c.state("10.2.0.9/24"))
@@ -332,7 +237,7 @@ fn gone_pid_is_refused() {
     if !root_or_skip("gone_pid_is_refused") {
         return;
     }
-    private_host();
+    docker_host();
     let dir = tempfile::tempdir().unwrap();
     let mut c = Container::start("gone");
     let state = c.state("10.2.0.9/24");
@@ -356,7 +261,7 @@ fn gc_collects_killed_containers_and_orphan_veths() {
     if !root_or_skip("gc_collects_killed_containers_and_orphan_veths") {
         return;
     }
-    private_host();
+    docker_host();
     let dir = tempfile::tempdir().unwrap();
     let s = settings(dir.path());
     let mut dead = Container::start("dead");
@@ -422,7 +327,7 @@ fn reused_address_is_announced_to_neighbours() {
     if !root_or_skip("reused_address_is_announced_to_neighbours") {
         return;
     }
-    private_host();
+    docker_host();
     let dir = tempfile::tempdir().unwrap();
     let s = settings(dir.path());
     let watcher = Container::start("watcher");
@@ -460,7 +365,7 @@ fn mtu_applies_to_bridge_and_both_veth_ends() {
     if !root_or_skip("mtu_applies_to_bridge_and_both_veth_ends") {
         return;
     }
-    private_host();
+    docker_host();
     let dir = tempfile::tempdir().unwrap();
     let s = Settings {
         mtu: Some(1400),
@@ -478,7 +383,7 @@ fn existing_non_bridge_link_is_refused() {
     if !root_or_skip("existing_non_bridge_link_is_refused") {
         return;
     }
-    private_host();
+    docker_host();
     sh("ip link add weave type veth peer name weavepeer");
     let dir = tempfile::tempdir().unwrap();
     let c = Container::start("nb");
@@ -498,7 +403,7 @@ fn restart_right_after_detach_keeps_the_new_veth() {
     if !root_or_skip("restart_right_after_detach_keeps_the_new_veth") {
         return;
     }
-    private_host();
+    docker_host();
     let dir = tempfile::tempdir().unwrap();
     let s = settings(dir.path());
     let first = Container::start("restarted");
@@ -540,7 +445,7 @@ fn a_bridge_belongs_to_one_state_dir() {
     if !root_or_skip("a_bridge_belongs_to_one_state_dir") {
         return;
     }
-    private_host();
+    docker_host();
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (sa, sb) = (settings(a.path()), settings(b.path()));
     let c1 = Container::start("in-a");
@@ -584,7 +489,7 @@ fn a_link_that_is_not_the_containers_is_never_deleted() {
     if !root_or_skip("a_link_that_is_not_the_containers_is_never_deleted") {
         return;
     }
-    private_host();
+    docker_host();
     let dir = tempfile::tempdir().unwrap();
     let s = settings(dir.path());
     let c = Container::start("collides");
@@ -621,7 +526,7 @@ fn a_corrupt_record_is_skipped_by_gc_ps_and_reset() {
     if !root_or_skip("a_corrupt_record_is_skipped_by_gc_ps_and_reset") {
         return;
     }
-    private_host();
+    docker_host();
     let dir = tempfile::tempdir().unwrap();
     let s = settings(dir.path());
     let c = Container::start("good");
@@ -652,7 +557,7 @@ fn weave_dns_address_is_never_allocated_to_a_container() {
     if !root_or_skip("weave_dns_address_is_never_allocated_to_a_container") {
         return;
     }
-    private_host();
+    docker_host();
     let dir = tempfile::tempdir().unwrap();
     let s = Settings {
         ipalloc_range: "10.47.0.0/16".parse().unwrap(),
@@ -694,7 +599,7 @@ fn router_advertisements_from_a_container_do_not_configure_the_host() {
     if !root_or_skip("router_advertisements_from_a_container_do_not_configure_the_host") {
         return;
     }
-    private_host();
+    docker_host();
     let dir = tempfile::tempdir().unwrap();
     let s = settings(dir.path());
     let c = Container::start("advertiser");
@@ -737,7 +642,7 @@ fn a_state_dir_others_can_change_is_refused() {
     if !root_or_skip("a_state_dir_others_can_change_is_refused") {
         return;
     }
-    private_host();
+    docker_host();
     let base = tempfile::tempdir().unwrap();
     let c = Container::start("trusting");
     let attach_in = |dir: &Path| {
@@ -766,7 +671,7 @@ fn a_planted_dns_log_link_is_not_followed() {
     if !root_or_skip("a_planted_dns_log_link_is_not_followed") {
         return;
     }
-    private_host();
+    docker_host();
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("elsewhere");
     std::os::unix::fs::symlink(&target, dir.path().join("dns.log")).unwrap();
@@ -793,7 +698,7 @@ fn two_ids_with_one_veth_name_do_not_hurt_each_other() {
     if !root_or_skip("two_ids_with_one_veth_name_do_not_hurt_each_other") {
         return;
     }
-    private_host();
+    docker_host();
     let dir = tempfile::tempdir().unwrap();
     let s = settings(dir.path());
     // Found by search: FNV-1a of both ids agrees in the 36 bits the veth name keeps.
@@ -828,7 +733,7 @@ fn ethwe_gets_the_mac_of_its_first_address_and_the_record_keeps_it() {
     if !root_or_skip("ethwe_gets_the_mac_of_its_first_address_and_the_record_keeps_it") {
         return;
     }
-    private_host();
+    docker_host();
     let dir = tempfile::tempdir().unwrap();
     let s = settings(dir.path());
     let c = Container::start("macd");
