@@ -8,6 +8,7 @@
 //! <state-dir>/resolv/<id>.conf        weave-runtime's resolv.conf for a weave DNS container
 //! <state-dir>/firewall-<bridge>       what the hook knows of the bridge's firewall rule
 //! <state-dir>/firewall.lock           held while iptables runs for the rule
+//! <state-dir>/exposed-<bridge>        the host's addresses on the bridge (`weave-hook expose`)
 //! <state-dir>/dns.lock                held by the serving weave-dns once its sockets are bound
 //! <state-dir>/dns.pid                 its pid, for `weave-hook reset`
 //! <state-dir>/dns.log                 its stderr when the hook started it
@@ -86,6 +87,11 @@ impl StateDir {
 
     pub fn firewall_marker(&self, bridge: &str) -> PathBuf {
         self.root.join(format!("firewall-{bridge}"))
+    }
+
+    /// The host's addresses on a bridge (`weave-hook expose`).
+    pub fn exposed(&self, bridge: &str) -> PathBuf {
+        self.root.join(format!("exposed-{bridge}"))
     }
 
     /// flock(2)ed while iptables runs for a bridge's rule (never the store's lock).

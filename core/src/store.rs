@@ -49,7 +49,7 @@ pub enum StoreError {
         "no free address left in {0}; stop containers, or run `weave-hook gc` if some were killed"
     )]
     SubnetFull(Ipv4Net),
-    #[error("address {0} is kept by weave itself (weave DNS's address on the bridge); choose another one")]
+    #[error("address {0} is kept by weave itself (weave DNS's address, or the host's, given by `weave-hook expose`); choose another one")]
     Reserved(Ipv4Addr),
     #[error("record {0} is corrupt ({1}); `weave-hook gc` skips it, remove it once its container is gone")]
     Corrupt(PathBuf, String),
@@ -272,6 +272,62 @@ impl Store {
             }
         }
         Ok(Reserved { record, previous })
+    }
+
+    /// The host's addresses on `bridge` (`weave-hook expose`); none when nothing is exposed.
+    pub fn exposed(&self, bridge: &str) -> Vec<Ipv4Net> {
+        fsutil::read_small(&self.dir.exposed(bridge), MAX_RECORD_BYTES)
+            .ok()
+            .and_then(|text| serde_json::from_slice(&text).ok())
+            .unwrap_or_default()
+    }
+
+    /// Keeps `net`'s address for the host on `bridge`: from now on no container gets it.
+    /// Refused while a container holds it. Returns whether it was not exposed yet.
+    pub fn expose(&self, bridge: &str, net: Ipv4Net, facts: &Facts) -> Result<bool, StoreError> {
+        let _lock = self.lock()?;
+        let ip = net.addr();
+        if let Some(owner) = self.addr_owner(ip) {
+            if self.still_held(&owner, ip, facts) {
+                return Err(StoreError::AddressInUse {
+                    addr: ip,
+                    owner: owner.to_string(),
+                });
+            }
+        }
+        let mut exposed = self.exposed(bridge);
+        if exposed.contains(&net) {
+            return Ok(false);
+        }
+        exposed.push(net);
+        self.write_exposed(bridge, &exposed)?;
+        Ok(true)
+    }
+
+    /// Gives the host's address `net` on `bridge` back (all of them when `None`); returns
+    /// those that were exposed.
+    pub fn hide(&self, bridge: &str, net: Option<Ipv4Net>) -> Result<Vec<Ipv4Net>, StoreError> {
+        let _lock = self.lock()?;
+        let (hidden, kept): (Vec<Ipv4Net>, Vec<Ipv4Net>) = self
+            .exposed(bridge)
+            .into_iter()
+            .partition(|n| net.is_none_or(|want| *n == want));
+        if !hidden.is_empty() {
+            self.write_exposed(bridge, &kept)?;
+        }
+        Ok(hidden)
+    }
+
+    fn write_exposed(&self, bridge: &str, exposed: &[Ipv4Net]) -> Result<(), StoreError> {
+        let path = self.dir.exposed(bridge);
+        if exposed.is_empty() {
+            return match fs::remove_file(&path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("remove", &path)(e)),
+                _ => Ok(()),
+            };
+        }
+        let text = serde_json::to_vec(exposed).expect("addresses always serialize");
+        self.write(&path, &text)
     }
 
     /// Records the index of the container's host veth, once it exists.
@@ -873,6 +929,31 @@ mod tests {
             reserve_with("full", me(), AddrRequest::Allocate(subnet)),
             Err(StoreError::SubnetFull(_))
         ));
+    }
+
+    #[test]
+    fn an_exposed_address_is_the_hosts_until_hidden() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let host = net("10.2.0.254/24");
+        reserve(&store, "a", me(), &[AddrRequest::Exact(net("10.2.0.7/24"))]).unwrap();
+        let err = store
+            .expose("weave", net("10.2.0.7/24"), &NOTHING)
+            .unwrap_err();
+        assert!(matches!(err, StoreError::AddressInUse { .. }), "{err}");
+        assert!(store.expose("weave", host, &NOTHING).unwrap());
+        assert!(
+            !store.expose("weave", host, &NOTHING).unwrap(),
+            "idempotent"
+        );
+        assert_eq!(store.exposed("weave"), vec![host]);
+        assert!(store.exposed("other").is_empty());
+        // gc leaves it.
+        store.collect_garbage().unwrap();
+        assert_eq!(store.exposed("weave"), vec![host]);
+        assert_eq!(store.hide("weave", None).unwrap(), vec![host]);
+        assert!(store.exposed("weave").is_empty());
+        assert!(store.hide("weave", Some(host)).unwrap().is_empty());
     }
 
     #[test]

@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::firewall::{self, Recheck};
 use crate::netlink::{Netlink, VethRequest};
 use crate::netns::Netns;
-use crate::nftables::{self, Rewrite};
+use crate::nftables::{self, Openings, Rewrite};
 use crate::portguard::{self, Port};
 
 /// Attaches the container the state describes, if it asked for weave. Returns its record,
@@ -62,7 +62,15 @@ pub fn attach(settings: &Settings, state: &State) -> Result<Option<Record>> {
     };
     // Weave DNS's address is kept whether or not this container asks for DNS: another one
     // on the bridge may.
-    let kept = [settings.dns_addr().addr()];
+    // So are the host's exposed addresses (`weave-hook expose`).
+    let exposed: Vec<Ipv4Addr> = store
+        .exposed(&settings.bridge)
+        .iter()
+        .map(Ipv4Net::addr)
+        .collect();
+    let kept: Vec<Ipv4Addr> = std::iter::once(settings.dns_addr().addr())
+        .chain(exposed.iter().copied())
+        .collect();
     let interfaces = Interfaces::default();
     let facts = Facts {
         kept: &kept,
@@ -82,6 +90,7 @@ pub fn attach(settings: &Settings, state: &State) -> Result<Option<Record>> {
             container_ns: &container_ns,
             host_ns: &host_ns,
         },
+        &exposed,
         &mut created,
     );
     // The server comes last: once it serves, the container's very first query is answered.
@@ -104,13 +113,13 @@ pub fn attach(settings: &Settings, state: &State) -> Result<Option<Record>> {
 /// Which interfaces still exist, for the store: asked only about the holders of taken
 /// addresses whose process is gone, so the common attach opens no socket for it.
 #[derive(Default)]
-struct Interfaces(RefCell<Option<Netlink>>);
+pub(crate) struct Interfaces(RefCell<Option<Netlink>>);
 
 impl Interfaces {
     /// Whether the record's host veth exists: its recorded index still carries its name. A
     /// record without an index never got its addresses onto an interface (they are added
     /// after the index is recorded). When the kernel cannot be asked, it is taken to exist.
-    fn exist(&self, record: &Record) -> bool {
+    pub(crate) fn exist(&self, record: &Record) -> bool {
         let Some(index) = record.veth_index else {
             return false;
         };
@@ -140,6 +149,7 @@ fn wire(
     reserved: &Reserved,
     dns_addr: Option<Ipv4Net>,
     target: &Target,
+    exposed: &[Ipv4Addr],
     created: &mut Option<u32>,
 ) -> Result<()> {
     let record = &reserved.record;
@@ -148,11 +158,11 @@ fn wire(
     failpoint::hit("bridge");
     // Before the firewall's generation is recorded (writing the table moves it), and before
     // weave DNS's address makes the host reachable on the bridge.
-    if nftables::ensure(
-        &settings.bridge,
-        settings.dns_addr().addr(),
-        Rewrite::WhenMissing,
-    )? {
+    let openings = Openings {
+        dns: settings.dns_addr().addr(),
+        exposed,
+    };
+    if nftables::ensure(&settings.bridge, openings, Rewrite::WhenMissing)? {
         restore_guards(&mut host, store, settings)?;
     }
     bridge::ensure_forwarding(store, &settings.bridge, Recheck::WhenChanged)?;

@@ -77,6 +77,8 @@ pub enum Error {
         count: usize,
         ids: String,
     },
+    #[error("{0} is weave DNS's address; expose the host at another one")]
+    ExposeDns(std::net::Ipv4Addr),
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     Several(Vec<Error>),
 }

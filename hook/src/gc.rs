@@ -14,7 +14,7 @@ use crate::bridge;
 use crate::error::{Error, Result};
 use crate::firewall::Recheck;
 use crate::netlink::Netlink;
-use crate::nftables::{self, Rewrite};
+use crate::nftables::{self, Openings, Rewrite};
 use crate::portguard;
 
 #[derive(Debug, Default)]
@@ -96,11 +96,16 @@ pub fn collect(settings: &Settings) -> Result<Report> {
     // The repair command: the rule may have gone with a firewall reload, whatever the
     // marker says; checked last, so a failing iptables does not stop the cleanup above.
     if ours.is_some() {
-        nftables::ensure(
-            &settings.bridge,
-            settings.dns_addr().addr(),
-            Rewrite::Always,
-        )?;
+        let exposed: Vec<_> = store
+            .exposed(&settings.bridge)
+            .iter()
+            .map(|n| n.addr())
+            .collect();
+        let openings = Openings {
+            dns: settings.dns_addr().addr(),
+            exposed: &exposed,
+        };
+        nftables::ensure(&settings.bridge, openings, Rewrite::Always)?;
         let mine: Vec<Record> = listing
             .records
             .iter()

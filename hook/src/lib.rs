@@ -8,6 +8,7 @@ pub mod detach;
 pub mod dns;
 pub mod dns_scope;
 pub mod error;
+pub mod expose;
 pub mod firewall;
 pub mod gc;
 pub mod netlink;

@@ -13,7 +13,7 @@ use weave_core::oci::{self, OciError, State, Status};
 use weave_core::settings::{self, DnsSettings, Settings};
 use weave_core::store::Store;
 use weave_hook::error::Error;
-use weave_hook::{attach, detach, gc, privileges, reset};
+use weave_hook::{attach, detach, expose, gc, privileges, reset};
 
 /// Attach OCI containers to a weave bridge network before their process starts.
 ///
@@ -79,6 +79,20 @@ enum Command {
     /// Stop weave-dns, delete the bridge and its firewall rule; refused while containers are
     /// attached.
     Reset,
+    /// Give the host an address on the bridge that containers reach (everything on it; on
+    /// weave DNS's address only port 53 is open). Default: the last host address of
+    /// --ipalloc-range, with its prefix. No container gets it while it is exposed; it
+    /// survives `gc`. Prints the address. Idempotent.
+    Expose {
+        /// The host's address with its prefix, e.g. 10.2.0.254/24.
+        #[arg(value_parser = settings::parse_dns_addr)]
+        cidr: Option<Ipv4Net>,
+    },
+    /// Take the host's exposed address (all of them when none is named) off the bridge.
+    Hide {
+        #[arg(value_parser = settings::parse_dns_addr)]
+        cidr: Option<Ipv4Net>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -163,6 +177,19 @@ fn run(settings: &Settings, command: Command) -> Result<(), Failure> {
         Command::Reset => {
             privileges::check().map_err(fail(None))?;
             reset::reset(settings).map_err(fail(None))
+        }
+        Command::Expose { cidr } => {
+            privileges::check().map_err(fail(None))?;
+            let net = expose::expose(settings, cidr).map_err(fail(None))?;
+            println!("{net}");
+            Ok(())
+        }
+        Command::Hide { cidr } => {
+            privileges::check().map_err(fail(None))?;
+            for net in expose::hide(settings, cidr).map_err(fail(None))? {
+                println!("{net}");
+            }
+            Ok(())
         }
         Command::Hook | Command::Attach | Command::Detach => {
             let input =

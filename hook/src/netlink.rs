@@ -230,22 +230,23 @@ impl Netlink {
 
     /// Adds an IPv4 address; the kernel adds the subnet route with it.
     pub fn add_address(&mut self, index: u32, addr: Ipv4Net) -> io::Result<()> {
-        let mut msg = AddressMessage::default();
-        msg.header.family = AddressFamily::Inet;
-        msg.header.prefix_len = addr.prefix_len();
-        msg.header.index = index;
-        let ip = IpAddr::V4(addr.addr());
-        msg.attributes.push(AddressAttribute::Local(ip));
-        msg.attributes.push(AddressAttribute::Address(ip));
-        if addr.prefix_len() < 31 {
-            msg.attributes
-                .push(AddressAttribute::Broadcast(addr.broadcast()));
-        }
         self.request(
-            RouteNetlinkMessage::NewAddress(msg),
+            RouteNetlinkMessage::NewAddress(address_message(index, addr)),
             NLM_F_CREATE | NLM_F_EXCL,
         )
         .map(drop)
+    }
+
+    /// Deletes an IPv4 address. Returns `false` when the link did not have it.
+    pub fn delete_address(&mut self, index: u32, addr: Ipv4Net) -> io::Result<bool> {
+        match self.request(
+            RouteNetlinkMessage::DelAddress(address_message(index, addr)),
+            0,
+        ) {
+            Ok(_) => Ok(true),
+            Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Adds a route to `dest` that says it is on the link `index` (scope link, no gateway).
@@ -369,6 +370,22 @@ impl Netlink {
             }
         }
     }
+}
+
+/// The message that adds or deletes `addr` on link `index`.
+fn address_message(index: u32, addr: Ipv4Net) -> AddressMessage {
+    let mut msg = AddressMessage::default();
+    msg.header.family = AddressFamily::Inet;
+    msg.header.prefix_len = addr.prefix_len();
+    msg.header.index = index;
+    let ip = IpAddr::V4(addr.addr());
+    msg.attributes.push(AddressAttribute::Local(ip));
+    msg.attributes.push(AddressAttribute::Address(ip));
+    if addr.prefix_len() < 31 {
+        msg.attributes
+            .push(AddressAttribute::Broadcast(addr.broadcast()));
+    }
+    msg
 }
 
 /// A stable MAC for a bridge name: locally administered, unicast, the same after a reset.

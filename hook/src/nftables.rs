@@ -3,8 +3,9 @@
 //! Without it, a container reaches every host service listening on 0.0.0.0 through weave
 //! DNS's address on the bridge, and (with CAP_NET_ADMIN and a default route via the bridge)
 //! every network the host forwards to. The table lets in, from a weave bridge, only what its
-//! set `host_open` lists (weave DNS: udp and tcp 53 on its address) and replies to
-//! connections the host opened; it forwards from a weave bridge only between that bridge's
+//! set `host_open` lists (weave DNS: udp and tcp 53 on its address), the host's addresses
+//! the administrator exposed (`host_exposed`, `weave-hook expose`: everything on them) and
+//! replies to connections the host opened; it forwards from a weave bridge only between that bridge's
 //! own ports (bridged traffic, which br_netfilter shows to the forward hook).
 //!
 //! Everything a bridge adds is an element: the bridge in `bridges`, the pair (bridge,
@@ -68,25 +69,45 @@ pub enum Rewrite {
     Always,
 }
 
-/// Makes sure the table closes the host to `bridge`, leaving weave DNS's address `dns`
-/// open. Returns whether `nft` ran.
-pub fn ensure(bridge: &str, dns: Ipv4Addr, rewrite: Rewrite) -> Result<bool, NftError> {
+/// What of the host a bridge reaches: weave DNS's address (its port 53), and the host's
+/// exposed addresses (everything on them).
+#[derive(Debug, Clone, Copy)]
+pub struct Openings<'a> {
+    pub dns: Ipv4Addr,
+    pub exposed: &'a [Ipv4Addr],
+}
+
+/// Makes sure the table closes the host to `bridge` but for its `openings`. Returns
+/// whether `nft` ran.
+pub fn ensure(bridge: &str, openings: Openings, rewrite: Rewrite) -> Result<bool, NftError> {
     quotable(bridge)?;
-    if rewrite == Rewrite::WhenMissing && has_dns_element(bridge, dns)? {
+    if rewrite == Rewrite::WhenMissing && has_dns_element(bridge, openings.dns)? {
         return Ok(false);
     }
-    run_nft(bridge, &script(bridge, dns, Change::Add))?;
+    run_nft(bridge, &script(bridge, openings, Change::Add))?;
     Ok(true)
+}
+
+/// Closes exposed addresses of `bridge` again (`weave-hook hide`), keeping the rest of
+/// its `openings`.
+pub fn withdraw(bridge: &str, openings: Openings, hidden: &[Ipv4Addr]) -> Result<(), NftError> {
+    quotable(bridge)?;
+    let mut s = script(bridge, openings, Change::Add);
+    for ip in hidden {
+        let e = format!("inet {TABLE} host_exposed {{ \"{bridge}\" . {ip} }}");
+        s.push_str(&format!("add element {e}\ndelete element {e}\n"));
+    }
+    run_nft(bridge, &s)
 }
 
 /// Removes what `bridge` added (when the bridge goes away). The table and its rules stay:
 /// other bridges may use them, and without elements they let everything pass.
-pub fn remove(bridge: &str, dns: Ipv4Addr) -> Result<(), NftError> {
+pub fn remove(bridge: &str, openings: Openings) -> Result<(), NftError> {
     quotable(bridge)?;
     let in_place = nftgen::has_element(FAMILY_INET, TABLE, "bridges", &ifname_key(bridge))
         .map_err(NftError::Query)?;
-    if in_place || has_dns_element(bridge, dns)? {
-        run_nft(bridge, &script(bridge, dns, Change::Remove))?;
+    if in_place || has_dns_element(bridge, openings.dns)? {
+        run_nft(bridge, &script(bridge, openings, Change::Remove))?;
     }
     Ok(())
 }
@@ -120,13 +141,15 @@ enum Change {
 /// chains are flushed and their rules written again, so a run never duplicates a rule),
 /// then the bridge's elements added, or added and deleted (an element must exist to be
 /// deleted, and nft 1.0.6 has no `destroy`). All of it applies, or none.
-fn script(bridge: &str, dns: Ipv4Addr, change: Change) -> String {
+fn script(bridge: &str, openings: Openings, change: Change) -> String {
+    let dns = openings.dns;
     let t = format!("inet {TABLE}");
     let mut s = format!(
         "add table {t}\n\
          add set {t} bridges {{ type ifname; comment \"weave bridges: the host is closed to them\"; }}\n\
          add set {t} bridged {{ type ifname . ifname; comment \"forwarded: between the ports of one bridge\"; }}\n\
          add set {t} host_open {{ type ifname . ipv4_addr . inet_proto . inet_service; comment \"what a bridge reaches on the host\"; }}\n\
+         add set {t} host_exposed {{ type ifname . ipv4_addr; comment \"the host's exposed addresses: everything on them\"; }}\n\
          add chain {t} input {{ type filter hook input priority filter; policy accept; }}\n\
          add chain {t} forward {{ type filter hook forward priority filter; policy accept; }}\n\
          flush chain {t} input\n\
@@ -134,6 +157,7 @@ fn script(bridge: &str, dns: Ipv4Addr, change: Change) -> String {
          add rule {t} input iifname != @bridges accept\n\
          add rule {t} input ct state established,related accept\n\
          add rule {t} input iifname . ip daddr . meta l4proto . th dport @host_open accept\n\
+         add rule {t} input iifname . ip daddr @host_exposed accept\n\
          add rule {t} input drop\n\
          add rule {t} forward iifname != @bridges accept\n\
          add rule {t} forward iifname . oifname @bridged accept\n\
@@ -155,11 +179,17 @@ fn script(bridge: &str, dns: Ipv4Addr, change: Change) -> String {
          add rule {g} prerouting drop\n"
     ));
     let b = format!("\"{bridge}\"");
-    let elements = [
+    let mut elements = vec![
         format!("{t} bridges {{ {b} }}"),
         format!("{t} bridged {{ {b} . {b} }}"),
         format!("{t} host_open {{ {b} . {dns} . udp . 53, {b} . {dns} . tcp . 53 }}"),
     ];
+    elements.extend(
+        openings
+            .exposed
+            .iter()
+            .map(|ip| format!("{t} host_exposed {{ {b} . {ip} }}")),
+    );
     for e in &elements {
         s.push_str(&format!("add element {e}\n"));
     }
@@ -248,11 +278,16 @@ mod tests {
 
     #[test]
     fn removing_adds_first_so_the_transaction_never_fails_on_a_missing_element() {
-        let s = script("br0", "10.32.0.1".parse().unwrap(), Change::Remove);
+        let openings = Openings {
+            dns: "10.32.0.1".parse().unwrap(),
+            exposed: &["10.32.0.254".parse().unwrap()],
+        };
+        let s = script("br0", openings, Change::Remove);
         let add = s.find("add element inet weave-hook bridges").unwrap();
         let delete = s.find("delete element inet weave-hook bridges").unwrap();
         assert!(add < delete);
         assert!(s.contains("\"br0\" . 10.32.0.1 . tcp . 53"));
-        assert!(!script("br0", "10.32.0.1".parse().unwrap(), Change::Add).contains("delete"));
+        assert!(s.contains("delete element inet weave-hook host_exposed { \"br0\" . 10.32.0.254 }"));
+        assert!(!script("br0", openings, Change::Add).contains("delete"));
     }
 }

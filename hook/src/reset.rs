@@ -7,7 +7,7 @@ use crate::bridge;
 use crate::dns;
 use crate::error::{Error, Result};
 use crate::netlink::Netlink;
-use crate::nftables;
+use crate::nftables::{self, Openings};
 
 /// Stops the state directory's weave-dns, deletes the bridge (and weave DNS's address with
 /// it), removes its firewall rule and its elements of weave's nftables table. Refuses while a live container is attached to it (dead
@@ -26,7 +26,17 @@ pub fn reset(settings: &Settings) -> Result<()> {
         refuse_while_attached(&store, settings)?;
         delete_bridge(settings)?;
     }
-    nftables::remove(&settings.bridge, settings.dns_addr().addr())?;
+    // The host's exposed addresses went with the bridge.
+    let exposed: Vec<_> = store
+        .hide(&settings.bridge, None)?
+        .iter()
+        .map(|n| n.addr())
+        .collect();
+    let openings = Openings {
+        dns: settings.dns_addr().addr(),
+        exposed: &exposed,
+    };
+    nftables::remove(&settings.bridge, openings)?;
     bridge::remove_forwarding(&store, &settings.bridge)
 }
 

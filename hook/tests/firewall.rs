@@ -282,7 +282,10 @@ fn an_iptables_waiting_for_its_lock_stalls_no_store_operation() {
     // next attach verifies its rule, waiting for the firewall lock the stalled hook holds.
     weave_hook::nftables::ensure(
         "wvstall",
-        s.dns_addr().addr(),
+        weave_hook::nftables::Openings {
+            dns: s.dns_addr().addr(),
+            exposed: &[],
+        },
         weave_hook::nftables::Rewrite::Always,
     )
     .unwrap();

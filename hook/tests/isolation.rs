@@ -279,7 +279,10 @@ fn a_guard_change_tells_the_generation_it_made() {
     private_host();
     weave_hook::nftables::ensure(
         "weave",
-        "10.32.0.1".parse().unwrap(),
+        weave_hook::nftables::Openings {
+            dns: "10.32.0.1".parse().unwrap(),
+            exposed: &[],
+        },
         weave_hook::nftables::Rewrite::Always,
     )
     .unwrap();
@@ -512,4 +515,47 @@ fn the_binarys_detach_removes_the_guard_in_the_background() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(guarded_ports(), 0, "the background child removed the guard");
+}
+
+#[test]
+fn an_exposed_host_is_reached_whole_until_hidden() {
+    if !root_or_skip("an_exposed_host_is_reached_whole_until_hidden") {
+        return;
+    }
+    private_host();
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(dir.path());
+    let (c, _web, _dns) = host_with_services(&s);
+    let host = "10.47.255.254";
+    let net = weave_hook::expose::expose(&s, None).unwrap();
+    assert_eq!(net.to_string(), format!("{host}/12"));
+    assert!(
+        c.connects(host, 8080),
+        "the exposed address is reached whole"
+    );
+    assert!(c.pings(host));
+    assert!(
+        !c.connects("10.32.0.1", 8080),
+        "weave DNS's address stays closed"
+    );
+    // Idempotent, and no container gets the host's address.
+    assert_eq!(weave_hook::expose::expose(&s, None).unwrap(), net);
+    assert_eq!(sh("ip -o -4 addr show dev weave").matches(host).count(), 1);
+    let d = Netns::start("wants-it");
+    let err = attach(&s, &d.state(&format!("{host}/12")))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("kept by weave itself"), "{err}");
+    // It survives gc, and gc puts it back after a firewall reload.
+    weave_hook::gc::collect(&s).unwrap();
+    assert!(c.connects(host, 8080));
+    sh("nft flush ruleset");
+    weave_hook::gc::collect(&s).unwrap();
+    assert!(c.connects(host, 8080));
+    assert!(!c.connects("10.32.0.1", 8080));
+    // Hidden: closed again, and off the bridge.
+    assert_eq!(weave_hook::expose::hide(&s, None).unwrap(), vec![net]);
+    assert!(!c.connects(host, 8080));
+    assert!(!sh("ip -o -4 addr show dev weave").contains(host));
+    assert!(weave_hook::expose::hide(&s, None).unwrap().is_empty());
 }
