@@ -20,8 +20,8 @@ use weave_hook::{attach, detach, expose, gc, privileges, reset};
 /// As an OCI hook, put it in config.json's hooks.createRuntime and hooks.poststop (or let
 /// weave-runtime or podman's hooks.d do it): it reads the container state on stdin, attaches
 /// the container at status "creating" and detaches it at "stopped". Per-container options
-/// come from the weave.cidr, weave.dns and weave.dns.names annotations, or WEAVE_CIDR in the
-/// environment. For a weave.dns=true container the hook also puts weave DNS's address on
+/// come from the weave.cidr, weave.dns, weave.dns.names and weave.dns.shared annotations, or
+/// WEAVE_CIDR in the environment. For a weave.dns=true container the hook also puts weave DNS's address on
 /// the bridge and starts weave-dns when none serves the state directory yet.
 #[derive(Parser, Debug)]
 #[command(name = "weave-hook", version, about, long_about)]
@@ -74,10 +74,12 @@ enum Command {
     /// List attached containers: id, host veth, addresses.
     Ps,
     /// Release reservations of containers that are gone; delete orphaned host veths, torn
-    /// store temp files and stale weave-runtime resolv.conf files.
+    /// store temp files and stale weave-runtime resolv.conf files; put back what a firewall
+    /// reload took (the FORWARD rule, weave's nftables tables and the ports' guards).
     Gc,
-    /// Stop weave-dns, delete the bridge and its firewall rule; refused while containers are
-    /// attached.
+    /// Stop weave-dns, hide the host, delete the bridge and its firewall rule and nftables
+    /// elements; refused while containers are attached, and for a bridge another state
+    /// directory owns or that has ports weave-hook did not make.
     Reset,
     /// Give the host an address on the bridge that containers reach (everything on it; on
     /// weave DNS's address only port 53 is open). Default: the last host address of
