@@ -20,6 +20,8 @@ pub const DNS_SERVER_ANNOTATION: &str = "weave.dns.server";
 /// weave-runtime: the search list of a weave DNS container's resolv.conf.
 pub const DNS_SEARCH_ANNOTATION: &str = "weave.dns.search";
 pub const CIDR_ENV: &str = "WEAVE_CIDR";
+/// `default`: a weave-only container's way out, through the host's exposed address.
+pub const ROUTE_ANNOTATION: &str = "weave.route";
 
 #[derive(Debug, Error)]
 pub enum OptionsError {
@@ -31,6 +33,8 @@ pub enum OptionsError {
     },
     #[error("bad {DNS_ANNOTATION} annotation {0:?}: use true or false")]
     Dns(String),
+    #[error("bad {ROUTE_ANNOTATION} annotation {0:?}: use default (a default route through the host's exposed address), or leave it out")]
+    Route(String),
     #[error("the state names no bundle, so config.json cannot be read")]
     NoBundle,
     #[error(transparent)]
@@ -65,6 +69,9 @@ pub enum Wanted {
 pub struct Request {
     pub addrs: Vec<AddrRequest>,
     pub dns: bool,
+    /// `weave.route=default`: a default route through the host's exposed address, with the
+    /// container's addresses masqueraded on the host's other networks.
+    pub route: bool,
 }
 
 /// The value of `NAME=value` in a process environment. When a name is defined more than once
@@ -97,22 +104,36 @@ pub fn parse_dns_flag(value: Option<&str>) -> Result<bool, OptionsError> {
 }
 
 /// Turns the options found into what weave does: the one rule for the hook and weave-runtime.
-pub fn decide(cidr: Option<(CidrSource, &str)>, dns: Option<&str>) -> Result<Wanted, OptionsError> {
+pub fn decide(
+    cidr: Option<(CidrSource, &str)>,
+    dns: Option<&str>,
+    route: Option<&str>,
+) -> Result<Wanted, OptionsError> {
     let dns = parse_dns_flag(dns)?;
+    let route = parse_route(route)?;
     let spec = match cidr {
         Some((source_name, value)) => cidr::parse(value).map_err(|error| OptionsError::Cidr {
             source_name,
             value: value.chars().take(200).collect(),
             error,
         })?,
-        // weave.dns alone still needs the network to reach weave's DNS.
-        None if dns => CidrSpec::Attach(vec![AddrRequest::DefaultRange]),
+        // weave.dns (or weave.route) alone still needs the network.
+        None if dns || route => CidrSpec::Attach(vec![AddrRequest::DefaultRange]),
         None => return Ok(Wanted::Nothing),
     };
     Ok(match spec {
         CidrSpec::None => Wanted::Nothing,
-        CidrSpec::Attach(addrs) => Wanted::Attach(Request { addrs, dns }),
+        CidrSpec::Attach(addrs) => Wanted::Attach(Request { addrs, dns, route }),
     })
+}
+
+/// `weave.route`: absent or empty is none, `default` a default route through the host.
+pub fn parse_route(value: Option<&str>) -> Result<bool, OptionsError> {
+    match value.map(str::trim) {
+        None | Some("") => Ok(false),
+        Some("default") => Ok(true),
+        Some(other) => Err(OptionsError::Route(other.chars().take(80).collect())),
+    }
 }
 
 /// Resolves the container's weave options from its OCI state: the state's annotations (runc
@@ -120,8 +141,9 @@ pub fn decide(cidr: Option<(CidrSource, &str)>, dns: Option<&str>) -> Result<Wan
 /// environment. config.json is read only when the state's annotations do not say.
 pub fn resolve(state: &State) -> Result<Wanted, OptionsError> {
     let state_dns = state.annotations.get(DNS_ANNOTATION).map(String::as_str);
+    let state_route = state.annotations.get(ROUTE_ANNOTATION).map(String::as_str);
     if let Some(cidr) = state.annotations.get(CIDR_ANNOTATION) {
-        return decide(Some((CidrSource::Annotation, cidr)), state_dns);
+        return decide(Some((CidrSource::Annotation, cidr)), state_dns, state_route);
     }
     let bundle = state.bundle.as_deref().ok_or(OptionsError::NoBundle)?;
     let config = BundleConfig::read(bundle)?;
@@ -130,7 +152,8 @@ pub fn resolve(state: &State) -> Result<Wanted, OptionsError> {
         config.annotations.get(CIDR_ANNOTATION).map(String::as_str),
         config.env.iter().map(String::as_str),
     );
-    decide(cidr, dns)
+    let route = state_route.or(config.annotations.get(ROUTE_ANNOTATION).map(String::as_str));
+    decide(cidr, dns, route)
 }
 
 #[cfg(test)]

@@ -90,6 +90,9 @@ pub struct Record {
     /// instead of held by the first (see weave-dns's name table).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub shared: bool,
+    /// `weave.route=default`: its addresses go out through the host, masqueraded.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub route: bool,
 }
 
 impl Record {
@@ -107,6 +110,7 @@ pub struct Holder<'a> {
     pub owner: Option<ProcessId>,
     pub names: &'a [String],
     pub shared: bool,
+    pub route: bool,
 }
 
 /// What the store cannot know by itself, from its caller.
@@ -258,6 +262,7 @@ impl Store {
             owner: holder.owner,
             names: holder.names.to_vec(),
             shared: holder.shared,
+            route: holder.route,
         };
         let result = result.and_then(|()| self.write_record(&record));
         if let Err(e) = result {
@@ -616,6 +621,7 @@ impl Store {
                 owner: None,
                 names: Vec::new(),
                 shared: false,
+                route: false,
             })
         })?;
         (record.id == id.as_str()).then_some(record)
@@ -744,6 +750,7 @@ mod tests {
             owner,
             names: &[],
             shared: false,
+            route: false,
         }
     }
 
@@ -1099,6 +1106,7 @@ mod tests {
         let holder = Holder {
             names: &names,
             shared: true,
+            route: false,
             ..holder(&c, me())
         };
         store

@@ -174,6 +174,7 @@ impl Lab {
                 owner,
                 names: vec![format!("c{i}")],
                 shared: false,
+                route: false,
             };
             std::fs::write(
                 records.join(format!("c{i}.json")),

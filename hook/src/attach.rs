@@ -25,6 +25,7 @@ use crate::netlink::{Netlink, VethRequest};
 use crate::netns::Netns;
 use crate::nftables::{self, Openings, Rewrite};
 use crate::portguard::{self, Port};
+use crate::route;
 
 /// Attaches the container the state describes, if it asked for weave. Returns its record,
 /// or `None` when it asked for nothing. On failure everything done so far is undone.
@@ -59,7 +60,11 @@ pub fn attach(settings: &Settings, state: &State) -> Result<Option<Record>> {
         owner: Some(owner),
         names: &claim.names,
         shared: claim.shared,
+        route: request.route,
     };
+    if request.route && !route::host_forwards() {
+        return Err(Error::NoForwarding);
+    }
     // Weave DNS's address is kept whether or not this container asks for DNS: another one
     // on the bridge may.
     // So are the host's exposed addresses (`weave-hook expose`).
@@ -217,12 +222,18 @@ fn wire(
         )))?;
     failpoint::hit("veth");
     store.set_veth_index(target.id, index)?;
+    let gateway = match record.route {
+        true => Some(way_out(settings, record, openings)?),
+        false => None,
+    };
     let dns_route = dns_addr
         .map(|a| a.addr())
         .filter(|a| dns::needs_route(&record.addrs, *a));
     target
         .container_ns
-        .run_in(target.host_ns, || configure_inside(record, dns_route))
+        .run_in(target.host_ns, || {
+            configure_inside(record, dns_route, gateway)
+        })
         .map_err(Error::io("enter the container's network namespace"))??;
     wait_until_forwarding(&mut host, index, &record.veth)
 }
@@ -257,7 +268,11 @@ fn wait_until_forwarding(host: &mut Netlink, index: u32, veth: &str) -> Result<(
 
 /// Inside the container's namespace: addresses on ethwe, ethwe and lo up, neighbours told,
 /// and a route to weave DNS when no subnet of the container holds its address.
-fn configure_inside(record: &Record, dns_route: Option<Ipv4Addr>) -> Result<()> {
+fn configure_inside(
+    record: &Record,
+    dns_route: Option<Ipv4Addr>,
+    gateway: Option<(Ipv4Addr, bool)>,
+) -> Result<()> {
     let mut nl = Netlink::open().map_err(Error::netlink("open netlink socket in the container"))?;
     let ethwe = nl
         .link_by_name(CONTAINER_IFNAME)
@@ -282,6 +297,22 @@ fn configure_inside(record: &Record, dns_route: Option<Ipv4Addr>) -> Result<()> 
             .map_err(Error::netlink(format!(
                 "add a route to weave DNS {dns} via ethwe"
             )))?;
+    }
+    if let Some((gw, on_link)) = gateway {
+        if nl
+            .has_default_route()
+            .map_err(Error::netlink("list the container's routes"))?
+        {
+            return Err(Error::HasDefaultRoute);
+        }
+        if !on_link {
+            nl.add_link_route(ethwe.index, Ipv4Net::from(gw))
+                .map_err(Error::netlink(format!(
+                    "add a route to the host's {gw} via ethwe"
+                )))?;
+        }
+        nl.add_default_route(ethwe.index, gw)
+            .map_err(Error::netlink(format!("add a default route via {gw}")))?;
     }
     let lo = nl
         .link_by_name("lo")
@@ -359,7 +390,27 @@ fn undo(store: &Store, state: &State, created: Option<u32>, record: &Record) {
             }
         }
     }
+    if record.route {
+        if let Err(e) = route::withdraw(&record.addrs) {
+            tracing::warn!(error = %e, "undo: cannot take the way out away; `weave-hook gc` will");
+        }
+    }
     if let Err(e) = store.release(&state.id) {
         tracing::warn!(id = %state.id, error = %e, "undo: cannot release the reservation; `weave-hook gc` will");
     }
+}
+
+/// The way out of a `weave.route=default` container: its gateway, and its addresses let out
+/// masqueraded (the table is written anew when it lacks the set, as before this version).
+fn way_out(settings: &Settings, record: &Record, openings: Openings) -> Result<(Ipv4Addr, bool)> {
+    let gateway = route::gateway(openings.exposed, &record.addrs)
+        .ok_or_else(|| Error::NotExposed(settings.bridge.clone()))?;
+    let allowed = route::allow(&record.addrs).or_else(|e| match e.raw_os_error() {
+        Some(libc::ENOENT) => {
+            nftables::ensure(&settings.bridge, openings, Rewrite::Always)?;
+            route::allow(&record.addrs).map_err(Error::netlink("let the container's addresses out"))
+        }
+        _ => Err(Error::netlink("let the container's addresses out")(e)),
+    });
+    allowed.map(|()| gateway)
 }

@@ -77,6 +77,14 @@ pub enum Error {
         count: usize,
         ids: String,
     },
+    #[error(
+        "weave.route=default needs the host exposed on bridge {0}: run `weave-hook expose` first"
+    )]
+    NotExposed(String),
+    #[error("weave.route=default: the host does not forward IPv4 (net.ipv4.ip_forward is 0); enable it, weave does not")]
+    NoForwarding,
+    #[error("weave.route=default is for a container without a network of its own, and this one has a default route already")]
+    HasDefaultRoute,
     #[error("{0} is weave DNS's address; expose the host at another one")]
     ExposeDns(std::net::Ipv4Addr),
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]

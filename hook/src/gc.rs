@@ -16,6 +16,7 @@ use crate::firewall::Recheck;
 use crate::netlink::Netlink;
 use crate::nftables::{self, Openings, Rewrite};
 use crate::portguard;
+use crate::route;
 
 #[derive(Debug, Default)]
 pub struct Report {
@@ -74,6 +75,7 @@ pub fn collect(settings: &Settings) -> Result<Report> {
             owner: None,
             names: Vec::new(),
             shared: false,
+            route: false,
         })
         .collect();
     let live: Vec<Record> = listing.records.iter().cloned().chain(unreadable).collect();
@@ -114,6 +116,15 @@ pub fn collect(settings: &Settings) -> Result<Report> {
             .collect();
         portguard::restore(&mut host, &mine)
             .map_err(Error::netlink("guard the attached containers' ports again"))?;
+        // Ways out: back for the live (a flush took them), gone for the dead.
+        for record in mine.iter().filter(|r| r.route) {
+            route::allow(&record.addrs)
+                .map_err(Error::netlink(format!("let {} out again", record.id)))?;
+        }
+        for record in garbage.dead.iter().filter(|r| r.route) {
+            route::withdraw(&record.addrs)
+                .map_err(Error::netlink(format!("take {}'s way out away", record.id)))?;
+        }
         bridge::ensure_forwarding(&store, &settings.bridge, Recheck::Always)?;
     }
     Ok(report)
@@ -215,6 +226,7 @@ mod tests {
             owner: None,
             names: vec![],
             shared: false,
+            route: false,
         }
     }
 

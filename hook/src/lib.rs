@@ -18,4 +18,5 @@ pub mod nftgen;
 pub mod portguard;
 pub mod privileges;
 pub mod reset;
+pub mod route;
 pub mod tools;

@@ -150,10 +150,13 @@ fn script(bridge: &str, openings: Openings, change: Change) -> String {
          add set {t} bridged {{ type ifname . ifname; comment \"forwarded: between the ports of one bridge\"; }}\n\
          add set {t} host_open {{ type ifname . ipv4_addr . inet_proto . inet_service; comment \"what a bridge reaches on the host\"; }}\n\
          add set {t} host_exposed {{ type ifname . ipv4_addr; comment \"the host's exposed addresses: everything on them\"; }}\n\
+         add set {t} masq {{ type ipv4_addr; comment \"containers with a way out (weave.route=default), masqueraded\"; }}\n\
          add chain {t} input {{ type filter hook input priority filter; policy accept; }}\n\
          add chain {t} forward {{ type filter hook forward priority filter; policy accept; }}\n\
+         add chain {t} postrouting {{ type nat hook postrouting priority srcnat; policy accept; }}\n\
          flush chain {t} input\n\
          flush chain {t} forward\n\
+         flush chain {t} postrouting\n\
          add rule {t} input iifname != @bridges accept\n\
          add rule {t} input ct state established,related accept\n\
          add rule {t} input iifname . ip daddr . meta l4proto . th dport @host_open accept\n\
@@ -161,7 +164,9 @@ fn script(bridge: &str, openings: Openings, change: Change) -> String {
          add rule {t} input drop\n\
          add rule {t} forward iifname != @bridges accept\n\
          add rule {t} forward iifname . oifname @bridged accept\n\
-         add rule {t} forward drop\n"
+         add rule {t} forward ip saddr @masq accept\n\
+         add rule {t} forward drop\n\
+         add rule {t} postrouting ip saddr @masq oifname != @bridges masquerade\n"
     );
     // The guard of the container ports (see `portguard`): its elements are the ports'.
     let g = format!("bridge {TABLE}");

@@ -559,3 +559,70 @@ fn an_exposed_host_is_reached_whole_until_hidden() {
     assert!(!sh("ip -o -4 addr show dev weave").contains(host));
     assert!(weave_hook::expose::hide(&s, None).unwrap().is_empty());
 }
+
+/// Another network of the host with no route back to weave's range: only masqueraded
+/// traffic from the bridge is answered there.
+fn network_without_route_back() -> Netns {
+    let outside = Netns::start("outside-nat");
+    sh(&format!(
+        "ip link add whnat type veth peer name eth0 netns /proc/{}/ns/net",
+        outside.pid()
+    ));
+    sh("ip addr add 10.98.0.1/24 dev whnat && ip link set whnat up");
+    outside.run("ip addr add 10.98.0.2/24 dev eth0 && ip link set eth0 up && ip link set lo up");
+    outside
+}
+
+#[test]
+fn a_weave_only_container_gets_out_masqueraded_only_when_it_asks() {
+    if !root_or_skip("a_weave_only_container_gets_out_masqueraded_only_when_it_asks") {
+        return;
+    }
+    private_host();
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(dir.path());
+    let _outside = network_without_route_back();
+    let with_route = |c: &Netns, cidr: &str| {
+        let mut state = c.state(cidr);
+        state
+            .annotations
+            .insert("weave.route".into(), "default".into());
+        state
+    };
+    // Asking before the host is exposed: refused, and nothing is left.
+    let early = Netns::start("early");
+    let err = attach(&s, &with_route(&early, "10.32.0.8/12"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("run `weave-hook expose` first"), "{err}");
+    assert!(weave_core::store::Store::existing(dir.path())
+        .records()
+        .unwrap()
+        .records
+        .is_empty());
+    weave_hook::expose::expose(&s, None).unwrap();
+    let out = Netns::start("goes-out");
+    attach(&s, &with_route(&out, "10.32.0.5/12")).unwrap();
+    assert!(out
+        .run("ip route show default")
+        .contains("via 10.47.255.254 dev ethwe"));
+    assert!(out.pings("10.98.0.2"), "out through the host, masqueraded");
+    // A container that did not ask has no way out, even routing through the host itself.
+    let stays = Netns::start("stays");
+    attach(&s, &stays.state("10.32.0.6/12")).unwrap();
+    stays.run("ip route add default via 10.47.255.254");
+    assert!(
+        !stays.pings("10.98.0.2"),
+        "only the asking container is let out"
+    );
+    // One with a network of its own already is refused.
+    let routed = Netns::start("routed");
+    routed.run("ip link set lo up && ip route add default dev lo");
+    let err = attach(&s, &with_route(&routed, "10.32.0.7/12"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("has a default route already"), "{err}");
+    // Its detach takes the way out away.
+    weave_hook::detach::detach(&s, &out.id).unwrap();
+    assert!(weave_hook::route::allowed().unwrap().is_empty());
+}

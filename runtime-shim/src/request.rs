@@ -54,7 +54,8 @@ impl Request {
         let annotations = Annotations::of(config)?;
         let env = env_entries(config);
         let cidr = options::cidr_option(annotations.get(CIDR)?, env.iter().copied());
-        let wanted = options::decide(cidr, annotations.get(DNS)?)?;
+        let route = annotations.get(options::ROUTE_ANNOTATION)?;
+        let wanted = options::decide(cidr, annotations.get(DNS)?, route)?;
         let dns = match wanted {
             Wanted::Nothing => return Ok(Request::Nothing),
             Wanted::Attach(request) => request.dns,
