@@ -25,8 +25,8 @@ Its own flags come before the runc subcommand (where daemon.json runtimeArgs put
   --weave-dns-addr CIDR        passed as --dns-addr; the nameserver of weave.dns containers
   --weave-help                 this text
 
-Per container: weave.cidr, weave.dns, weave.dns.names, weave.dns.server, weave.dns.search
-annotations; WEAVE_CIDR=... in the environment (Docker < 24).
+Per container: weave.cidr, weave.dns, weave.dns.names, weave.dns.shared, weave.dns.server,
+weave.dns.search and weave.route annotations; WEAVE_CIDR=... in the environment (Docker < 24).
 ";
 
 fn main() {
