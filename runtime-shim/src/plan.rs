@@ -11,11 +11,11 @@ use serde_json::Value;
 
 use crate::hooks::{self, HooksError};
 use crate::mounts::{self, MountsError};
-use crate::request::{DnsRequest, Request, RequestError};
-use crate::resolv::ResolvConf;
+use crate::request::{Request, RequestError};
 use crate::settings::Settings;
 use weave_core::id::{ContainerId, IdError};
 use weave_core::layout::StateDir;
+use weave_core::resolv::{Choice, ResolvConf};
 
 /// What to do to one bundle.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,7 +97,7 @@ pub fn plan(
 fn resolv_file(
     config: &mut Value,
     id: &ContainerId,
-    dns: &DnsRequest,
+    dns: &Choice,
     inputs: &Inputs,
     read_to_string: impl Fn(&Path) -> io::Result<String>,
 ) -> Result<ResolvFile, PlanError> {
@@ -119,7 +119,7 @@ fn resolv_file(
         .unwrap_or_else(|| inputs.settings.default_dns_server());
     let contents = original
         .for_weave(server, dns.search.as_deref())
-        .render(id.as_str());
+        .render("weave-runtime", id.as_str());
     mounts::point_resolv_at(config, &path)?;
     Ok(ResolvFile { path, contents })
 }
