@@ -19,6 +19,8 @@ use crate::options::{DNS_SEARCH_ANNOTATION as DNS_SEARCH, DNS_SERVER_ANNOTATION 
 
 /// The domain every weave DNS container searches first ([`crate::dns::DOMAIN`], rooted).
 pub const SEARCH_DOMAIN: &str = "weave.local.";
+/// Where a container's resolver reads its configuration.
+pub const PATH: &str = "/etc/resolv.conf";
 /// resolv.conf(5): resolvers read at most this many nameserver lines.
 const MAX_NAMESERVERS: usize = 3;
 
@@ -80,6 +82,24 @@ fn is_domain(d: &str) -> bool {
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
     });
     d.len() <= 253 && labels_ok
+}
+
+/// Where a container's /etc/resolv.conf comes from, in config.json's `mounts`: the source of
+/// the last mount on it (mounted last, so the one the container sees), as written there.
+pub fn mount_source(mounts: &[serde_json::Value]) -> Option<&str> {
+    mounts
+        .iter()
+        .rev()
+        .filter(|m| is_resolv_mount(m))
+        .find_map(|m| m.get("source").and_then(serde_json::Value::as_str))
+}
+
+/// Whether a `mounts` entry mounts something on /etc/resolv.conf.
+pub fn is_resolv_mount(mount: &serde_json::Value) -> bool {
+    mount
+        .get("destination")
+        .and_then(serde_json::Value::as_str)
+        .is_some_and(|d| std::path::Path::new(d) == std::path::Path::new(PATH))
 }
 
 /// The parts of a resolv.conf that weave keeps.

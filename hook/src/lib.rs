@@ -17,4 +17,5 @@ pub mod nftgen;
 pub mod portguard;
 pub mod privileges;
 pub mod reset;
+pub mod resolv;
 pub mod tools;
