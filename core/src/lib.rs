@@ -1,8 +1,8 @@
 //! weave-core: what weave's programs share and that changes no network. One rule, one place:
 //! the `weave.cidr` syntax, container ids, the options a container asks with, the settings and
 //! their validators, weave-runtime's flags, the state directory's layout, records and the
-//! address store, process identity, weave DNS's name rules and its one-server protocol, atomic
-//! writes.
+//! address store, process identity, weave DNS's name rules, its one-server protocol and its
+//! containers' resolv.conf, atomic writes.
 
 pub mod cidr;
 pub mod dns;
@@ -17,6 +17,7 @@ pub mod mac;
 pub mod oci;
 pub mod options;
 pub mod process;
+pub mod resolv;
 pub mod runtime_flags;
 pub mod settings;
 pub mod store;

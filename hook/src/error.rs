@@ -12,6 +12,7 @@ use weave_core::store::StoreError;
 use crate::dns::DnsError;
 use crate::firewall::FirewallError;
 use crate::nftables::NftError;
+use crate::resolv::ResolvError;
 
 #[derive(Debug, Error)]
 pub enum Error {
@@ -29,6 +30,8 @@ pub enum Error {
     Dns(#[from] DnsError),
     #[error(transparent)]
     Names(#[from] NamesError),
+    #[error(transparent)]
+    Resolv(#[from] ResolvError),
     #[error("the OCI state has no pid: attach runs as a createRuntime (or prestart) hook, while the container's process exists")]
     NoPid,
     #[error("the OCI state says status {0:?}: weave-hook runs at createRuntime or prestart (status creating) and poststop (status stopped)")]

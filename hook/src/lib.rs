@@ -18,5 +18,6 @@ pub mod nftgen;
 pub mod portguard;
 pub mod privileges;
 pub mod reset;
+pub mod resolv;
 pub mod route;
 pub mod tools;

@@ -13,7 +13,7 @@ use weave_core::oci::{self, OciError, State, Status};
 use weave_core::settings::{self, DnsSettings, Settings};
 use weave_core::store::Store;
 use weave_hook::error::Error;
-use weave_hook::{attach, detach, expose, gc, privileges, reset};
+use weave_hook::{attach, detach, expose, gc, privileges, reset, resolv};
 
 /// Attach OCI containers to a weave bridge network before their process starts.
 ///
@@ -225,6 +225,10 @@ fn run(settings: &Settings, command: Command) -> Result<(), Failure> {
             };
             privileges::check().map_err(fail(Some(state.id.to_string())))?;
             if wants_attach {
+                // Before attach: the file is the container's own and goes with it if attach
+                // then fails, so there is nothing to undo.
+                resolv::apply(settings, &state)
+                    .map_err(|e| fail(Some(state.id.to_string()))(e.into()))?;
                 attach::attach(settings, &state).map(drop).map_err(on)
             } else {
                 let left = detach::detach(settings, &state.id).map_err(on)?;

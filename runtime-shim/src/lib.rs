@@ -10,7 +10,6 @@ pub mod hooks;
 pub mod mounts;
 pub mod plan;
 pub mod request;
-pub mod resolv;
 pub mod runc_args;
 pub mod runtime_log;
 pub mod settings;

@@ -4,20 +4,12 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
-
-const RESOLV_CONF: &str = "/etc/resolv.conf";
+use weave_core::resolv;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum MountsError {
     #[error("config.json: \"mounts\" is not an array")]
     NotArray,
-}
-
-fn is_resolv_mount(mount: &Value) -> bool {
-    mount
-        .get("destination")
-        .and_then(Value::as_str)
-        .is_some_and(|d| Path::new(d) == Path::new(RESOLV_CONF))
 }
 
 fn mounts(config: &Value) -> Result<&[Value], MountsError> {
@@ -28,15 +20,10 @@ fn mounts(config: &Value) -> Result<&[Value], MountsError> {
     }
 }
 
-/// Host path of the file the container would see as /etc/resolv.conf (the last such mount
-/// wins, as it is mounted last), resolved against the bundle when relative as OCI says.
+/// Host path of the file the container would see as /etc/resolv.conf, resolved against the
+/// bundle when relative as OCI says.
 pub fn resolv_source(config: &Value, bundle: &Path) -> Result<Option<PathBuf>, MountsError> {
-    let source = mounts(config)?
-        .iter()
-        .rev()
-        .filter(|m| is_resolv_mount(m))
-        .find_map(|m| m.get("source").and_then(Value::as_str));
-    Ok(source.map(|s| bundle.join(s)))
+    Ok(resolv::mount_source(mounts(config)?).map(|s| bundle.join(s)))
 }
 
 /// Makes every /etc/resolv.conf mount take its file from `source`, keeping its options; adds a
@@ -55,13 +42,13 @@ pub fn point_resolv_at(config: &mut Value, source: &Path) -> Result<(), MountsEr
     let list = list.as_array_mut().ok_or(MountsError::NotArray)?;
     let source = source.to_string_lossy();
     let mut found = false;
-    for mount in list.iter_mut().filter(|m| is_resolv_mount(m)) {
+    for mount in list.iter_mut().filter(|m| resolv::is_resolv_mount(m)) {
         mount["source"] = Value::String(source.clone().into_owned());
         found = true;
     }
     if !found {
         list.push(json!({
-            "destination": RESOLV_CONF,
+            "destination": resolv::PATH,
             "type": "bind",
             "source": source,
             "options": ["rbind", "ro"],

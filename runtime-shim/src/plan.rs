@@ -11,11 +11,11 @@ use serde_json::Value;
 
 use crate::hooks::{self, HooksError};
 use crate::mounts::{self, MountsError};
-use crate::request::{DnsRequest, Request, RequestError};
-use crate::resolv::ResolvConf;
+use crate::request::{Request, RequestError};
 use crate::settings::Settings;
 use weave_core::id::{ContainerId, IdError};
 use weave_core::layout::StateDir;
+use weave_core::resolv::{Choice, ResolvConf};
 
 /// What to do to one bundle.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,7 +86,7 @@ pub fn plan(
     let mut config = original.clone();
     hooks::inject(&mut config, inputs.hook_path, &inputs.settings.hook)?;
     let resolv = match dns {
-        Some(dns) => Some(resolv_file(&mut config, &id, &dns, inputs, read_to_string)?),
+        Some(dns) => resolv_file(&mut config, &id, &dns, inputs, read_to_string)?,
         None => None,
     };
     let config = (config != original)
@@ -97,10 +97,10 @@ pub fn plan(
 fn resolv_file(
     config: &mut Value,
     id: &ContainerId,
-    dns: &DnsRequest,
+    dns: &Choice,
     inputs: &Inputs,
     read_to_string: impl Fn(&Path) -> io::Result<String>,
-) -> Result<ResolvFile, PlanError> {
+) -> Result<Option<ResolvFile>, PlanError> {
     let path = StateDir::new(inputs.settings.state_dir()).resolv(id);
     let original = match mounts::resolv_source(config, inputs.bundle)? {
         // Our own file, from an earlier run of this bundle: parsing it again gives the same
@@ -117,11 +117,19 @@ fn resolv_file(
     let server = dns
         .server
         .unwrap_or_else(|| inputs.settings.default_dns_server());
+    // `docker run --dns <weave DNS>` (compose: `dns:`) already made weave DNS the first
+    // server. On a user-defined network Docker then keeps its embedded DNS (127.0.0.11) in
+    // the file and forwards the names it does not know to weave DNS from inside the
+    // container: both Docker's names and weave's resolve, which a file of weave's would
+    // break. So Docker's file stays.
+    if original.nameservers.first() == Some(&server.to_string()) {
+        return Ok(None);
+    }
     let contents = original
         .for_weave(server, dns.search.as_deref())
-        .render(id.as_str());
+        .render("weave-runtime", id.as_str());
     mounts::point_resolv_at(config, &path)?;
-    Ok(ResolvFile { path, contents })
+    Ok(Some(ResolvFile { path, contents }))
 }
 
 /// The container id of the runtime's command line, by weave's one rule.

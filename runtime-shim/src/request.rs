@@ -6,33 +6,20 @@
 //! hook agree on what opts out (`none`), which of repeated `WEAVE_CIDR` counts, and a bad value
 //! fails the create before runc runs, config.json untouched.
 
-use std::net::IpAddr;
-
 use serde_json::Value;
 use weave_core::options::{
     self, OptionsError, Wanted, CIDR_ANNOTATION as CIDR, DNS_ANNOTATION as DNS,
     DNS_SEARCH_ANNOTATION as DNS_SEARCH, DNS_SERVER_ANNOTATION as DNS_SERVER,
 };
-
-/// The domain every weave DNS container searches first.
-pub const WEAVE_DOMAIN: &str = "weave.local.";
+use weave_core::resolv::{Choice, ChoiceError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
     /// No weave options, or `weave.cidr=none`: leave the bundle exactly as it is.
     Nothing,
     Attach {
-        dns: Option<DnsRequest>,
+        dns: Option<Choice>,
     },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DnsRequest {
-    /// `weave.dns.server`; `None` means the shim's default.
-    pub server: Option<IpAddr>,
-    /// `weave.dns.search`: replaces the container's original search list (weave.local.
-    /// stays first); `None` keeps the original list.
-    pub search: Option<Vec<String>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -43,10 +30,8 @@ pub enum RequestError {
     NotAString(&'static str),
     #[error(transparent)]
     Options(#[from] OptionsError),
-    #[error("annotation {DNS_SERVER}={0:?}: not an IP address")]
-    BadDnsServer(String),
-    #[error("annotation {DNS_SEARCH}={0:?}: {1:?} is not a domain name")]
-    BadSearchDomain(String, String),
+    #[error(transparent)]
+    Dns(#[from] ChoiceError),
 }
 
 impl Request {
@@ -61,53 +46,14 @@ impl Request {
             Wanted::Attach(request) => request.dns,
         };
         let dns = match dns {
-            true => Some(DnsRequest::from_annotations(&annotations)?),
+            true => Some(Choice::parse(
+                annotations.get(DNS_SERVER)?,
+                annotations.get(DNS_SEARCH)?,
+            )?),
             false => None,
         };
         Ok(Request::Attach { dns })
     }
-}
-
-impl DnsRequest {
-    fn from_annotations(annotations: &Annotations) -> Result<Self, RequestError> {
-        let server = annotations
-            .get(DNS_SERVER)?
-            .map(|s| {
-                s.trim()
-                    .parse()
-                    .map_err(|_| RequestError::BadDnsServer(s.to_owned()))
-            })
-            .transpose()?;
-        let search = annotations.get(DNS_SEARCH)?.map(parse_search).transpose()?;
-        Ok(DnsRequest { server, search })
-    }
-}
-
-/// A list separated by spaces or commas; `.` alone (Docker's `--dns-search=.`) means none.
-fn parse_search(value: &str) -> Result<Vec<String>, RequestError> {
-    let mut domains = Vec::new();
-    for d in value
-        .split([' ', ',', '\t'])
-        .filter(|d| !d.is_empty() && *d != ".")
-    {
-        if !is_domain(d) {
-            return Err(RequestError::BadSearchDomain(
-                value.to_owned(),
-                d.to_owned(),
-            ));
-        }
-        domains.push(d.to_owned());
-    }
-    Ok(domains)
-}
-
-fn is_domain(d: &str) -> bool {
-    let labels_ok = d.trim_end_matches('.').split('.').all(|l| {
-        (1..=63).contains(&l.len())
-            && l.chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    });
-    d.len() <= 253 && labels_ok
 }
 
 struct Annotations<'a>(Option<&'a serde_json::Map<String, Value>>);

@@ -238,6 +238,26 @@ fn weave_dns_writes_resolv_conf_under_the_state_dir_and_mounts_it() {
 }
 
 #[test]
+fn a_file_that_already_names_weave_dns_first_is_left_to_the_engine() {
+    let f = Fixture::new(&docker_like(json!({"weave.dns": "true"})));
+    let docker_resolv = f.path("docker-resolv.conf");
+    fs::write(&docker_resolv, "nameserver 10.32.0.1\noptions ndots:0\n").unwrap();
+    let mut config = f.config();
+    config["mounts"][0]["source"] = json!(docker_resolv);
+    fs::write(f.bundle().join("config.json"), config.to_string()).unwrap();
+
+    let out = f.run(&strs(&f.create_args()));
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(f.config()["mounts"][0]["source"], json!(docker_resolv));
+    assert!(!f.path("state/resolv/c1.conf").exists());
+}
+
+#[test]
 fn other_commands_pass_through_with_same_argv_env_and_pid() {
     let f = Fixture::new(&docker_like(json!({"weave.cidr": "10.2.0.5/24"})));
     let before = f.config_bytes();

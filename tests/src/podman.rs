@@ -1,5 +1,6 @@
 //! podman of a test's own: its own storage (vfs: no mounts to leak), its own containers.conf
-//! (runc, ulimits that fit these machines, the test's hooks directory: see MACHINE.md),
+//! (runc, ulimits that fit these machines, the test's hooks directory and network definitions:
+//! see MACHINE.md),
 //! every command run inside a [`TestHost`] so the hook's bridge lives there.
 
 use std::fs;
@@ -25,9 +26,12 @@ impl<'h> Podman<'h> {
              [engine]\n\
              runtime = \"runc\"\n\
              hooks_dir = [\"{}\"]\n\
-             tmp_dir = \"{}\"\n",
+             tmp_dir = \"{}\"\n\
+             [network]\n\
+             network_config_dir = \"{}\"\n",
             hooks_dir.display(),
-            dir.path().join("tmp").display()
+            dir.path().join("tmp").display(),
+            dir.path().join("networks").display()
         );
         fs::write(dir.path().join("containers.conf"), conf).unwrap();
         Self { host, dir }

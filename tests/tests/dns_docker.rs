@@ -120,3 +120,53 @@ fn docker_containers_find_each_other_by_name() {
         .unwrap()
         .contains("10.2.5.1"));
 }
+
+/// Issue 12: on a user-defined network (every compose project's default) a weave DNS
+/// container started with `--dns <weave DNS>` keeps Docker's embedded DNS (127.0.0.11, which
+/// forwards the names it does not know to weave DNS) and Docker's options: a Docker name and
+/// a weave name both resolve from one container.
+#[test]
+fn docker_names_and_weave_names_on_a_user_defined_network() {
+    if !prerequisites() {
+        return;
+    }
+    let host = TestHost::new();
+    let state = tempfile::tempdir().unwrap();
+    let _dns = WeaveDns::start(&host, state.path(), &["--listen", DNS]);
+    let dockerd = Dockerd::start(
+        &host,
+        &[format!("--weave-state-dir={}", state.path().display())],
+    );
+    dockerd.import(&Rootfs::busybox());
+    let d = &dockerd;
+    d.ok(&["network", "create", "--subnet", "10.89.8.0/24", "proj"]);
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "plainsvc",
+        "--network",
+        "proj",
+        IMAGE,
+        "sleep",
+        "600",
+    ]);
+    let on_proj = ["--network", "proj", "--dns", DNS];
+    let mut web = vec!["--hostname", "web"];
+    web.extend(on_proj);
+    run_weave_dns_container(d, "wvweb", "10.2.5.2/24", &web);
+    run_weave_dns_container(d, "wvcl", "10.2.5.3/24", &on_proj);
+
+    let resolv = d.ok(&["exec", "wvcl", "cat", "/etc/resolv.conf"]);
+    assert!(resolv.contains("nameserver 127.0.0.11\n"), "{resolv}");
+    assert!(resolv.contains("ndots:0"), "{resolv}");
+    for name in ["plainsvc", "web.weave.local"] {
+        let ping = d.run(&["exec", "wvcl", "ping", "-c", "1", "-W", "2", name]);
+        assert!(
+            ping.status.success(),
+            "ping {name}: {}{}\n{resolv}",
+            String::from_utf8_lossy(&ping.stdout),
+            String::from_utf8_lossy(&ping.stderr)
+        );
+    }
+}

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::Command;
 
 use weave_e2e::podman::{Podman, IMAGE};
-use weave_e2e::{bin, root_or_skip, run_ok, tool_or_skip, unique, Rootfs, TestHost};
+use weave_e2e::{bin, root_or_skip, run_ok, tool_or_skip, unique, Rootfs, TestHost, WeaveDns};
 
 /// Everything one test needs: a throwaway host, hook state and hooks dir of its own, and a
 /// bridge name of its own, all passed through weave-setup's flags.
@@ -311,4 +311,87 @@ fn failed_starts_leave_their_addresses_free_without_gc() {
             .args(["--bridge", &env.bridge, "gc"]),
     );
     assert_eq!(env.ps(), "", "gc collects the failed starts' records");
+}
+
+/// Issue 12: weave.dns=true from hooks.d alone gives a podman container weave's resolv.conf
+/// (weave DNS first, `weave.local.` searched first, the engine's settings after), read by
+/// the container's first instruction, and the file goes with the container.
+fn weave_dns_from_the_first_instruction(test: &str, netavark_subnet: Option<&str>) {
+    let Some(env) = Env::new(test) else {
+        return;
+    };
+    let _dns = WeaveDns::started_by_hook(env.state.path());
+    let podman = env.podman();
+    // podman mounts a resolv.conf of its own only with a network; none: the image's file.
+    let net_name = unique("wvpn");
+    if let Some(subnet) = netavark_subnet {
+        let create = [
+            "network",
+            "create",
+            "--disable-dns",
+            "--subnet",
+            subnet,
+            &net_name,
+        ];
+        ok_stdout(&podman.run(&create), "network create");
+    }
+    let network = ["--network", netavark_subnet.map_or("none", |_| &net_name)];
+    let web = unique("wvpw");
+    let mut args = vec!["run", "--detach", "--name", &web, "--hostname", "web"];
+    args.extend(&network);
+    args.extend([
+        "--annotation",
+        "weave.cidr=10.2.9.2/24",
+        "--annotation",
+        "weave.dns=true",
+        IMAGE,
+        "sleep",
+        "300",
+    ]);
+    ok_stdout(&podman.run(&args), "run web");
+    let resolv_path = ok_stdout(
+        &podman.run(&["inspect", "--format", "{{.ResolvConfPath}}", &web]),
+        "inspect",
+    );
+
+    let mut args = vec!["run", "--rm"];
+    args.extend(&network);
+    args.extend([
+        "--annotation",
+        "weave.cidr=10.2.9.3/24",
+        "--annotation",
+        "weave.dns=true",
+        IMAGE,
+        "sh",
+        "-c",
+        "nslookup web.weave.local && echo ---- && cat /etc/resolv.conf",
+    ]);
+    let out = ok_stdout(&podman.run(&args), "the client's first instruction");
+    let (lookup, resolv) = out.split_once("----\n").expect("both parts printed");
+    assert!(lookup.contains("10.2.9.2"), "{lookup}");
+    let mut lines = resolv.lines().filter(|l| !l.starts_with('#'));
+    assert_eq!(lines.next(), Some("nameserver 10.32.0.1"), "{resolv}");
+    assert!(
+        resolv.contains("search weave.local.\n") || resolv.contains("search weave.local. "),
+        "{resolv}"
+    );
+
+    ok_stdout(&podman.run(&["rm", "--force", "--time", "0", &web]), "rm");
+    assert_eq!(env.ps(), "", "podman rm left a reservation");
+    assert_eq!(env.host.veths_left(), Vec::<String>::new());
+    let resolv_path = resolv_path.trim();
+    assert!(
+        resolv_path.is_empty() || !Path::new(resolv_path).exists(),
+        "{resolv_path} outlived the container"
+    );
+}
+
+#[test]
+fn weave_dns_without_a_network() {
+    weave_dns_from_the_first_instruction("weave_dns_without_a_network", None);
+}
+
+#[test]
+fn weave_dns_on_a_netavark_network() {
+    weave_dns_from_the_first_instruction("weave_dns_on_a_netavark_network", Some("10.89.7.0/24"));
 }
