@@ -174,6 +174,7 @@ impl Lab {
                 owner,
                 names: vec![format!("c{i}")],
                 shared: false,
+                netns: None,
             };
             std::fs::write(
                 records.join(format!("c{i}.json")),

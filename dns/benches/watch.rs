@@ -89,6 +89,7 @@ fn record(id: &str, i: usize, name: &str) -> Record {
         owner: ProcessId::of(std::process::id() as i32).ok(),
         names: vec![name.into()],
         shared: false,
+        netns: None,
     }
 }
 

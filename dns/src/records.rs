@@ -308,6 +308,7 @@ pub(crate) mod tests {
             owner,
             names: names.iter().map(|n| n.to_string()).collect(),
             shared: false,
+            netns: None,
         }
     }
 

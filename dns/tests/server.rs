@@ -77,6 +77,7 @@ fn attach(state: &Path, id: &str, addr: &str, names: &[&str]) {
         owner: Some(ProcessId::of(std::process::id() as i32).unwrap()),
         names: names.iter().map(|n| n.to_string()).collect(),
         shared: false,
+        netns: None,
     };
     let dir = state.join("containers");
     std::fs::create_dir_all(&dir).unwrap();

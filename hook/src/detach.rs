@@ -58,7 +58,8 @@ impl Leftover {
 pub fn detach(settings: &Settings, id: &ContainerId) -> Result<Leftover> {
     let mut failures = Vec::new();
     let store = Store::open(&settings.state_dir)?;
-    let left = match store.release(id) {
+    // A container sharing its network namespace's interface leaves it to the others.
+    let left = match store.leave(id) {
         Ok(Some(record)) => Leftover {
             veth: find_veth(&record).unwrap_or_else(|e| {
                 failures.push(e);

@@ -53,7 +53,12 @@ pub fn collect(settings: &Settings) -> Result<Report> {
         .chain(listing.unreadable_ids.iter().map(String::as_str))
         .collect();
     let mut report = Report {
-        released: garbage.dead.iter().map(|r| r.id.clone()).collect(),
+        released: garbage
+            .dead
+            .iter()
+            .chain(&garbage.departed)
+            .map(|r| r.id.clone())
+            .collect(),
         orphan_addrs: garbage.orphan_addrs.len(),
         stale_resolv_files: remove_stale_resolv_files(&settings.layout().resolv_dir(), &attached),
         skipped: listing.unreadable.iter().map(ToString::to_string).collect(),
@@ -74,6 +79,7 @@ pub fn collect(settings: &Settings) -> Result<Report> {
             owner: None,
             names: Vec::new(),
             shared: false,
+            netns: None,
         })
         .collect();
     let live: Vec<Record> = listing.records.iter().cloned().chain(unreadable).collect();
@@ -210,6 +216,7 @@ mod tests {
             owner: None,
             names: vec![],
             shared: false,
+            netns: None,
         }
     }
 
