@@ -5,6 +5,7 @@
 //! <state-dir>/containers/<id>.json    one record per attached container (written atomically)
 //! <state-dir>/addrs/<ip>              one file per reserved address, holding its owner's id
 //! <state-dir>/released/<id>           addresses a container had at its last detach
+//! <state-dir>/netns/<dev>-<ino>       one per shared network namespace: who wired it, who shares it
 //! <state-dir>/resolv/<id>.conf        weave-runtime's resolv.conf for a weave DNS container
 //! <state-dir>/firewall-<bridge>       what the hook knows of the bridge's firewall rule
 //! <state-dir>/firewall.lock           held while iptables runs for the rule
@@ -76,6 +77,16 @@ impl StateDir {
         self.released_dir().join(id.as_str())
     }
 
+    pub fn netns_dir(&self) -> PathBuf {
+        self.root.join("netns")
+    }
+
+    /// The entry of a network namespace, named by the nsfs device and inode of
+    /// `/proc/<pid>/ns/net` (see [`crate::store::NetnsId`]).
+    pub fn netns(&self, dev: u64, ino: u64) -> PathBuf {
+        self.netns_dir().join(format!("{dev}-{ino}"))
+    }
+
     pub fn resolv_dir(&self) -> PathBuf {
         self.root.join("resolv")
     }
@@ -112,12 +123,13 @@ impl StateDir {
     }
 
     /// The store's directories, created (mode 0700) by [`crate::store::Store::open`].
-    pub fn store_dirs(&self) -> [PathBuf; 4] {
+    pub fn store_dirs(&self) -> [PathBuf; 5] {
         [
             self.root.clone(),
             self.records_dir(),
             self.addrs_dir(),
             self.released_dir(),
+            self.netns_dir(),
         ]
     }
 }

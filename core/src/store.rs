@@ -29,6 +29,9 @@ use crate::mac::Mac;
 use crate::process::ProcessId;
 use crate::settings::fnv1a;
 
+mod shared;
+pub use shared::{NetnsId, NetnsLink};
+
 /// How long a detached container's addresses are remembered for its restart.
 pub const RELEASED_MEMORY: Duration = Duration::from_secs(24 * 3600);
 /// Records are a few hundred bytes; anything much larger is not one of ours.
@@ -53,6 +56,10 @@ pub enum StoreError {
     Reserved(Ipv4Addr),
     #[error("record {0} is corrupt ({1}); `weave-hook gc` skips it, remove it once its container is gone")]
     Corrupt(PathBuf, String),
+    #[error("the container shares its network namespace with container {wirer}, whose ethwe has {has}; a container of that namespace must ask for the same addresses (weave.cidr), or not ask for weave")]
+    SharedNetnsConflict { wirer: String, has: String },
+    #[error("container {wirer}, whose network namespace this container shares, is still being attached; try again")]
+    NetnsBeingWired { wirer: String },
     #[error(transparent)]
     Dir(#[from] fsutil::DirError),
 }
@@ -93,6 +100,10 @@ pub struct Record {
     /// `weave.route=default`: its addresses go out through the host, masqueraded.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub route: bool,
+    /// The network namespace it was attached in, and whose interface it shares there;
+    /// `None` in records of earlier versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<NetnsLink>,
 }
 
 impl Record {
@@ -111,6 +122,8 @@ pub struct Holder<'a> {
     pub names: &'a [String],
     pub shared: bool,
     pub route: bool,
+    /// Its network namespace: containers of one namespace share one interface.
+    pub netns: Option<NetnsId>,
 }
 
 /// What the store cannot know by itself, from its caller.
@@ -141,6 +154,9 @@ pub struct Reserved {
     /// deletion of its veth may not have happened yet). A veth of that name and index is
     /// this container's to replace.
     pub previous: Option<Record>,
+    /// The namespace was wired already: the record shares that interface, nothing is to
+    /// be created.
+    pub joined: bool,
 }
 
 /// The records of a store, read leniently: one file that cannot be read does not hide the
@@ -162,6 +178,9 @@ pub struct Garbage {
     pub dead: Vec<Record>,
     /// Address files with no record behind them.
     pub orphan_addrs: Vec<Ipv4Addr>,
+    /// Records of gone containers that shared a namespace's interface, which lives on in
+    /// another container of the namespace or is `dead`'s to delete.
+    pub departed: Vec<Record>,
 }
 
 pub struct Store {
@@ -232,6 +251,9 @@ impl Store {
         }
         let id = holder.id;
         let _lock = self.lock()?;
+        if let Some(joined) = self.join_netns(holder, requests, default_range, facts)? {
+            return Ok(joined);
+        }
         let stale = self.read_record(id)?;
         let previous = stale.clone().or_else(|| self.released_record(id));
         let preferred: Vec<Ipv4Addr> = previous
@@ -263,8 +285,11 @@ impl Store {
             names: holder.names.to_vec(),
             shared: holder.shared,
             route: holder.route,
+            netns: holder.netns.map(|id| NetnsLink { id, shares: None }),
         };
-        let result = result.and_then(|()| self.write_record(&record));
+        let result = result
+            .and_then(|()| self.write_record(&record))
+            .and_then(|()| self.begin_netns(&record));
         if let Err(e) = result {
             for net in &claimed {
                 self.release_addr(net.addr(), id);
@@ -276,7 +301,11 @@ impl Store {
                 self.release_addr(old.addr(), id);
             }
         }
-        Ok(Reserved { record, previous })
+        Ok(Reserved {
+            record,
+            previous,
+            joined: false,
+        })
     }
 
     /// The host's addresses on `bridge` (`weave-hook expose`); none when nothing is exposed.
@@ -421,6 +450,14 @@ impl Store {
         let (live, dead): (Vec<Record>, Vec<Record>) =
             listing.records.drain(..).partition(Record::is_alive);
         for record in dead {
+            if record.netns.is_some() {
+                // Settling the first dead record of a namespace settles them all: the
+                // others' records are gone by their turn.
+                let settled = self.settle_dead(&record)?;
+                garbage.dead.extend(settled.interface);
+                garbage.departed.extend(settled.departed);
+                continue;
+            }
             let Ok(id) = ContainerId::parse(&record.id) else {
                 continue;
             };
@@ -622,6 +659,7 @@ impl Store {
                 names: Vec::new(),
                 shared: false,
                 route: false,
+                netns: None,
             })
         })?;
         (record.id == id.as_str()).then_some(record)
@@ -751,6 +789,7 @@ mod tests {
             names: &[],
             shared: false,
             route: false,
+            netns: None,
         }
     }
 

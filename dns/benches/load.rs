@@ -175,6 +175,7 @@ impl Lab {
                 names: vec![format!("c{i}")],
                 shared: false,
                 route: false,
+                netns: None,
             };
             std::fs::write(
                 records.join(format!("c{i}.json")),

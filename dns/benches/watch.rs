@@ -90,6 +90,7 @@ fn record(id: &str, i: usize, name: &str) -> Record {
         names: vec![name.into()],
         shared: false,
         route: false,
+        netns: None,
     }
 }
 

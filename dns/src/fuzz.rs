@@ -91,6 +91,7 @@ fn record(id: &str, addrs: &[&str], names: &[&str], owner: Option<ProcessId>) ->
     Record {
         id: id.into(),
         veth_index: None,
+        netns: None,
         mac: None,
         bridge: "weave".into(),
         veth: "vethwe0".into(),

@@ -309,6 +309,7 @@ pub(crate) mod tests {
             names: names.iter().map(|n| n.to_string()).collect(),
             shared: false,
             route: false,
+            netns: None,
         }
     }
 

@@ -78,6 +78,7 @@ fn attach(state: &Path, id: &str, addr: &str, names: &[&str]) {
         names: names.iter().map(|n| n.to_string()).collect(),
         shared: false,
         route: false,
+        netns: None,
     };
     let dir = state.join("containers");
     std::fs::create_dir_all(&dir).unwrap();

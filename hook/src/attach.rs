@@ -15,7 +15,7 @@ use weave_core::oci::State;
 use weave_core::options::{self, Wanted};
 use weave_core::process::ProcessId;
 use weave_core::settings::{host_veth_name, Settings, CONTAINER_IFNAME};
-use weave_core::store::{Facts, Holder, Record, Reserved, Store};
+use weave_core::store::{Facts, Holder, Record, Reserved, Store, StoreError};
 
 use crate::bridge;
 use crate::dns;
@@ -51,6 +51,9 @@ pub fn attach(settings: &Settings, state: &State) -> Result<Option<Record>> {
         return Err(Error::HostNetns);
     }
     let owner = ProcessId::of(pid).map_err(|source| Error::Netns { pid, source })?;
+    let netns = container_ns
+        .id()
+        .map_err(|source| Error::Netns { pid, source })?;
     let store = Store::open(&settings.state_dir)?;
     let veth = host_veth_name(&state.id);
     let holder = Holder {
@@ -61,6 +64,7 @@ pub fn attach(settings: &Settings, state: &State) -> Result<Option<Record>> {
         names: &claim.names,
         shared: claim.shared,
         route: request.route,
+        netns: Some(netns),
     };
     if request.route && !route::host_forwards() {
         return Err(Error::NoForwarding);
@@ -81,23 +85,28 @@ pub fn attach(settings: &Settings, state: &State) -> Result<Option<Record>> {
         kept: &kept,
         interface_exists: &|r| interfaces.exist(r),
     };
-    let reserved = store.reserve(&holder, &request.addrs, settings.ipalloc_range, &facts)?;
+    let reserved = reserve(&store, &holder, &request.addrs, settings, &facts)?;
     failpoint::hit("reserved");
     let record = &reserved.record;
     let mut created = None;
-    let wired = wire(
-        settings,
-        &store,
-        &reserved,
-        dns_addr,
-        &Target {
-            id: &state.id,
-            container_ns: &container_ns,
-            host_ns: &host_ns,
-        },
-        &exposed,
-        &mut created,
-    );
+    let wired = match reserved.joined {
+        // Its namespace's interface is there already: weave DNS is all it may need.
+        true => join_dns(settings, dns_addr),
+        false => wire(
+            settings,
+            &store,
+            &reserved,
+            dns_addr,
+            &Target {
+                id: &state.id,
+                container_ns: &container_ns,
+                host_ns: &host_ns,
+            },
+            &exposed,
+            &mut created,
+        )
+        .and_then(|()| Ok(store.netns_wired(&state.id, netns)?)),
+    };
     // The server comes last: once it serves, the container's very first query is answered.
     let served = wired.and_then(|()| match dns_addr {
         Some(_) => dns::ensure_server(settings).map_err(Error::from),
@@ -108,11 +117,62 @@ pub fn attach(settings: &Settings, state: &State) -> Result<Option<Record>> {
         return Err(e);
     }
     failpoint::hit("attached");
-    tracing::info!(id = %state.id, %veth, addrs = ?record.addrs, names = ?record.names, "attached");
+    tracing::info!(id = %state.id, veth = %record.veth, addrs = ?record.addrs, names = ?record.names, shares = ?record.netns.as_ref().and_then(|l| l.shares.as_ref()), "attached");
     Ok(Some(Record {
-        veth_index: created,
+        veth_index: created.or(record.veth_index),
         ..reserved.record
     }))
+}
+
+/// How long an attach waits for another container of its network namespace to finish
+/// wiring it (containers of a pod are created at the same time).
+const WIRING_PATIENCE: Duration = Duration::from_secs(10);
+
+/// Reserves the container's addresses, or joins its namespace's interface once the
+/// container wiring it is done.
+fn reserve(
+    store: &Store,
+    holder: &Holder,
+    requests: &[weave_core::cidr::AddrRequest],
+    settings: &Settings,
+    facts: &Facts,
+) -> Result<Reserved> {
+    let deadline = Instant::now() + WIRING_PATIENCE;
+    loop {
+        match store.reserve(holder, requests, settings.ipalloc_range, facts) {
+            Err(StoreError::NetnsBeingWired { .. }) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
+/// A container joining its namespace's interface with weave DNS: the server serves the
+/// bridge's DNS address (the wiring container may not have asked for it).
+fn join_dns(settings: &Settings, dns_addr: Option<Ipv4Net>) -> Result<()> {
+    let Some(addr) = dns_addr else {
+        return Ok(());
+    };
+    let mut host = Netlink::open().map_err(Error::netlink("open netlink socket"))?;
+    let bridge_index = bridge::ensure(&mut host, settings)?;
+    add_dns_address(&mut host, bridge_index, addr, &settings.bridge)
+}
+
+/// Adds weave DNS's address to the bridge; concurrent attaches race to add it, and EEXIST
+/// means someone did.
+fn add_dns_address(
+    host: &mut Netlink,
+    bridge_index: u32,
+    addr: Ipv4Net,
+    bridge: &str,
+) -> Result<()> {
+    match host.add_address(bridge_index, addr) {
+        Err(e) if e.raw_os_error() != Some(libc::EEXIST) => Err(Error::netlink(format!(
+            "add weave DNS address {addr} to bridge {bridge}"
+        ))(e)),
+        _ => Ok(()),
+    }
 }
 
 /// Which interfaces still exist, for the store: asked only about the holders of taken
@@ -172,14 +232,7 @@ fn wire(
     }
     bridge::ensure_forwarding(store, &settings.bridge, Recheck::WhenChanged)?;
     if let Some(addr) = dns_addr {
-        // Concurrent attaches race to add it: EEXIST means someone did.
-        match host.add_address(bridge_index, addr) {
-            Err(e) if e.raw_os_error() != Some(libc::EEXIST) => Err(Error::netlink(format!(
-                "add weave DNS address {addr} to bridge {}",
-                settings.bridge
-            ))(e))?,
-            _ => {}
-        }
+        add_dns_address(&mut host, bridge_index, addr, &settings.bridge)?;
     }
     remove_stale_veth(&mut host, reserved)?;
     let index = host.create_veth(&VethRequest {
@@ -378,7 +431,7 @@ fn restore_guards(host: &mut Netlink, store: &Store, settings: &Settings) -> Res
 }
 
 /// Best-effort undo of a failed attach: the veth it created (its peer goes with it), its
-/// guard and the reservation.
+/// guard and the reservation (a container that joined its namespace's interface leaves it).
 fn undo(store: &Store, state: &State, created: Option<u32>, record: &Record) {
     if let Some(index) = created {
         if let Err(e) = Netlink::open().and_then(|mut nl| nl.delete_link_index(index)) {
@@ -390,13 +443,17 @@ fn undo(store: &Store, state: &State, created: Option<u32>, record: &Record) {
             }
         }
     }
-    if record.route {
-        if let Err(e) = route::withdraw(&record.addrs) {
-            tracing::warn!(error = %e, "undo: cannot take the way out away; `weave-hook gc` will");
+    match store.leave(&state.id) {
+        // The last container of its namespace: the way out goes with the interface.
+        Ok(Some(released)) if released.route => {
+            if let Err(e) = route::withdraw(&released.addrs) {
+                tracing::warn!(error = %e, "undo: cannot take the way out away; `weave-hook gc` will");
+            }
         }
-    }
-    if let Err(e) = store.release(&state.id) {
-        tracing::warn!(id = %state.id, error = %e, "undo: cannot release the reservation; `weave-hook gc` will");
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(id = %state.id, error = %e, "undo: cannot release the reservation; `weave-hook gc` will");
+        }
     }
 }
 

@@ -58,17 +58,18 @@ impl Leftover {
 pub fn detach(settings: &Settings, id: &ContainerId) -> Result<Leftover> {
     let mut failures = Vec::new();
     let store = Store::open(&settings.state_dir)?;
-    let released = store.release(id);
-    // The way out of a weave.route=default container goes at once (rare: the ~12 ms of
-    // kernel waits are paid only by these).
-    if let Ok(Some(record)) = &released {
+    // A container sharing its network namespace's interface leaves it to the others.
+    let left_record = store.leave(id);
+    // The way out of a weave.route=default container goes with its interface, at once
+    // (rare: the ~12 ms of kernel waits are paid only by these).
+    if let Ok(Some(record)) = &left_record {
         if record.route {
             if let Err(e) = crate::route::withdraw(&record.addrs) {
                 failures.push(Error::netlink("take the container's way out away")(e));
             }
         }
     }
-    let left = match released {
+    let left = match left_record {
         Ok(Some(record)) => Leftover {
             veth: find_veth(&record).unwrap_or_else(|e| {
                 failures.push(e);

@@ -54,7 +54,12 @@ pub fn collect(settings: &Settings) -> Result<Report> {
         .chain(listing.unreadable_ids.iter().map(String::as_str))
         .collect();
     let mut report = Report {
-        released: garbage.dead.iter().map(|r| r.id.clone()).collect(),
+        released: garbage
+            .dead
+            .iter()
+            .chain(&garbage.departed)
+            .map(|r| r.id.clone())
+            .collect(),
         orphan_addrs: garbage.orphan_addrs.len(),
         stale_resolv_files: remove_stale_resolv_files(&settings.layout().resolv_dir(), &attached),
         skipped: listing.unreadable.iter().map(ToString::to_string).collect(),
@@ -76,6 +81,7 @@ pub fn collect(settings: &Settings) -> Result<Report> {
             names: Vec::new(),
             shared: false,
             route: false,
+            netns: None,
         })
         .collect();
     let live: Vec<Record> = listing.records.iter().cloned().chain(unreadable).collect();
@@ -227,6 +233,7 @@ mod tests {
             names: vec![],
             shared: false,
             route: false,
+            netns: None,
         }
     }
 

@@ -7,6 +7,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use nix::sched::{setns, CloneFlags};
+use weave_core::store::NetnsId;
 
 /// An open network namespace.
 pub struct Netns {
@@ -30,6 +31,15 @@ impl Netns {
     pub fn same_as(&self, other: &Netns) -> io::Result<bool> {
         let (a, b) = (self.file.metadata()?, other.file.metadata()?);
         Ok(a.dev() == b.dev() && a.ino() == b.ino())
+    }
+
+    /// The namespace's identity in weave's store.
+    pub fn id(&self) -> io::Result<NetnsId> {
+        let meta = self.file.metadata()?;
+        Ok(NetnsId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        })
     }
 
     pub fn file(&self) -> &File {

@@ -758,3 +758,60 @@ fn ethwe_gets_the_mac_of_its_first_address_and_the_record_keeps_it() {
     attach(&s, &again.state("10.2.0.77/24")).unwrap();
     assert_eq!(again.ethwe_mac(), "0a:58:0a:02:00:4d");
 }
+
+impl Container {
+    /// Another container of this one's network namespace (a pod's, `--network container:X`).
+    fn start_sharing(&self, id: &str) -> Self {
+        let child = Command::new("nsenter")
+            .args(["-t", &self.pid().to_string(), "-n", "sleep", "300"])
+            .spawn()
+            .unwrap();
+        let ns = |pid: u32| std::fs::read_link(format!("/proc/{pid}/ns/net")).ok();
+        while ns(child.id()) != ns(self.pid() as u32) {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        Self {
+            id: ContainerId::parse(id).unwrap(),
+            child,
+        }
+    }
+}
+
+#[test]
+fn containers_of_one_netns_share_one_ethwe_until_the_last_is_gone() {
+    if !root_or_skip("containers_of_one_netns_share_one_ethwe_until_the_last_is_gone") {
+        return;
+    }
+    docker_host();
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(dir.path());
+    let mut a = Container::start("pod-a");
+    let b = a.start_sharing("pod-b");
+    let c = a.start_sharing("pod-c");
+    attach(&s, &a.state("10.2.0.5/24")).unwrap();
+    let joined = attach(&s, &b.state("net:10.2.0.0/24")).unwrap().unwrap();
+    assert_eq!(joined.addrs, vec!["10.2.0.5/24".parse().unwrap()]);
+    let err = attach(&s, &c.state("10.2.0.6/24")).unwrap_err().to_string();
+    assert!(err.contains("container pod-a"), "{err}");
+    let veths = || host_links().matches("vethwe").count();
+    assert_eq!(veths(), 1, "{}", host_links());
+    assert_eq!(b.run("ip -o -4 addr show ethwe | wc -l").trim(), "1");
+    // The container that wired the netns is killed (no poststop); b keeps the netns, and
+    // gc keeps its interface and address.
+    let a_veth = host_veth_name(&a.id);
+    a.kill();
+    let report = weave_hook::gc::collect(&s).unwrap();
+    assert!(report.deleted_veths.is_empty(), "{report:?}");
+    assert!(host_links().contains(&a_veth));
+    let other = Container::start("other");
+    let taken = attach(&s, &other.state("10.2.0.5/24")).unwrap_err();
+    assert!(
+        taken.to_string().contains("in use by container pod-b"),
+        "{taken}"
+    );
+    assert!(b.run("ip -o -4 addr show ethwe").contains("10.2.0.5/24"));
+    // The last one's poststop releases everything.
+    detach(&s, &b.id).unwrap();
+    assert!(link_gone(&a_veth), "{}", host_links());
+    attach(&s, &other.state("10.2.0.5/24")).unwrap();
+}

@@ -287,6 +287,54 @@ fn a_refused_attach_names_the_holder_by_its_id(w: &Weave) {
     w.assert_nothing_left("a refused attach and its holder's rm");
 }
 
+/// `docker run --network container:X`: the weave network belongs to X's namespace.
+fn a_container_sharing_a_namespace_shares_its_ethwe(w: &Weave) {
+    let d = w.dockerd;
+    let x = unique("wvx");
+    let sharer = unique("wvy");
+    let detached = |name: &str, network: Option<&str>, cidr: &str| {
+        let annotation = format!("weave.cidr={cidr}");
+        let mut args = vec!["run", "-d", "--name", name, "--runtime", "weave"];
+        args.extend(network.map(|n| ["--network", n]).into_iter().flatten());
+        args.extend(["--annotation", &annotation, IMAGE, "sleep", "600"]);
+        d.run(&args)
+    };
+    assert!(detached(&x, None, "10.2.4.5/24").status.success());
+    let id_x = d.ok(&["inspect", "-f", "{{.Id}}", &x]).trim().to_owned();
+    let of_x = format!("container:{x}");
+    let same = detached(&sharer, Some(&of_x), "net:10.2.4.0/24");
+    assert!(
+        same.status.success(),
+        "{}",
+        String::from_utf8_lossy(&same.stderr)
+    );
+    assert_eq!(w.dockerd.host().links("vethwe").len(), 1, "one interface");
+    assert_eq!(w.ps().lines().count(), 2, "{}", w.ps());
+    let seen = d.ok(&["exec", &sharer, "ip", "-o", "-4", "addr", "show", "ethwe"]);
+    assert!(seen.contains("inet 10.2.4.5/24 "), "{seen}");
+    let other = d.run(&[
+        "run",
+        "--rm",
+        "--network",
+        &of_x,
+        "--runtime",
+        "weave",
+        "--annotation",
+        "weave.cidr=10.2.4.6/24",
+        IMAGE,
+        "true",
+    ]);
+    let stderr = String::from_utf8_lossy(&other.stderr);
+    assert!(!other.status.success(), "a different request is refused");
+    assert!(stderr.contains(&format!("container {id_x}")), "{stderr}");
+    // The sharer goes first: x keeps its interface and address.
+    d.ok(&["rm", "--force", &sharer]);
+    let seen = d.ok(&["exec", &x, "ip", "-o", "-4", "addr", "show", "ethwe"]);
+    assert!(seen.contains("inet 10.2.4.5/24 "), "{seen}");
+    d.ok(&["rm", "--force", &x]);
+    w.assert_nothing_left("containers sharing a namespace");
+}
+
 #[test]
 fn docker_run_with_runtime_weave() {
     if !prerequisites() {
@@ -323,6 +371,7 @@ fn docker_run_with_runtime_weave() {
     a_bad_annotation_fails_the_run_with_weave_runtimes_message(&w);
     a_failed_create_leaves_nothing(&w);
     a_refused_attach_names_the_holder_by_its_id(&w);
+    a_container_sharing_a_namespace_shares_its_ethwe(&w);
     assert!(
         host.links(&bridge).len() == 1,
         "the bridge lives in the test host"

@@ -395,3 +395,107 @@ fn weave_dns_without_a_network() {
 fn weave_dns_on_a_netavark_network() {
     weave_dns_from_the_first_instruction("weave_dns_on_a_netavark_network", Some("10.89.7.0/24"));
 }
+
+/// `podman kube play` copies a pod's annotations to every container of the pod: the three
+/// share one ethwe, which stays until the pod is removed, even when the container that wired
+/// it is SIGKILLed.
+#[test]
+fn a_kube_play_pod_of_three_shares_one_ethwe_until_it_is_removed() {
+    let Some(env) = Env::new("a_kube_play_pod_of_three_shares_one_ethwe_until_it_is_removed")
+    else {
+        return;
+    };
+    if !tool_or_skip("kube play", "catatonit") {
+        return;
+    }
+    let podman = env.podman();
+    let pod = unique("wvkube");
+    let container = |name: &str| {
+        format!("  - name: {name}\n    image: {IMAGE}\n    command: [\"sleep\", \"300\"]\n    env:\n    - name: PATH\n      value: /bin:/sbin:/usr/bin:/usr/sbin\n")
+    };
+    let yaml = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {pod}\n  annotations:\n    weave.cidr: 10.2.6.5/24\nspec:\n  containers:\n{}{}{}",
+        container("a"),
+        container("b"),
+        container("c")
+    );
+    let file = env.state.path().join("pod.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    let file = file.display().to_string();
+    ok_stdout(
+        &podman.run(&["kube", "play", "--network", "none", &file]),
+        "kube play",
+    );
+    let ps = env.ps();
+    assert_eq!(ps.lines().count(), 3, "three containers attached: {ps}");
+    assert_eq!(env.host.links("vethwe").len(), 1, "one interface");
+    for name in ["a", "b", "c"] {
+        let seen = ok_stdout(
+            &podman.run(&[
+                "exec",
+                &format!("{pod}-{name}"),
+                "ip",
+                "-o",
+                "-4",
+                "addr",
+                "show",
+                "ethwe",
+            ]),
+            "exec",
+        );
+        assert!(seen.contains("inet 10.2.6.5/24 "), "{name}: {seen}");
+    }
+    // SIGKILL the container that wired the namespace: no one else may get its address.
+    let entries = std::fs::read_dir(env.state.path().join("netns")).unwrap();
+    let entry = std::fs::read_to_string(entries.flatten().next().unwrap().path()).unwrap();
+    let wirer = entry.split('"').nth(3).unwrap().to_string();
+    ok_stdout(&podman.run(&["kill", "--signal", "KILL", &wirer]), "kill");
+    run_ok(
+        Command::new(bin("weave-hook"))
+            .arg("--state-dir")
+            .arg(env.state.path())
+            .arg("--bridge")
+            .arg(&env.bridge)
+            .arg("gc"),
+    );
+    let other = podman.run(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--annotation",
+        "weave.cidr=10.2.6.5/24",
+        IMAGE,
+        "true",
+    ]);
+    assert!(!other.status.success(), "the pod's address is still held");
+    let id_of = |name: &str| {
+        ok_stdout(
+            &podman.run(&["inspect", "--format", "{{.Id}}", name]),
+            "inspect",
+        )
+        .trim()
+        .to_string()
+    };
+    let survivor = ["a", "b", "c"]
+        .iter()
+        .map(|n| format!("{pod}-{n}"))
+        .find(|n| id_of(n) != wirer)
+        .unwrap();
+    let seen = ok_stdout(
+        &podman.run(&["exec", &survivor, "ip", "-o", "-4", "addr", "show", "ethwe"]),
+        "exec after the kill",
+    );
+    assert!(seen.contains("inet 10.2.6.5/24 "), "{seen}");
+    ok_stdout(&podman.run(&["pod", "rm", "--force", &pod]), "pod rm");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !(env.ps().trim().is_empty() && env.host.links("vethwe").is_empty()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "left after pod rm: {} {:?}",
+            env.ps(),
+            env.host.links("vethwe")
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
