@@ -97,9 +97,22 @@ pub fn restore(host: &mut Netlink, records: &[Record]) -> io::Result<usize> {
 /// Deletes the elements of every port whose interface index is not among the links
 /// `existing` lists (its veth is gone: the elements must not outlive it, and an index is
 /// reused in time). The elements are read first and the links after: an attach adds its
-/// elements only once its veth exists, so it is never taken for gone. Returns how many
-/// ports were cleared.
-pub fn remove_gone(existing: impl FnOnce() -> io::Result<HashSet<u32>>) -> io::Result<usize> {
+/// elements only once its veth exists, so it is never taken for gone. A detach's background
+/// child may delete some of them meanwhile, which fails the whole transaction (ENOENT): then
+/// everything is read again, a few times. Returns how many ports were cleared.
+pub fn remove_gone(mut existing: impl FnMut() -> io::Result<HashSet<u32>>) -> io::Result<usize> {
+    const TRIES: usize = 5;
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match remove_gone_once(&mut existing) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) && tries < TRIES => {}
+            other => return other,
+        }
+    }
+}
+
+fn remove_gone_once(existing: &mut impl FnMut() -> io::Result<HashSet<u32>>) -> io::Result<usize> {
     let index_of = |key: &[u8]| {
         key.get(0..4)
             .map(|i| u32::from_ne_bytes(i.try_into().unwrap()))
