@@ -192,12 +192,10 @@ impl Interfaces {
         if socket.is_none() {
             *socket = Netlink::open().ok();
         }
-        socket
-            .as_mut()
-            .is_none_or(|nl| match nl.link_by_index(index) {
-                Ok(link) => link.is_some_and(|l| l.name == record.veth),
-                Err(_) => true,
-            })
+        socket.as_mut().is_none_or(|nl| {
+            nl.link_with(index, &record.veth)
+                .map_or(true, |l| l.is_some())
+        })
     }
 }
 

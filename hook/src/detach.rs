@@ -123,10 +123,10 @@ fn find_veth(record: &Record) -> Result<Option<LeftVeth>> {
     let mut nl = Netlink::open().map_err(Error::netlink("open netlink socket"))?;
     let lookup = Error::netlink(format!("look up {}", record.veth));
     let link = match record.veth_index {
-        Some(index) => nl.link_by_index(index).map_err(lookup)?,
+        Some(index) => nl.link_with(index, &record.veth).map_err(lookup)?,
         None => nl.link_by_name(&record.veth).map_err(lookup)?,
     };
-    Ok(link.filter(|l| l.name == record.veth).map(|l| LeftVeth {
+    Ok(link.map(|l| LeftVeth {
         name: l.name,
         index: l.index,
     }))

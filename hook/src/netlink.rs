@@ -97,6 +97,12 @@ impl Netlink {
         }
     }
 
+    /// The link of index `index`, if it still carries the name `name`: how weave proves a
+    /// recorded veth still exists (an index is not reused at once, a name may be).
+    pub fn link_with(&mut self, index: u32, name: &str) -> io::Result<Option<Link>> {
+        Ok(self.link_by_index(index)?.filter(|l| l.name == name))
+    }
+
     /// Gives a link no IPv6 address of its own, link-local included (addr_gen_mode none).
     /// The kernel takes this only for an existing link, before it gets a carrier.
     pub fn no_ipv6_addresses(&mut self, index: u32) -> io::Result<()> {

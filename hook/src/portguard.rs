@@ -83,10 +83,7 @@ pub fn remove(port: &Port) -> io::Result<Option<u32>> {
 pub fn restore(host: &mut Netlink, records: &[Record]) -> io::Result<usize> {
     let mut restored = 0;
     for (record, port) in records.iter().filter_map(|r| Some((r, Port::of(r)?))) {
-        if host
-            .link_by_index(port.index)?
-            .is_some_and(|l| l.name == record.veth)
-        {
+        if host.link_with(port.index, &record.veth)?.is_some() {
             add(&port)?;
             restored += 1;
         }
