@@ -14,6 +14,7 @@ pub mod layout;
 #[cfg(feature = "logging")]
 pub mod logging;
 pub mod mac;
+pub mod mesh;
 pub mod oci;
 pub mod options;
 pub mod process;

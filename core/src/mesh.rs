@@ -1,0 +1,313 @@
+//! The contract between weave-mesh (the per-host agent, crate `mesh/`) and weave-hook.
+//!
+//! The hook never talks to etcd and links no HTTP or gRPC stack. It learns the mesh from two
+//! files the agent keeps in the state directory, and asks the agent over a Unix socket only
+//! for what must be proven unique cluster-wide (a new block, an address outside this host's
+//! blocks):
+//!
+//! ```text
+//! <state-dir>/mesh/state.json   MeshState: this host's name, its blocks, until when they are
+//!                               provably its own, the overlay MTU (written atomically)
+//! <state-dir>/mesh/peers.json   Peers: the other hosts and the addresses they hold, for
+//!                               `weave-hook ps` (written atomically)
+//! <state-dir>/mesh/agent.sock   one request line (JSON), one reply line (JSON)
+//! ```
+//! With no `mesh/state.json`, the hook is exactly the single-host hook: the only cost of the
+//! mesh on its attach path is one failed open(2).
+//!
+//! **Blocks.** Cluster-wide uniqueness comes from blocks: aligned subnets of `block_prefix`
+//! bits (26 by default), each owned by at most one host (claimed in etcd by a transaction that
+//! succeeds only while the block's key does not exist). Addresses are grouped by the block that
+//! contains them, whatever the subnet a container asks in: a host allocates `net:` addresses
+//! only in the blocks it owns, and an explicit address in a block it owns needs no etcd. A
+//! subnet narrower than a block lives in one block, so one host allocates from it.
+//!
+//! **Validity.** The agent renews its lease in etcd; after each renewal it sets `valid_until`
+//! (CLOCK_BOOTTIME, milliseconds) to the earliest moment another host could reclaim this
+//! host's blocks: renewal time + lease TTL + reclaim grace. Past it, the hook allocates
+//! nothing from the blocks (an agent that is dead or cut off from etcd for that long may have
+//! lost them).
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::Ipv4Addr;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+use crate::fsutil;
+use crate::layout::StateDir;
+
+/// Blocks are /26 unless `weave-mesh --block-prefix` says otherwise.
+pub const DEFAULT_BLOCK_PREFIX: u8 = 26;
+/// The version of the files and of the socket protocol; a reader refuses another one.
+pub const VERSION: u32 = 1;
+/// The bytes VXLAN over IPv4 adds to a frame (outer IPv4 20 + UDP 8 + VXLAN 8 + inner
+/// Ethernet 14): the overlay MTU is the underlay's minus this.
+pub const VXLAN_OVERHEAD: u32 = 50;
+/// At most this much is read of either file or of a reply.
+const MAX_BYTES: u64 = 4 << 20;
+
+/// What the agent tells the hook about this host (`mesh/state.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeshState {
+    pub version: u32,
+    /// This host's name in the mesh (`weave-mesh --name`).
+    pub host: String,
+    /// The blocks this host owns, each `block_prefix` bits long.
+    pub blocks: Vec<Ipv4Net>,
+    pub block_prefix: u8,
+    /// CLOCK_BOOTTIME milliseconds: until then the blocks are provably this host's.
+    pub valid_until_ms: u64,
+    /// Whether the agent's last etcd request succeeded.
+    pub etcd_reachable: bool,
+    /// The MTU of the weave bridge, the veths and ethwe: the underlay's minus
+    /// [`VXLAN_OVERHEAD`]; `None` while the agent has not measured it.
+    pub mtu: Option<u32>,
+}
+
+/// Another host of the mesh, as the agent last saw it (`mesh/peers.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Peer {
+    pub name: String,
+    /// Its underlay address (`weave-mesh --advertise`).
+    pub advertise: Ipv4Addr,
+    /// Whether its lease is alive.
+    pub alive: bool,
+}
+
+/// An address held on some host (`mesh/peers.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldAddr {
+    pub addr: Ipv4Addr,
+    pub host: String,
+    pub container: String,
+}
+
+/// The mesh as the agent last saw it (`mesh/peers.json`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Peers {
+    pub version: u32,
+    pub peers: Vec<Peer>,
+    pub addrs: Vec<HeldAddr>,
+}
+
+/// What the hook asks the agent (one JSON line).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// A new block for this host, inside `subnet` (all of its blocks are full).
+    ClaimBlock { subnet: Ipv4Net },
+    /// `addr`, outside this host's blocks, for container `id`: proven unique in etcd.
+    ClaimAddr { addr: Ipv4Addr, id: String },
+    /// Gives back an address [`Request::ClaimAddr`] claimed (the attach failed after it).
+    ReleaseAddr { addr: Ipv4Addr, id: String },
+}
+
+/// The agent's answer (one JSON line).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Reply {
+    /// The block now owned by this host (also in `state.json` before the reply is sent).
+    Block { block: Ipv4Net },
+    /// Done (a claim or a release).
+    Ok,
+    /// Refused: `reason` is a whole sentence for the user, naming the host that holds what
+    /// was asked for, or saying that the subnet has no free block.
+    Refused { reason: String },
+    /// etcd could not be reached: nothing can be proven unique.
+    Unreachable { reason: String },
+}
+
+/// How long the hook waits for the agent's reply: a claim is one etcd transaction, or a few.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl StateDir {
+    pub fn mesh_dir(&self) -> PathBuf {
+        self.root().join("mesh")
+    }
+
+    pub fn mesh_state(&self) -> PathBuf {
+        self.mesh_dir().join("state.json")
+    }
+
+    pub fn mesh_peers(&self) -> PathBuf {
+        self.mesh_dir().join("peers.json")
+    }
+
+    pub fn mesh_socket(&self) -> PathBuf {
+        self.mesh_dir().join("agent.sock")
+    }
+}
+
+impl MeshState {
+    /// The agent's view, or `None` when no agent has run on this state directory (the
+    /// single-host case). An unreadable or foreign file is an error: the hook must not
+    /// silently fall back to allocating without the mesh.
+    pub fn read(dir: &StateDir) -> io::Result<Option<Self>> {
+        let text = match fsutil::read_small(&dir.mesh_state(), MAX_BYTES) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let state: Self = serde_json::from_slice(&text)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        if state.version != VERSION {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "version {} (this weave-hook reads {VERSION})",
+                    state.version
+                ),
+            ));
+        }
+        Ok(Some(state))
+    }
+
+    /// Whether the blocks may still be allocated from at `now_ms` (CLOCK_BOOTTIME).
+    pub fn blocks_valid(&self, now_ms: u64) -> bool {
+        now_ms < self.valid_until_ms
+    }
+
+    /// The block of this host that holds `addr`, if any.
+    pub fn owning_block(&self, addr: Ipv4Addr) -> Option<Ipv4Net> {
+        self.blocks.iter().copied().find(|b| b.contains(&addr))
+    }
+
+    /// This host's blocks that overlap `subnet` (where its `net:` allocations may go).
+    pub fn blocks_in(&self, subnet: Ipv4Net) -> Vec<Ipv4Net> {
+        self.blocks
+            .iter()
+            .copied()
+            .filter(|b| b.contains(&subnet.network()) || subnet.contains(&b.network()))
+            .collect()
+    }
+}
+
+impl Peers {
+    /// The agent's last view of the other hosts; empty when there is none.
+    pub fn read(dir: &StateDir) -> Self {
+        fsutil::read_small(&dir.mesh_peers(), MAX_BYTES)
+            .ok()
+            .and_then(|text| serde_json::from_slice::<Self>(&text).ok())
+            .filter(|p| p.version == VERSION)
+            .unwrap_or_default()
+    }
+}
+
+/// The aligned block of `prefix` bits that holds `addr`.
+pub fn block_of(addr: Ipv4Addr, prefix: u8) -> Ipv4Net {
+    Ipv4Net::new(addr, prefix)
+        .expect("block prefix is at most 32")
+        .trunc()
+}
+
+/// The blocks of `prefix` bits that hold addresses of `subnet`, in address order (one, the
+/// block around it, for a subnet narrower than a block).
+pub fn blocks_of(subnet: Ipv4Net, prefix: u8) -> impl Iterator<Item = Ipv4Net> {
+    let subnet = subnet.trunc();
+    let (first, count) = match subnet.prefix_len() <= prefix {
+        true => (subnet.network(), 1u64 << (prefix - subnet.prefix_len())),
+        false => (block_of(subnet.network(), prefix).network(), 1),
+    };
+    let step = 1u64 << (32 - prefix);
+    (0..count).map(move |i| {
+        let start = u64::from(u32::from(first)) + i * step;
+        Ipv4Net::new(Ipv4Addr::from(start as u32), prefix).expect("valid prefix")
+    })
+}
+
+/// CLOCK_BOOTTIME in milliseconds: the clock of [`MeshState::valid_until_ms`] (system-wide,
+/// never set back, counts suspend).
+pub fn boottime_ms() -> u64 {
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
+        .expect("CLOCK_BOOTTIME is always there on Linux");
+    now.tv_sec() as u64 * 1000 + now.tv_nsec() as u64 / 1_000_000
+}
+
+/// Sends one request to the agent and reads its reply. An agent that is not running is an
+/// error of kind `NotFound` or `ConnectionRefused`.
+pub fn ask(dir: &StateDir, request: &Request, timeout: Duration) -> io::Result<Reply> {
+    let mut stream = UnixStream::connect(dir.mesh_socket())?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    let mut line = serde_json::to_vec(request).expect("a request always serializes");
+    line.push(b'\n');
+    stream.write_all(&line)?;
+    let mut reply = Vec::new();
+    BufReader::new(stream)
+        .take(MAX_BYTES)
+        .read_until(b'\n', &mut reply)?;
+    serde_json::from_slice(&reply).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(s: &str) -> Ipv4Net {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn blocks_of_a_wide_subnet_tile_it() {
+        let blocks: Vec<_> = blocks_of(net("10.32.0.0/24"), 26).collect();
+        assert_eq!(
+            blocks,
+            vec![
+                net("10.32.0.0/26"),
+                net("10.32.0.64/26"),
+                net("10.32.0.128/26"),
+                net("10.32.0.192/26")
+            ]
+        );
+        assert_eq!(blocks_of(net("10.32.0.0/12"), 26).count(), 1 << 14);
+    }
+
+    #[test]
+    fn a_narrow_subnet_lives_in_the_block_around_it() {
+        let blocks: Vec<_> = blocks_of(net("10.9.0.200/30"), 26).collect();
+        assert_eq!(blocks, vec![net("10.9.0.192/26")]);
+        assert_eq!(
+            block_of("10.9.0.201".parse().unwrap(), 26),
+            net("10.9.0.192/26")
+        );
+    }
+
+    #[test]
+    fn blocks_in_a_subnet_are_those_overlapping_it() {
+        let state = MeshState {
+            version: VERSION,
+            host: "a".into(),
+            blocks: vec![net("10.32.0.64/26"), net("10.9.0.192/26")],
+            block_prefix: 26,
+            valid_until_ms: 10,
+            etcd_reachable: true,
+            mtu: None,
+        };
+        assert_eq!(
+            state.blocks_in(net("10.32.0.0/12")),
+            vec![net("10.32.0.64/26")]
+        );
+        assert_eq!(
+            state.blocks_in(net("10.9.0.200/30")),
+            vec![net("10.9.0.192/26")]
+        );
+        assert!(state.blocks_in(net("10.40.0.0/16")).is_empty());
+        assert!(state.blocks_valid(9) && !state.blocks_valid(10));
+    }
+
+    #[test]
+    fn requests_and_replies_are_one_json_line() {
+        let r = Request::ClaimAddr {
+            addr: "10.32.0.9".parse().unwrap(),
+            id: "c1".into(),
+        };
+        let text = serde_json::to_string(&r).unwrap();
+        assert_eq!(text, r#"{"op":"claim_addr","addr":"10.32.0.9","id":"c1"}"#);
+        let reply: Reply = serde_json::from_str(r#"{"result":"refused","reason":"x"}"#).unwrap();
+        assert_eq!(reply, Reply::Refused { reason: "x".into() });
+    }
+}
