@@ -1,0 +1,564 @@
+//! `weave-mesh run`: the per-host agent.
+//!
+//! Threads: the lease's keepalive (every TTL/3; re-registers when the lease is gone), the
+//! watch of the prefix (a full read, then events; read again after any error), the
+//! maintenance tick (every second: publish the local store's addresses, reclaim hosts gone
+//! longer than the grace, repair the data path every few seconds) and the socket's server
+//! (one thread per connection). They share one [`Agent`].
+//!
+//! Stopping (SIGTERM, SIGINT) removes the socket and nothing else: the lease is not revoked
+//! and the blocks are not released, so running containers keep their addresses; the lease
+//! expires after its TTL, and the blocks are reclaimed by the other hosts after the grace
+//! unless the agent is started again before.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use ipnet::Ipv4Net;
+use weave_core::fsutil::{self, WriteOptions};
+use weave_core::layout::StateDir;
+use weave_core::mesh::{boottime_ms, MeshState, Peers, VERSION};
+
+use crate::cluster::{Claim, Cluster, MeshError};
+use crate::datapath::DataPath;
+use crate::etcd::{prefix_end, EtcdError, WatchEvent};
+use crate::local::local_addrs;
+use crate::view::View;
+
+/// A claim of an address the hook has not written to its store yet is not taken back by the
+/// publisher for this long.
+const CLAIM_PENDING_MS: u64 = 30_000;
+/// The data path is repaired (set_peers) at least this often.
+const REPAIR_EVERY_MS: u64 = 5_000;
+/// A conflict between a local address and etcd is logged at most this often per address.
+const WARN_EVERY_MS: u64 = 60_000;
+
+/// What `weave-mesh run` was told.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub cluster: Cluster,
+    pub name: String,
+    pub advertise: Ipv4Addr,
+    pub state_dir: PathBuf,
+    pub lease_ttl: Duration,
+    pub reclaim_after: Duration,
+}
+
+impl Config {
+    pub fn layout(&self) -> StateDir {
+        StateDir::new(&self.state_dir)
+    }
+
+    fn ttl_secs(&self) -> i64 {
+        self.lease_ttl.as_secs().max(1) as i64
+    }
+
+    fn ttl_ms(&self) -> u64 {
+        self.ttl_secs() as u64 * 1000
+    }
+
+    fn grace_ms(&self) -> u64 {
+        self.reclaim_after.as_millis() as u64
+    }
+}
+
+/// What the threads share.
+#[derive(Debug, Default)]
+struct Inner {
+    lease: i64,
+    /// `None` until the first full read of the prefix.
+    view: Option<View>,
+    /// This host's blocks, with the revision each was claimed or last seen at.
+    blocks: BTreeMap<Ipv4Net, i64>,
+    valid_until_ms: u64,
+    etcd_reachable: bool,
+    mtu: Option<u32>,
+    /// When this agent first saw each unregistered owner of blocks or addresses.
+    absent_since: BTreeMap<String, u64>,
+    /// Addresses claimed through the socket, and when.
+    pending_claims: BTreeMap<Ipv4Addr, u64>,
+    /// The peers the data path was last given successfully.
+    peers_set: Option<Vec<Ipv4Addr>>,
+    peers_file: Option<Peers>,
+    last_repair_ms: u64,
+    warned: BTreeMap<Ipv4Addr, u64>,
+}
+
+pub struct Agent {
+    pub cfg: Config,
+    datapath: Box<dyn DataPath>,
+    inner: Mutex<Inner>,
+    /// Held while a file of the mesh directory is written, and at exit.
+    files: Mutex<()>,
+    /// Block claims one at a time.
+    claims: Mutex<()>,
+    /// Data path calls one at a time.
+    dp: Mutex<()>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Mesh(#[from] MeshError),
+    #[error("cannot use state directory: {0}")]
+    Dir(#[from] fsutil::DirError),
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot set up the overlay: {0}")]
+    DataPath(String),
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Agent {
+    pub fn new(cfg: Config, datapath: Box<dyn DataPath>) -> Self {
+        Self {
+            cfg,
+            datapath,
+            inner: Mutex::new(Inner::default()),
+            files: Mutex::new(()),
+            claims: Mutex::new(()),
+            dp: Mutex::new(()),
+        }
+    }
+
+    fn me(&self) -> &str {
+        &self.cfg.name
+    }
+
+    /// Prepares the state directory and the data path, and registers (waiting for etcd while
+    /// it is unreachable; any other error ends the start).
+    pub fn start(&self) -> Result<(), AgentError> {
+        let layout = self.cfg.layout();
+        fsutil::ensure_private_dir(layout.root())?;
+        fsutil::ensure_private_dir(&layout.mesh_dir())?;
+        let mtu = self.datapath.ensure().map_err(AgentError::DataPath)?;
+        lock(&self.inner).mtu = mtu;
+        loop {
+            match self.register() {
+                Ok(()) => break,
+                Err(e) if e.is_unreachable() => {
+                    tracing::warn!("{e}; trying again");
+                    self.set_reachable(false);
+                    std::thread::sleep(Duration::from_secs(2));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.resync()?;
+        self.publish();
+        Ok(())
+    }
+
+    /// Registers with a new lease and takes this host's blocks from a fresh read: a block
+    /// now owned by someone else, or gone, is never handed out again.
+    fn register(&self) -> Result<(), MeshError> {
+        let before = boottime_ms();
+        let lease =
+            self.cfg
+                .cluster
+                .register(self.me(), self.cfg.advertise, self.cfg.ttl_secs())?;
+        let view = self.cfg.cluster.snapshot()?;
+        {
+            let mut inner = lock(&self.inner);
+            inner.lease = lease;
+            inner.etcd_reachable = true;
+            inner.valid_until_ms = before + self.cfg.ttl_ms() + self.cfg.grace_ms();
+            let rev = view.revision;
+            inner.blocks.retain(|_, claimed| *claimed > rev);
+            inner
+                .blocks
+                .extend(view.blocks_of(self.me()).into_iter().map(|b| (b, rev)));
+        }
+        tracing::info!(
+            "registered host {} ({}) with lease {lease:x}",
+            self.me(),
+            self.cfg.advertise
+        );
+        self.write_state();
+        Ok(())
+    }
+
+    /// One renewal of the lease; re-registers when etcd says it is gone.
+    pub fn keepalive_once(&self) {
+        let before = boottime_ms();
+        let lease = lock(&self.inner).lease;
+        match self.cfg.cluster.etcd.lease_keepalive(lease) {
+            Ok(Some(ttl)) => {
+                let ttl_ms = (ttl.max(0) as u64 * 1000).min(self.cfg.ttl_ms());
+                {
+                    let mut inner = lock(&self.inner);
+                    inner.valid_until_ms = before + ttl_ms + self.cfg.grace_ms();
+                    inner.etcd_reachable = true;
+                }
+                self.write_state();
+            }
+            Ok(None) => {
+                tracing::warn!(
+                    "the lease of host {} is gone (etcd was out of reach longer than its TTL); registering again",
+                    self.me()
+                );
+                if let Err(e) = self.register() {
+                    tracing::error!("{e}");
+                    self.set_reachable(!e.is_unreachable());
+                }
+            }
+            Err(e) => {
+                tracing::warn!("cannot renew the lease: {e}");
+                self.set_reachable(!e.is_unreachable());
+            }
+        }
+    }
+
+    pub fn keepalive_loop(&self) {
+        let period = Duration::from_millis((self.cfg.ttl_ms() / 3).max(500));
+        loop {
+            let reachable = lock(&self.inner).etcd_reachable;
+            std::thread::sleep(match reachable {
+                true => period,
+                false => Duration::from_secs(1).min(period),
+            });
+            self.keepalive_once();
+        }
+    }
+
+    fn set_reachable(&self, reachable: bool) {
+        let changed = {
+            let mut inner = lock(&self.inner);
+            std::mem::replace(&mut inner.etcd_reachable, reachable) != reachable
+        };
+        if changed {
+            self.write_state();
+        }
+    }
+
+    /// Reads the whole prefix again and makes it the view.
+    pub fn resync(&self) -> Result<i64, MeshError> {
+        let fresh = self.cfg.cluster.snapshot()?;
+        let rev = fresh.revision;
+        {
+            let mut inner = lock(&self.inner);
+            match inner.view.as_mut() {
+                Some(view) => view.reset(fresh),
+                None => inner.view = Some(fresh),
+            }
+        }
+        self.after_view_change();
+        Ok(rev)
+    }
+
+    fn apply(&self, event: &WatchEvent) {
+        {
+            let mut inner = lock(&self.inner);
+            let Some(view) = inner.view.as_mut() else {
+                return;
+            };
+            for e in &event.events {
+                view.apply(&self.cfg.cluster.keys, e);
+            }
+            view.revision = view.revision.max(event.revision);
+        }
+        self.after_view_change();
+    }
+
+    /// The watch loop: never returns.
+    pub fn watch_loop(&self) {
+        let keys = self.cfg.cluster.keys.clone();
+        let prefix = keys.prefix().to_vec();
+        let end = prefix_end(&prefix);
+        loop {
+            let rev = match self.resync() {
+                Ok(rev) => rev,
+                Err(e) => {
+                    tracing::warn!("{e}");
+                    self.set_reachable(!e.is_unreachable());
+                    std::thread::sleep(Duration::from_secs(1));
+                    continue;
+                }
+            };
+            match self.cfg.cluster.etcd.watch(&prefix, Some(&end), rev + 1) {
+                Ok(watch) => {
+                    for item in watch {
+                        match item {
+                            Ok(event) => self.apply(&event),
+                            Err(EtcdError::Compacted { .. }) => break,
+                            Err(e) => {
+                                tracing::warn!("the watch of etcd stopped: {e}");
+                                break;
+                            }
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!("cannot watch etcd: {e}"),
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// Brings the blocks, the reclaim clocks, peers.json and the data path in step with the
+    /// view.
+    fn after_view_change(&self) {
+        let now = boottime_ms();
+        let (blocks_changed, peers, peers_file) = {
+            let mut inner = lock(&self.inner);
+            let Some(view) = inner.view.clone() else {
+                return;
+            };
+            let before: Vec<Ipv4Net> = inner.blocks.keys().copied().collect();
+            let mine = view.blocks_of(self.me());
+            inner
+                .blocks
+                .retain(|b, claimed| mine.contains(b) || *claimed > view.revision);
+            for b in mine {
+                inner.blocks.entry(b).or_insert(view.revision);
+            }
+            let after: Vec<Ipv4Net> = inner.blocks.keys().copied().collect();
+            let mut gone = view.unregistered_owners();
+            gone.remove(self.me());
+            inner.absent_since.retain(|h, _| gone.contains(h));
+            for host in gone {
+                inner.absent_since.entry(host).or_insert(now);
+            }
+            let peers = view.peer_ips(self.me());
+            let file = view.peers_file(self.me());
+            let peers = (inner.peers_set.as_ref() != Some(&peers)).then_some(peers);
+            let file = (inner.peers_file.as_ref() != Some(&file)).then_some(file);
+            for lost in before.iter().filter(|b| !after.contains(b)) {
+                tracing::warn!("block {lost} is no longer this host's: it is not handed out any more");
+            }
+            (before != after, peers, file)
+        };
+        if blocks_changed {
+            self.write_state();
+        }
+        if let Some(peers) = peers {
+            self.set_peers(peers);
+        }
+        if let Some(file) = peers_file {
+            self.write_peers(file);
+        }
+    }
+
+    fn set_peers(&self, peers: Vec<Ipv4Addr>) {
+        let _dp = lock(&self.dp);
+        match self.datapath.set_peers(&peers) {
+            Ok(()) => {
+                let mut inner = lock(&self.inner);
+                if inner.peers_set.as_ref() != Some(&peers) {
+                    tracing::info!("overlay peers: {peers:?}");
+                }
+                inner.peers_set = Some(peers);
+                inner.last_repair_ms = boottime_ms();
+            }
+            Err(e) => {
+                tracing::error!("cannot set the overlay's peers: {e}");
+                lock(&self.inner).peers_set = None;
+            }
+        }
+    }
+
+    /// What state.json says now.
+    pub fn mesh_state(&self) -> MeshState {
+        let inner = lock(&self.inner);
+        MeshState {
+            version: VERSION,
+            host: self.cfg.name.clone(),
+            blocks: inner.blocks.keys().copied().collect(),
+            block_prefix: self.cfg.cluster.block_prefix,
+            valid_until_ms: inner.valid_until_ms,
+            etcd_reachable: inner.etcd_reachable,
+            mtu: inner.mtu,
+        }
+    }
+
+    fn write_state(&self) {
+        let _files = lock(&self.files);
+        let state = self.mesh_state();
+        let path = self.cfg.layout().mesh_state();
+        let text = serde_json::to_vec_pretty(&state).expect("state always serializes");
+        if let Err(e) = fsutil::write_atomic(&path, &text, &WriteOptions::STATE) {
+            tracing::error!("cannot write {}: {e}", path.display());
+        }
+    }
+
+    fn write_peers(&self, peers: Peers) {
+        let _files = lock(&self.files);
+        let path = self.cfg.layout().mesh_peers();
+        let text = serde_json::to_vec_pretty(&peers).expect("peers always serialize");
+        match fsutil::write_atomic(&path, &text, &WriteOptions::STATE) {
+            Ok(()) => lock(&self.inner).peers_file = Some(peers),
+            Err(e) => tracing::error!("cannot write {}: {e}", path.display()),
+        }
+    }
+
+    /// Holds the file lock for good: called at exit so no write is cut in half.
+    pub fn freeze_files(&self) -> MutexGuard<'_, ()> {
+        lock(&self.files)
+    }
+
+    /// The maintenance loop: never returns.
+    pub fn maintenance_loop(&self) {
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+            self.maintain();
+        }
+    }
+
+    pub fn maintain(&self) {
+        self.publish();
+        self.reclaim_gone();
+        let (due, peers) = {
+            let inner = lock(&self.inner);
+            let due = boottime_ms().saturating_sub(inner.last_repair_ms) >= REPAIR_EVERY_MS;
+            let peers = inner
+                .peers_set
+                .clone()
+                .or_else(|| inner.view.as_ref().map(|v| v.peer_ips(self.me())));
+            (due, peers)
+        };
+        if let (true, Some(peers)) = (due, peers) {
+            self.set_peers(peers);
+        }
+    }
+
+    /// Puts the local store's addresses in etcd and takes back this host's keys that the
+    /// store no longer holds.
+    pub fn publish(&self) {
+        let local = match local_addrs(&self.cfg.layout()) {
+            Ok(local) => local,
+            Err(e) => {
+                tracing::error!("cannot read the address store: {e}");
+                return;
+            }
+        };
+        let now = boottime_ms();
+        let (published, pending) = {
+            let mut inner = lock(&self.inner);
+            inner
+                .pending_claims
+                .retain(|_, at| now.saturating_sub(*at) < CLAIM_PENDING_MS);
+            let Some(view) = inner.view.as_ref() else {
+                return;
+            };
+            (view.addrs_of(self.me()), inner.pending_claims.clone())
+        };
+        let cluster = &self.cfg.cluster;
+        for (ip, container) in &local {
+            if published.get(ip) == Some(container) {
+                continue;
+            }
+            match cluster.claim_addr(self.me(), *ip, container) {
+                Ok(Claim::Granted(())) => {}
+                Ok(Claim::Refused(reason)) => self.warn_conflict(*ip, container, &reason),
+                Err(e) => return self.etcd_failed(e),
+            }
+        }
+        for (ip, container) in &published {
+            if local.contains_key(ip) || pending.contains_key(ip) {
+                continue;
+            }
+            if let Err(e) = cluster.release_addr(self.me(), *ip, Some(container)) {
+                return self.etcd_failed(e);
+            }
+        }
+    }
+
+    fn warn_conflict(&self, ip: Ipv4Addr, container: &str, reason: &str) {
+        let now = boottime_ms();
+        let mut inner = lock(&self.inner);
+        let last = inner.warned.get(&ip).copied();
+        if last.is_none_or(|t| now.saturating_sub(t) >= WARN_EVERY_MS) {
+            tracing::warn!("address {ip} of local container {container} conflicts with the mesh: {reason}");
+            inner.warned.insert(ip, now);
+        }
+    }
+
+    fn etcd_failed(&self, e: MeshError) {
+        tracing::warn!("{e}");
+        if e.is_unreachable() {
+            self.set_reachable(false);
+        }
+    }
+
+    /// Reclaims the hosts this agent has seen unregistered for longer than the grace.
+    pub fn reclaim_gone(&self) {
+        let now = boottime_ms();
+        let due: Vec<String> = lock(&self.inner)
+            .absent_since
+            .iter()
+            .filter(|(_, since)| now.saturating_sub(**since) >= self.cfg.grace_ms())
+            .map(|(h, _)| h.clone())
+            .collect();
+        for host in due {
+            match self.cfg.cluster.reclaim(&host) {
+                Ok(done) if !done.blocks.is_empty() || !done.addrs.is_empty() => {
+                    tracing::warn!(
+                        "reclaimed host {host}, gone for {} s: blocks {:?}, addresses {:?}",
+                        self.cfg.reclaim_after.as_secs(),
+                        done.blocks,
+                        done.addrs
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    self.etcd_failed(e);
+                    // Not before another grace: a failed reclaim is not retried in a loop.
+                    lock(&self.inner).absent_since.insert(host, now);
+                }
+            }
+        }
+    }
+
+    /// Claims a new block of `subnet`; it is in state.json before this returns.
+    pub fn claim_block(&self, subnet: Ipv4Net) -> Result<Claim<Ipv4Net>, MeshError> {
+        let _one = lock(&self.claims);
+        let claim = self.cfg.cluster.claim_block(self.me(), subnet);
+        self.note_etcd(&claim);
+        match claim? {
+            Claim::Granted((block, rev)) => {
+                lock(&self.inner).blocks.insert(block, rev);
+                self.write_state();
+                tracing::info!("claimed block {block}");
+                Ok(Claim::Granted(block))
+            }
+            Claim::Refused(reason) => Ok(Claim::Refused(reason)),
+        }
+    }
+
+    pub fn claim_addr(&self, ip: Ipv4Addr, container: &str) -> Result<Claim<()>, MeshError> {
+        lock(&self.inner).pending_claims.insert(ip, boottime_ms());
+        let claim = self.cfg.cluster.claim_addr(self.me(), ip, container);
+        self.note_etcd(&claim);
+        if !matches!(claim, Ok(Claim::Granted(()))) {
+            lock(&self.inner).pending_claims.remove(&ip);
+        }
+        claim
+    }
+
+    pub fn release_addr(&self, ip: Ipv4Addr, container: &str) -> Result<(), MeshError> {
+        lock(&self.inner).pending_claims.remove(&ip);
+        let done = self
+            .cfg
+            .cluster
+            .release_addr(self.me(), ip, Some(container));
+        self.note_etcd(&done);
+        done.map(drop)
+    }
+
+    fn note_etcd<T>(&self, result: &Result<T, MeshError>) {
+        match result {
+            Err(e) if e.is_unreachable() => self.set_reachable(false),
+            Ok(_) => self.set_reachable(true),
+            Err(_) => {}
+        }
+    }
+}
