@@ -333,7 +333,9 @@ impl Agent {
             let peers = (inner.peers_set.as_ref() != Some(&peers)).then_some(peers);
             let file = (inner.peers_file.as_ref() != Some(&file)).then_some(file);
             for lost in before.iter().filter(|b| !after.contains(b)) {
-                tracing::warn!("block {lost} is no longer this host's: it is not handed out any more");
+                tracing::warn!(
+                    "block {lost} is no longer this host's: it is not handed out any more"
+                );
             }
             (before != after, peers, file)
         };
@@ -477,7 +479,9 @@ impl Agent {
         let mut inner = lock(&self.inner);
         let last = inner.warned.get(&ip).copied();
         if last.is_none_or(|t| now.saturating_sub(t) >= WARN_EVERY_MS) {
-            tracing::warn!("address {ip} of local container {container} conflicts with the mesh: {reason}");
+            tracing::warn!(
+                "address {ip} of local container {container} conflicts with the mesh: {reason}"
+            );
             inner.warned.insert(ip, now);
         }
     }

@@ -394,7 +394,10 @@ impl Cluster {
             .filter(|(_, b)| b.value == name)
             .map(|(net, b)| (Key::Block(*net), self.keys.block(*net), b.mod_revision))
             .collect();
-        for batch in addrs.chunks(RECLAIM_BATCH).chain(blocks.chunks(RECLAIM_BATCH)) {
+        for batch in addrs
+            .chunks(RECLAIM_BATCH)
+            .chain(blocks.chunks(RECLAIM_BATCH))
+        {
             let mut compare = vec![absent(self.keys.host(name))];
             compare.extend(batch.iter().map(|(_, k, rev)| unchanged(k.clone(), *rev)));
             let delete: Vec<Op> = batch
@@ -404,10 +407,9 @@ impl Cluster {
                     range_end: None,
                 })
                 .collect();
-            let txn = self
-                .etcd
-                .txn(&compare, &delete, &[])
-                .map_err(ctx(format!("cannot reclaim host {name:?}'s blocks in etcd")))?;
+            let txn = self.etcd.txn(&compare, &delete, &[]).map_err(ctx(format!(
+                "cannot reclaim host {name:?}'s blocks in etcd"
+            )))?;
             if !txn.succeeded {
                 // Registered again, or another agent reclaimed or changed these keys first.
                 done.host_gone = self

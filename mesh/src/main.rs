@@ -32,7 +32,12 @@ the others; `rmhost` does that at once.";
 #[command(name = "weave-mesh", version, about = ABOUT)]
 struct Cli {
     /// etcd endpoints, comma-separated (http://IP:2379 or https://...)
-    #[arg(long, value_delimiter = ',', required = true, value_name = "URL[,URL...]")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        required = true,
+        value_name = "URL[,URL...]"
+    )]
     etcd: Vec<String>,
     /// CA certificate that signed the etcd members' certificates
     #[arg(long, value_name = "FILE")]
@@ -196,7 +201,13 @@ fn run_agent(cluster: Cluster, args: RunArgs) -> anyhow::Result<()> {
         lease_ttl: args.lease_ttl,
         reclaim_after: args.reclaim_after,
     };
-    let _ = (args.bridge, args.ipalloc_range, args.vni, args.port, args.mtu);
+    let _ = (
+        args.bridge,
+        args.ipalloc_range,
+        args.vni,
+        args.port,
+        args.mtu,
+    );
     let socket_path = cfg.layout().mesh_socket();
     let agent = Arc::new(Agent::new(cfg, datapath));
     weave_core::fsutil::ensure_private_dir(agent.cfg.layout().root())?;

@@ -24,7 +24,9 @@ const MAX_CONNECTIONS: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SocketError {
-    #[error("another weave-mesh already serves {0}; stop it first (one agent per state directory)")]
+    #[error(
+        "another weave-mesh already serves {0}; stop it first (one agent per state directory)"
+    )]
     InUse(String),
     #[error("cannot serve {path}: {source}")]
     Io {

@@ -225,7 +225,10 @@ mod tests {
             kv(b"/w/junk".to_vec(), b"x", 6),
         ];
         let mut view = View::from_kvs(&keys, &kvs, 6);
-        assert_eq!(view.peer_ips("a"), vec!["192.168.1.2".parse::<Ipv4Addr>().unwrap()]);
+        assert_eq!(
+            view.peer_ips("a"),
+            vec!["192.168.1.2".parse::<Ipv4Addr>().unwrap()]
+        );
         assert_eq!(view.blocks_of("b"), vec![b1]);
         assert!(view.unregistered_owners().is_empty());
         let peers = view.peers_file("a");
