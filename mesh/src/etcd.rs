@@ -36,8 +36,8 @@ pub struct EtcdConfig {
     /// `--client-cert-auth`.
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
-    /// Bound on one request to one endpoint (connect, send, answer). A watch uses it only to
-    /// connect.
+    /// Bound on one request to one endpoint (connect, send, answer). A watch uses it to
+    /// connect and send; then it waits up to [`WATCH_IDLE`] for each message.
     pub timeout: Duration,
 }
 
@@ -219,6 +219,28 @@ pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
 #[derive(Clone)]
 pub struct Etcd {
     inner: Arc<Inner>,
+    /// Watches: connecting is bounded by the timeout, then each read by the watch's idle time.
+    stream_agent: ureq::Agent,
+}
+
+/// How long a watch waits for a message before it ends with `Unreachable`: a member that
+/// vanished without closing the connection (its host gone) would otherwise hold it forever.
+/// A quiet watch is then simply opened again from the last revision seen + 1.
+pub const WATCH_IDLE: Duration = Duration::from_secs(60);
+
+fn agent(timeout: Duration, tls: &Option<Arc<rustls::ClientConfig>>) -> ureq::AgentBuilder {
+    let mut b = ureq::AgentBuilder::new()
+        .timeout_connect(timeout)
+        .timeout_write(timeout)
+        .max_idle_connections_per_host(4);
+    if let Some(tls) = tls {
+        b = b.tls_config(tls.clone());
+    }
+    b
+}
+
+fn stream_agent(inner: &Inner, idle: Duration) -> ureq::Agent {
+    agent(inner.timeout, &inner.tls).timeout_read(idle).build()
 }
 
 struct Inner {
@@ -229,8 +251,8 @@ struct Inner {
     preferred: AtomicUsize,
     /// Requests: the whole exchange bounded by the timeout.
     agent: ureq::Agent,
-    /// Watches: only connecting is bounded.
-    stream_agent: ureq::Agent,
+    timeout: Duration,
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl fmt::Debug for Etcd {
@@ -254,28 +276,28 @@ impl Etcd {
     pub fn connect(cfg: &EtcdConfig) -> Result<Self, EtcdError> {
         let endpoints = check_endpoints(&cfg.endpoints)?;
         let tls = tls_config(cfg)?;
-        let build = |whole: Option<Duration>| {
-            let mut b = ureq::AgentBuilder::new()
-                .timeout_connect(cfg.timeout)
-                .timeout_write(cfg.timeout)
-                .max_idle_connections_per_host(4);
-            if let Some(t) = whole {
-                b = b.timeout(t);
-            }
-            if let Some(tls) = &tls {
-                b = b.tls_config(tls.clone());
-            }
-            b.build()
+        let inner = Inner {
+            endpoints,
+            client_cert: cfg.cert.is_some(),
+            preferred: AtomicUsize::new(0),
+            agent: agent(cfg.timeout, &tls).timeout(cfg.timeout).build(),
+            timeout: cfg.timeout,
+            tls,
         };
+        let stream_agent = stream_agent(&inner, WATCH_IDLE);
         Ok(Etcd {
-            inner: Arc::new(Inner {
-                endpoints,
-                client_cert: cfg.cert.is_some(),
-                preferred: AtomicUsize::new(0),
-                agent: build(Some(cfg.timeout)),
-                stream_agent: build(None),
-            }),
+            inner: Arc::new(inner),
+            stream_agent,
         })
+    }
+
+    /// The same client, whose watches end with `Unreachable` after `idle` without any
+    /// message from etcd (instead of [`WATCH_IDLE`]).
+    pub fn with_watch_idle(&self, idle: Duration) -> Etcd {
+        Etcd {
+            inner: self.inner.clone(),
+            stream_agent: stream_agent(&self.inner, idle),
+        }
     }
 
     /// The endpoints, in the order given.
@@ -451,7 +473,6 @@ impl Etcd {
 
     fn open_stream(&self, ep: &str, path: &str, body: &Value) -> Result<StreamReader, Attempt> {
         let response = self
-            .inner
             .stream_agent
             .post(&format!("{ep}{path}"))
             .send_string(&body.to_string())

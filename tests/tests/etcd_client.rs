@@ -405,6 +405,24 @@ fn unanswering_endpoint_is_bounded_by_the_timeout() {
             "{took:?}"
         );
 
+        // A watch waits for messages only up to its idle time, on a hung endpoint or a quiet
+        // live one, and then says to watch again.
+        let t = Instant::now();
+        let idle = Duration::from_secs(1);
+        let e = etcd
+            .with_watch_idle(idle)
+            .watch(b"/k", None, 0)
+            .unwrap_err();
+        assert!(e.is_unreachable(), "{e:?}");
+        assert!(t.elapsed() < idle * 2, "{:?}", t.elapsed());
+        let live = Etcd::connect(&config(vec![cluster.endpoint(0)])).unwrap();
+        let mut quiet = live.with_watch_idle(idle).watch(b"/k", None, 0).unwrap();
+        let t = Instant::now();
+        let e = quiet.next().unwrap().unwrap_err();
+        eprintln!("quiet watch: {e} (after {:?})", t.elapsed());
+        assert!(e.is_unreachable() && t.elapsed() >= idle, "{e:?}");
+        assert!(quiet.next().is_none(), "a watch ends after its error");
+
         let both = Etcd::connect(&config(vec![hung_url, cluster.endpoint(0)])).unwrap();
         assert_eq!(both.get(b"/k").unwrap(), None);
         let t = Instant::now();
@@ -462,4 +480,73 @@ fn tls_with_client_certificate_and_refused_without() {
         let e = Etcd::connect(&missing).unwrap_err();
         assert!(e.to_string().contains("/nonexistent/ca.pem"), "{e}");
     });
+}
+
+/// A namespace of the test's own, deleted when dropped (after the cluster in it).
+struct Netns(String);
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.0])
+            .status();
+    }
+}
+
+#[test]
+fn members_on_the_callers_addresses_with_tls() {
+    if !ready("members_on_the_callers_addresses_with_tls") {
+        return;
+    }
+    let netns = Netns(weave_e2e::unique("wve"));
+    weave_e2e::sh(&format!(
+        "ip netns add {ns} && ip -n {ns} link set lo up && ip -n {ns} link add wvd0 type veth peer name wvd1 \
+         && ip -n {ns} addr add 10.47.0.1/24 dev wvd0 && ip -n {ns} addr add 10.47.0.2/24 dev wvd0 \
+         && ip -n {ns} addr add 10.47.0.3/24 dev wvd0 && ip -n {ns} link set wvd0 up && ip -n {ns} link set wvd1 up",
+        ns = netns.0
+    ));
+    let ips: Vec<std::net::Ipv4Addr> = ["10.47.0.1", "10.47.0.2", "10.47.0.3"]
+        .iter()
+        .map(|ip| ip.parse().unwrap())
+        .collect();
+    let mut cluster = EtcdCluster::start_in(&netns.0, &ips, true);
+    assert_eq!(
+        cluster.endpoints(),
+        [
+            "https://10.47.0.1:2379",
+            "https://10.47.0.2:2379",
+            "https://10.47.0.3:2379"
+        ]
+    );
+    let (ca, cert, key) = cluster.client_tls();
+    let cfg = EtcdConfig {
+        cacert: Some(ca),
+        cert: Some(cert),
+        key: Some(key),
+        ..config(cluster.endpoints())
+    };
+    cluster.run_in(|| {
+        // Each member's certificate holds its address.
+        for ep in cluster.endpoints() {
+            let one = Etcd::connect(&EtcdConfig {
+                endpoints: vec![ep.clone()],
+                ..cfg.clone()
+            });
+            one.unwrap().put(ep.as_bytes(), b"ok", None).unwrap();
+        }
+    });
+    cluster.kill_member(1);
+    let etcd = Etcd::connect(&cfg).unwrap();
+    cluster.run_in(|| {
+        let all = etcd
+            .range(b"https://", Some(&prefix_end(b"https://")))
+            .unwrap();
+        assert_eq!(all.kvs.len(), 3);
+    });
+    cluster.restart_all();
+    drop(cluster);
+    assert!(
+        !weave_e2e::sh(&format!("ip netns pids {}", netns.0)).contains(char::is_numeric),
+        "every member stopped"
+    );
 }
