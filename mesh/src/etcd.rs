@@ -434,10 +434,21 @@ impl Etcd {
                 .post(&url)
                 .send_string(&body.to_string())
                 .map_err(|e| Attempt::from_ureq(ep, self.inner.client_cert, e))?;
-            let text = response.into_string().map_err(|e| Attempt::Lost {
-                reason: format!("{ep}: reading the answer: {e}"),
-            })?;
-            serde_json::from_str(&text)
+            let mut body = Vec::new();
+            response
+                .into_reader()
+                .take(MAX_ANSWER + 1)
+                .read_to_end(&mut body)
+                .map_err(|e| Attempt::Lost {
+                    reason: format!("{ep}: reading the answer: {e}"),
+                })?;
+            if body.len() as u64 > MAX_ANSWER {
+                return Err(Attempt::Done(EtcdError::Protocol(format!(
+                    "{ep}{path}: the answer is larger than {} MiB",
+                    MAX_ANSWER >> 20
+                ))));
+            }
+            serde_json::from_slice(&body)
                 .map_err(|e| Attempt::Done(EtcdError::Protocol(format!("{ep}{path}: {e}"))))
         })
         .map(|(_, v)| v)
@@ -522,6 +533,10 @@ impl Etcd {
         Err(EtcdError::Unreachable(failures.join("; ")))
     }
 }
+
+/// The largest answer read (a range over many keys); more is a protocol error, not memory
+/// without end.
+const MAX_ANSWER: u64 = 256 << 20;
 
 type StreamReader = Box<dyn Read + Send + Sync + 'static>;
 
@@ -851,6 +866,14 @@ fn op_body(op: &Op) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shared_by_threads() {
+        fn send_sync<T: Send + Sync + Clone>() {}
+        fn send<T: Send>() {}
+        send_sync::<Etcd>();
+        send::<Watch>();
+    }
 
     #[test]
     fn prefix_end_follows_etcd() {

@@ -345,7 +345,7 @@ fn failover_to_live_members_then_unreachable_quickly() {
         // member; the client then sends it to the next.
         etcd.put(b"/f/first", b"x", None).unwrap();
         let first = t.elapsed();
-        assert!(first < TIMEOUT * 2 + Duration::from_secs(1), "first put after {first:?}");
+        assert!(first < TIMEOUT * 3, "first put after {first:?}");
         for i in 0..20 {
             etcd.put(format!("/f/{i}").as_bytes(), b"x", None).unwrap();
             assert_eq!(etcd.get(b"/f/k").unwrap().unwrap().value, b"v");
@@ -401,7 +401,7 @@ fn unanswering_endpoint_is_bounded_by_the_timeout() {
         eprintln!("hung endpoint: {e} (after {took:?})");
         assert!(e.is_unreachable(), "{e:?}");
         assert!(
-            took >= TIMEOUT && took < TIMEOUT + Duration::from_secs(1),
+            took >= TIMEOUT && took < TIMEOUT + Duration::from_secs(3),
             "{took:?}"
         );
 
@@ -414,7 +414,7 @@ fn unanswering_endpoint_is_bounded_by_the_timeout() {
             .watch(b"/k", None, 0)
             .unwrap_err();
         assert!(e.is_unreachable(), "{e:?}");
-        assert!(t.elapsed() < idle * 2, "{:?}", t.elapsed());
+        assert!(t.elapsed() < idle + TIMEOUT, "{:?}", t.elapsed());
         let live = Etcd::connect(&config(vec![cluster.endpoint(0)])).unwrap();
         let mut quiet = live.with_watch_idle(idle).watch(b"/k", None, 0).unwrap();
         let t = Instant::now();
