@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs every test: installs what they need (runc, Docker 26, podman, crun), checks formatting and
+# Runs every test: installs what they need (runc, Docker 26, podman, crun, etcd), checks formatting and
 # lints, then runs the whole workspace's tests against the real runtimes. Run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +10,7 @@ if [ "$(id -u)" -eq 0 ]; then
 	scripts/deps-docker.sh
 	scripts/deps-podman.sh
 	scripts/deps-crun.sh
+	scripts/deps-etcd.sh
 fi
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings

@@ -6,10 +6,11 @@
 //!
 //! Endpoints are tried in order, starting with the last one that answered. A request moves on
 //! to the next endpoint when it cannot reach one (connection refused, connect timeout, TLS
-//! handshake failure); a read-only or idempotent request also when an endpoint stops answering
-//! midway or says it is unavailable (no leader). A put, a transaction or a lease grant that was
-//! sent and got no answer is *not* sent again elsewhere: its outcome is unknown, and the error
-//! says so (the caller reads back what is there).
+//! handshake failure); a read, a put, a delete, a keepalive or a revoke also when an endpoint
+//! stops answering midway (a member waiting for a new leader lets a request it forwarded to the
+//! dead one time out) or says it is unavailable. A transaction or a lease grant that was sent
+//! and got no answer is *not* sent again elsewhere: its outcome is unknown, and the error says
+//! so (the caller reads back what is there).
 
 mod wire;
 
@@ -35,8 +36,8 @@ pub struct EtcdConfig {
     /// `--client-cert-auth`.
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
-    /// Bound on one request to one endpoint (connect, send, answer). A watch uses it only to
-    /// connect.
+    /// Bound on one request to one endpoint (connect, send, answer). A watch uses it to
+    /// connect and send; then it waits up to [`WATCH_IDLE`] for each message.
     pub timeout: Duration,
 }
 
@@ -61,7 +62,9 @@ pub enum EtcdError {
     Protocol(String),
     /// A watch asked for revisions that etcd has compacted away: the caller must read the
     /// current state again and watch from there.
-    #[error("etcd compacted its history past the watched revision (oldest kept: {compact_revision})")]
+    #[error(
+        "etcd compacted its history past the watched revision (oldest kept: {compact_revision})"
+    )]
     Compacted { compact_revision: i64 },
 }
 
@@ -105,10 +108,26 @@ pub enum Cmp {
 /// revision and version 0.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Compare {
-    CreateRevision { key: Vec<u8>, op: Cmp, value: i64 },
-    ModRevision { key: Vec<u8>, op: Cmp, value: i64 },
-    Value { key: Vec<u8>, op: Cmp, value: Vec<u8> },
-    Version { key: Vec<u8>, op: Cmp, value: i64 },
+    CreateRevision {
+        key: Vec<u8>,
+        op: Cmp,
+        value: i64,
+    },
+    ModRevision {
+        key: Vec<u8>,
+        op: Cmp,
+        value: i64,
+    },
+    Value {
+        key: Vec<u8>,
+        op: Cmp,
+        value: Vec<u8>,
+    },
+    Version {
+        key: Vec<u8>,
+        op: Cmp,
+        value: i64,
+    },
 }
 
 /// One operation of a transaction.
@@ -200,16 +219,40 @@ pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
 #[derive(Clone)]
 pub struct Etcd {
     inner: Arc<Inner>,
+    /// Watches: connecting is bounded by the timeout, then each read by the watch's idle time.
+    stream_agent: ureq::Agent,
+}
+
+/// How long a watch waits for a message before it ends with `Unreachable`: a member that
+/// vanished without closing the connection (its host gone) would otherwise hold it forever.
+/// A quiet watch is then simply opened again from the last revision seen + 1.
+pub const WATCH_IDLE: Duration = Duration::from_secs(60);
+
+fn agent(timeout: Duration, tls: &Option<Arc<rustls::ClientConfig>>) -> ureq::AgentBuilder {
+    let mut b = ureq::AgentBuilder::new()
+        .timeout_connect(timeout)
+        .timeout_write(timeout)
+        .max_idle_connections_per_host(4);
+    if let Some(tls) = tls {
+        b = b.tls_config(tls.clone());
+    }
+    b
+}
+
+fn stream_agent(inner: &Inner, idle: Duration) -> ureq::Agent {
+    agent(inner.timeout, &inner.tls).timeout_read(idle).build()
 }
 
 struct Inner {
     endpoints: Vec<String>,
+    /// True when a client certificate is configured.
+    client_cert: bool,
     /// Index of the endpoint that answered last.
     preferred: AtomicUsize,
     /// Requests: the whole exchange bounded by the timeout.
     agent: ureq::Agent,
-    /// Watches: only connecting is bounded.
-    stream_agent: ureq::Agent,
+    timeout: Duration,
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl fmt::Debug for Etcd {
@@ -233,27 +276,28 @@ impl Etcd {
     pub fn connect(cfg: &EtcdConfig) -> Result<Self, EtcdError> {
         let endpoints = check_endpoints(&cfg.endpoints)?;
         let tls = tls_config(cfg)?;
-        let build = |whole: Option<Duration>| {
-            let mut b = ureq::AgentBuilder::new()
-                .timeout_connect(cfg.timeout)
-                .timeout_write(cfg.timeout)
-                .max_idle_connections_per_host(4);
-            if let Some(t) = whole {
-                b = b.timeout(t);
-            }
-            if let Some(tls) = &tls {
-                b = b.tls_config(tls.clone());
-            }
-            b.build()
+        let inner = Inner {
+            endpoints,
+            client_cert: cfg.cert.is_some(),
+            preferred: AtomicUsize::new(0),
+            agent: agent(cfg.timeout, &tls).timeout(cfg.timeout).build(),
+            timeout: cfg.timeout,
+            tls,
         };
+        let stream_agent = stream_agent(&inner, WATCH_IDLE);
         Ok(Etcd {
-            inner: Arc::new(Inner {
-                endpoints,
-                preferred: AtomicUsize::new(0),
-                agent: build(Some(cfg.timeout)),
-                stream_agent: build(None),
-            }),
+            inner: Arc::new(inner),
+            stream_agent,
         })
+    }
+
+    /// The same client, whose watches end with `Unreachable` after `idle` without any
+    /// message from etcd (instead of [`WATCH_IDLE`]).
+    pub fn with_watch_idle(&self, idle: Duration) -> Etcd {
+        Etcd {
+            inner: self.inner.clone(),
+            stream_agent: stream_agent(&self.inner, idle),
+        }
     }
 
     /// The endpoints, in the order given.
@@ -273,7 +317,8 @@ impl Etcd {
 
     /// Sets `key`; returns the revision of the change.
     pub fn put(&self, key: &[u8], value: &[u8], lease: Option<i64>) -> Result<i64, EtcdError> {
-        let answer = self.post("/v3/kv/put", &put_body(key, value, lease), Resend::Unsafe)?;
+        // Sending a put again leaves the same value (only its version and revision differ).
+        let answer = self.post("/v3/kv/put", &put_body(key, value, lease), Resend::Safe)?;
         Ok(parse::<Header>(answer)?.revision())
     }
 
@@ -303,6 +348,14 @@ impl Etcd {
         parse::<WireTxn>(answer)?.into_result()
     }
 
+    /// Drops the history before `revision` (watches from before it then fail with
+    /// `Compacted`).
+    pub fn compact(&self, revision: i64) -> Result<(), EtcdError> {
+        let body = json!({ "revision": revision.to_string(), "physical": true });
+        self.post("/v3/kv/compaction", &body, Resend::Safe)
+            .map(|_| ())
+    }
+
     /// A new lease of `ttl_secs`; returns its id.
     pub fn lease_grant(&self, ttl_secs: i64) -> Result<i64, EtcdError> {
         let body = json!({ "TTL": ttl_secs.to_string(), "ID": "0" });
@@ -315,7 +368,9 @@ impl Etcd {
             });
         }
         match lease.id() {
-            0 => Err(EtcdError::Protocol("lease grant answered without an ID".into())),
+            0 => Err(EtcdError::Protocol(
+                "lease grant answered without an ID".into(),
+            )),
             id => Ok(id),
         }
     }
@@ -333,7 +388,8 @@ impl Etcd {
     /// Ends lease `id` and deletes its keys. A lease that is already gone is not an error.
     pub fn lease_revoke(&self, id: i64) -> Result<(), EtcdError> {
         let body = json!({ "ID": id.to_string() });
-        match self.post("/v3/lease/revoke", &body, Resend::Safe) {
+        // etcd 3.4's gateway has revoke only under /v3/kv/lease/; 3.5 has it under both.
+        match self.post("/v3/kv/lease/revoke", &body, Resend::Safe) {
             Ok(_) => Ok(()),
             Err(EtcdError::Rejected { code: Some(5), .. }) => Ok(()),
             Err(e) => Err(e),
@@ -377,11 +433,22 @@ impl Etcd {
                 .agent
                 .post(&url)
                 .send_string(&body.to_string())
-                .map_err(|e| Attempt::from_ureq(ep, e))?;
-            let text = response.into_string().map_err(|e| Attempt::Lost {
-                reason: format!("{ep}: reading the answer: {e}"),
-            })?;
-            serde_json::from_str(&text)
+                .map_err(|e| Attempt::from_ureq(ep, self.inner.client_cert, e))?;
+            let mut body = Vec::new();
+            response
+                .into_reader()
+                .take(MAX_ANSWER + 1)
+                .read_to_end(&mut body)
+                .map_err(|e| Attempt::Lost {
+                    reason: format!("{ep}: reading the answer: {e}"),
+                })?;
+            if body.len() as u64 > MAX_ANSWER {
+                return Err(Attempt::Done(EtcdError::Protocol(format!(
+                    "{ep}{path}: the answer is larger than {} MiB",
+                    MAX_ANSWER >> 20
+                ))));
+            }
+            serde_json::from_slice(&body)
                 .map_err(|e| Attempt::Done(EtcdError::Protocol(format!("{ep}{path}: {e}"))))
         })
         .map(|(_, v)| v)
@@ -396,7 +463,7 @@ impl Etcd {
                 .agent
                 .post(&url)
                 .send_string(&body.to_string())
-                .map_err(|e| Attempt::from_ureq(ep, e))?;
+                .map_err(|e| Attempt::from_ureq(ep, self.inner.client_cert, e))?;
             let mut stream =
                 serde_json::Deserializer::from_reader(response.into_reader()).into_iter::<Value>();
             match stream.next() {
@@ -404,7 +471,9 @@ impl Etcd {
                 Some(Err(e)) if e.is_io() || e.is_eof() => Err(Attempt::Lost {
                     reason: format!("{ep}: reading the answer: {e}"),
                 }),
-                Some(Err(e)) => Err(Attempt::Done(EtcdError::Protocol(format!("{ep}{path}: {e}")))),
+                Some(Err(e)) => Err(Attempt::Done(EtcdError::Protocol(format!(
+                    "{ep}{path}: {e}"
+                )))),
                 None => Err(Attempt::Lost {
                     reason: format!("{ep}: the answer to {path} was empty"),
                 }),
@@ -415,11 +484,10 @@ impl Etcd {
 
     fn open_stream(&self, ep: &str, path: &str, body: &Value) -> Result<StreamReader, Attempt> {
         let response = self
-            .inner
             .stream_agent
             .post(&format!("{ep}{path}"))
             .send_string(&body.to_string())
-            .map_err(|e| Attempt::from_ureq(ep, e))?;
+            .map_err(|e| Attempt::from_ureq(ep, self.inner.client_cert, e))?;
         Ok(response.into_reader())
     }
 
@@ -466,6 +534,10 @@ impl Etcd {
     }
 }
 
+/// The largest answer read (a range over many keys); more is a protocol error, not memory
+/// without end.
+const MAX_ANSWER: u64 = 256 << 20;
+
 type StreamReader = Box<dyn Read + Send + Sync + 'static>;
 
 /// How one try on one endpoint ended, when it did not give an answer.
@@ -481,10 +553,10 @@ enum Attempt {
 }
 
 impl Attempt {
-    fn from_ureq(ep: &str, e: ureq::Error) -> Attempt {
+    fn from_ureq(ep: &str, has_client_cert: bool, e: ureq::Error) -> Attempt {
         match e {
             ureq::Error::Status(status, response) => {
-                let text = response.into_string().unwrap_or_default();
+                let text = read_error_body(response);
                 let (code, message) = wire::error_of(&text)
                     .unwrap_or((None, format!("HTTP {status}: {}", text.trim())));
                 match code {
@@ -493,7 +565,13 @@ impl Attempt {
                 }
             }
             ureq::Error::Transport(t) => {
-                let reason = format!("{ep}: {}", transport_reason(&t));
+                let reason = transport_reason(&t);
+                let reason = if reason.starts_with(ep) {
+                    reason
+                } else {
+                    format!("{ep}: {reason}")
+                };
+                let reason = with_tls_hint(ep, has_client_cert, reason);
                 match t.kind() {
                     ureq::ErrorKind::Dns | ureq::ErrorKind::ConnectionFailed => {
                         Attempt::Unreached { reason }
@@ -508,6 +586,18 @@ impl Attempt {
     }
 }
 
+/// The body of an error answer. etcd 3.4's gateway ends those with a chunked encoding that
+/// ureq rejects after the JSON (a trailer), so what was read before that error is kept.
+fn read_error_body(response: ureq::Response) -> String {
+    let mut reader = response.into_reader().take(64 * 1024);
+    let mut body = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n @ 1..) = reader.read(&mut buf) {
+        body.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&body).into_owned()
+}
+
 /// A transport error's message with its causes (TLS alerts hide there).
 fn transport_reason(t: &ureq::Transport) -> String {
     let mut reason = t.to_string();
@@ -520,11 +610,28 @@ fn transport_reason(t: &ureq::Transport) -> String {
         }
         source = s.source();
     }
+    // ureq repeats its kind's name ("Network Error: Network Error: ...").
+    let mut parts: Vec<&str> = reason.split(": ").collect();
+    parts.dedup();
+    parts.join(": ")
+}
+
+/// Adds what to check to a failure on an https endpoint that looks like TLS refusing: with TLS
+/// 1.3 a member that wants a client certificate closes the connection only after the handshake,
+/// so the client sees a broken pipe or a reset rather than an alert.
+fn with_tls_hint(ep: &str, has_client_cert: bool, mut reason: String) -> String {
+    if !ep.starts_with("https://") {
+        return reason;
+    }
     let lower = reason.to_lowercase();
-    if lower.contains("certificate") || lower.contains("alert") || lower.contains("tls") {
+    let tls_words = ["certificate", "alert", "tls", "handshake"];
+    let closed = ["broken pipe", "reset by peer", "unexpected eof"];
+    if !has_client_cert && closed.iter().chain(&tls_words).any(|w| lower.contains(w)) {
         reason.push_str(
-            " (TLS: check --etcd-cacert, and --etcd-cert/--etcd-key when etcd checks client certificates)",
+            " (TLS: etcd may require a client certificate: give --etcd-cert and --etcd-key)",
         );
+    } else if tls_words.iter().any(|w| lower.contains(w)) {
+        reason.push_str(" (TLS: check --etcd-cacert, --etcd-cert and --etcd-key)");
     }
     reason
 }
@@ -578,9 +685,10 @@ impl Watch {
         let ep = &self.endpoint;
         match self.stream.next()? {
             Ok(msg) => Some(msg.into_result().map_err(|e| match e {
-                EtcdError::Rejected { code: Some(14), message } => {
-                    EtcdError::Unreachable(format!("{ep}: {message}"))
-                }
+                EtcdError::Rejected {
+                    code: Some(14),
+                    message,
+                } => EtcdError::Unreachable(format!("{ep}: {message}")),
                 e => e,
             })),
             Err(e) if e.is_io() || e.is_eof() => Some(Err(EtcdError::Unreachable(format!(
@@ -663,8 +771,7 @@ fn tls_config(cfg: &EtcdConfig) -> Result<Option<Arc<rustls::ClientConfig>>, Etc
     let config = match (&cfg.cert, &cfg.key) {
         (Some(cert), Some(key)) => {
             let chain = read_certs(cert)?;
-            let key_der =
-                PrivateKeyDer::from_pem_file(key).map_err(|e| tls_file_error(key, &e))?;
+            let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| tls_file_error(key, &e))?;
             builder
                 .with_client_auth_cert(chain, key_der)
                 .map_err(|e| EtcdError::Config(format!("TLS client certificate: {e}")))?
@@ -718,9 +825,13 @@ fn put_body(key: &[u8], value: &[u8], lease: Option<i64>) -> Value {
 
 fn compare_body(c: &Compare) -> Value {
     let (key, op, target, field, value): (&[u8], Cmp, &str, &str, Value) = match c {
-        Compare::CreateRevision { key, op, value } => {
-            (key, *op, "CREATE", "create_revision", value.to_string().into())
-        }
+        Compare::CreateRevision { key, op, value } => (
+            key,
+            *op,
+            "CREATE",
+            "create_revision",
+            value.to_string().into(),
+        ),
         Compare::ModRevision { key, op, value } => {
             (key, *op, "MOD", "mod_revision", value.to_string().into())
         }
@@ -755,6 +866,14 @@ fn op_body(op: &Op) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shared_by_threads() {
+        fn send_sync<T: Send + Sync + Clone>() {}
+        fn send<T: Send>() {}
+        send_sync::<Etcd>();
+        send::<Watch>();
+    }
 
     #[test]
     fn prefix_end_follows_etcd() {

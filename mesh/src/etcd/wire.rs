@@ -329,10 +329,16 @@ mod tests {
 
     #[test]
     fn a_compacted_watch_says_so() {
-        let text = r#"{"result":{"header":{"raft_term":"2"},"canceled":true,"compact_revision":"2"}}"#;
+        let text =
+            r#"{"result":{"header":{"raft_term":"2"},"canceled":true,"compact_revision":"2"}}"#;
         let m: WireWatchMessage = serde_json::from_str(text).unwrap();
         let e = m.into_result().unwrap().into_event().unwrap_err();
-        assert!(matches!(e, EtcdError::Compacted { compact_revision: 2 }));
+        assert!(matches!(
+            e,
+            EtcdError::Compacted {
+                compact_revision: 2
+            }
+        ));
     }
 
     #[test]
