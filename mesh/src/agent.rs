@@ -14,6 +14,7 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -35,6 +36,8 @@ const CLAIM_PENDING_MS: u64 = 30_000;
 const REPAIR_EVERY_MS: u64 = 5_000;
 /// A conflict between a local address and etcd is logged at most this often per address.
 const WARN_EVERY_MS: u64 = 60_000;
+/// The whole prefix is read again at least this often, whatever the watch says.
+const RESYNC_EVERY_MS: u64 = 30_000;
 
 /// What `weave-mesh run` was told.
 #[derive(Debug, Clone)]
@@ -84,6 +87,7 @@ struct Inner {
     peers_set: Option<Vec<Ipv4Addr>>,
     peers_file: Option<Peers>,
     last_repair_ms: u64,
+    last_resync_ms: u64,
     warned: BTreeMap<Ipv4Addr, u64>,
 }
 
@@ -97,6 +101,8 @@ pub struct Agent {
     claims: Mutex<()>,
     /// Data path calls one at a time.
     dp: Mutex<()>,
+    /// Set by [`Agent::stop`]: the loops return.
+    stop: AtomicBool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -128,7 +134,17 @@ impl Agent {
             files: Mutex::new(()),
             claims: Mutex::new(()),
             dp: Mutex::new(()),
+            stop: AtomicBool::new(false),
         }
+    }
+
+    /// Makes the loops return at their next turn (tests; the binary exits instead).
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+    }
+
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
     }
 
     fn me(&self) -> &str {
@@ -221,7 +237,7 @@ impl Agent {
 
     pub fn keepalive_loop(&self) {
         let period = Duration::from_millis((self.cfg.ttl_ms() / 3).max(500));
-        loop {
+        while !self.stopped() {
             let reachable = lock(&self.inner).etcd_reachable;
             std::thread::sleep(match reachable {
                 true => period,
@@ -241,13 +257,16 @@ impl Agent {
         }
     }
 
-    /// Reads the whole prefix again and makes it the view.
+    /// Reads the whole prefix again and makes it the view (unless the watch has already
+    /// brought the view past it).
     pub fn resync(&self) -> Result<i64, MeshError> {
         let fresh = self.cfg.cluster.snapshot()?;
         let rev = fresh.revision;
         {
             let mut inner = lock(&self.inner);
+            inner.last_resync_ms = boottime_ms();
             match inner.view.as_mut() {
+                Some(view) if view.revision > rev => {}
                 Some(view) => view.reset(fresh),
                 None => inner.view = Some(fresh),
             }
@@ -262,7 +281,9 @@ impl Agent {
             let Some(view) = inner.view.as_mut() else {
                 return;
             };
-            for e in &event.events {
+            // What a read of the prefix already holds is not applied twice.
+            let base = view.revision;
+            for e in event.events.iter().filter(|e| e.kv.mod_revision > base) {
                 view.apply(&self.cfg.cluster.keys, e);
             }
             view.revision = view.revision.max(event.revision);
@@ -275,7 +296,7 @@ impl Agent {
         let keys = self.cfg.cluster.keys.clone();
         let prefix = keys.prefix().to_vec();
         let end = prefix_end(&prefix);
-        loop {
+        while !self.stopped() {
             let rev = match self.resync() {
                 Ok(rev) => rev,
                 Err(e) => {
@@ -288,6 +309,9 @@ impl Agent {
             match self.cfg.cluster.etcd.watch(&prefix, Some(&end), rev + 1) {
                 Ok(watch) => {
                     for item in watch {
+                        if self.stopped() {
+                            return;
+                        }
                         match item {
                             Ok(event) => self.apply(&event),
                             Err(EtcdError::Compacted { .. }) => break,
@@ -409,18 +433,26 @@ impl Agent {
 
     /// The maintenance loop: never returns.
     pub fn maintenance_loop(&self) {
-        loop {
+        while !self.stopped() {
             std::thread::sleep(Duration::from_secs(1));
             self.maintain();
         }
     }
 
     pub fn maintain(&self) {
+        let now = boottime_ms();
+        let resync_due = now.saturating_sub(lock(&self.inner).last_resync_ms) >= RESYNC_EVERY_MS;
+        if resync_due {
+            if let Err(e) = self.resync() {
+                self.etcd_failed(e);
+            }
+        }
         self.publish();
         self.reclaim_gone();
         let (due, peers) = {
             let inner = lock(&self.inner);
-            let due = boottime_ms().saturating_sub(inner.last_repair_ms) >= REPAIR_EVERY_MS;
+            let due = now.saturating_sub(inner.last_repair_ms) >= REPAIR_EVERY_MS;
+            // With etcd out of reach, the last peers known: running containers keep talking.
             let peers = inner
                 .peers_set
                 .clone()
@@ -428,8 +460,26 @@ impl Agent {
             (due, peers)
         };
         if let (true, Some(peers)) = (due, peers) {
-            self.set_peers(peers);
+            self.repair(peers);
         }
+    }
+
+    /// Recreates what was deleted of the overlay (device, tables), then its peers.
+    fn repair(&self, peers: Vec<Ipv4Addr>) {
+        let ensured = {
+            let _dp = lock(&self.dp);
+            self.datapath.ensure()
+        };
+        match ensured {
+            Ok(mtu) => {
+                let changed = std::mem::replace(&mut lock(&self.inner).mtu, mtu) != mtu;
+                if changed {
+                    self.write_state();
+                }
+            }
+            Err(e) => tracing::error!("cannot repair the overlay: {e}"),
+        }
+        self.set_peers(peers);
     }
 
     /// Puts the local store's addresses in etcd and takes back this host's keys that the

@@ -44,3 +44,13 @@ impl DataPath for Recorder {
         Ok(())
     }
 }
+
+impl<T: DataPath + ?Sized> DataPath for std::sync::Arc<T> {
+    fn ensure(&self) -> Result<Option<u32>, String> {
+        (**self).ensure()
+    }
+
+    fn set_peers(&self, peers: &[Ipv4Addr]) -> Result<(), String> {
+        (**self).set_peers(peers)
+    }
+}

@@ -103,6 +103,9 @@ struct RunArgs {
     /// VXLAN UDP port (all hosts of a network must agree)
     #[arg(long, default_value_t = 4789)]
     port: u16,
+    /// weave DNS's address on the bridge (as weave-hook's --dns-addr): kept off the VXLAN port
+    #[arg(long, value_name = "IP/PREFIX", value_parser = settings::parse_dns_addr)]
+    dns_addr: Option<Ipv4Net>,
     /// Overlay MTU instead of the underlay's minus 50
     #[arg(long, value_parser = settings::parse_mtu)]
     mtu: Option<u32>,
@@ -187,12 +190,8 @@ fn run_agent(cluster: Cluster, args: RunArgs) -> anyhow::Result<()> {
     signals.add(Signal::SIGTERM);
     signals.add(Signal::SIGINT);
     signals.thread_block()?;
-    let datapath: Box<dyn DataPath> = match args.no_overlay {
-        true => Box::new(NoOverlay),
-        false => anyhow::bail!(
-            "the overlay data path is not built into this weave-mesh yet; run with --no-overlay"
-        ),
-    };
+    settings::check_dns_addr(args.ipalloc_range, args.dns_addr).map_err(anyhow::Error::msg)?;
+    let datapath = datapath(&args)?;
     let cfg = Config {
         cluster,
         name: args.name,
@@ -201,13 +200,6 @@ fn run_agent(cluster: Cluster, args: RunArgs) -> anyhow::Result<()> {
         lease_ttl: args.lease_ttl,
         reclaim_after: args.reclaim_after,
     };
-    let _ = (
-        args.bridge,
-        args.ipalloc_range,
-        args.vni,
-        args.port,
-        args.mtu,
-    );
     let socket_path = cfg.layout().mesh_socket();
     let agent = Arc::new(Agent::new(cfg, datapath));
     weave_core::fsutil::ensure_private_dir(agent.cfg.layout().root())?;
@@ -233,6 +225,41 @@ fn run_agent(cluster: Cluster, args: RunArgs) -> anyhow::Result<()> {
     let _files = agent.freeze_files();
     let _ = std::fs::remove_file(&socket_path);
     std::process::exit(0)
+}
+
+/// The kernel overlay of weave-hook's library, or none with --no-overlay.
+fn datapath(args: &RunArgs) -> anyhow::Result<Box<dyn DataPath>> {
+    if args.no_overlay {
+        return Ok(Box::new(NoOverlay));
+    }
+    kernel_overlay(args)
+}
+
+#[cfg(feature = "overlay")]
+fn kernel_overlay(args: &RunArgs) -> anyhow::Result<Box<dyn DataPath>> {
+    let mut settings = settings::Settings::defaults();
+    settings.bridge = args.bridge.clone();
+    settings.ipalloc_range = args.ipalloc_range;
+    settings.state_dir = args.state_dir.clone();
+    settings.dns.addr = args.dns_addr;
+    let overlay = weave_hook::overlay::Overlay {
+        bridge: args.bridge.clone(),
+        vni: args.vni,
+        port: args.port,
+        local: args.advertise,
+        mtu: args.mtu,
+    };
+    Ok(Box::new(weave_mesh::kernel::KernelOverlay {
+        settings,
+        overlay,
+    }))
+}
+
+#[cfg(not(feature = "overlay"))]
+fn kernel_overlay(_args: &RunArgs) -> anyhow::Result<Box<dyn DataPath>> {
+    anyhow::bail!(
+        "this weave-mesh was built without the overlay data path (cargo feature \"overlay\"); run it with --no-overlay, or build it with the feature"
+    )
 }
 
 fn spawn(name: &str, agent: &Arc<Agent>, f: fn(&Agent)) {
