@@ -31,31 +31,31 @@ the others; `rmhost` does that at once.";
 #[derive(Parser, Debug)]
 #[command(name = "weave-mesh", version, about = ABOUT)]
 struct Cli {
-    /// etcd endpoints, comma-separated (http://IP:2379 or https://...)
+    /// etcd endpoints, comma-separated (http://IP:2379 or https://...); required
     #[arg(
         long,
+        global = true,
         value_delimiter = ',',
-        required = true,
         value_name = "URL[,URL...]"
     )]
     etcd: Vec<String>,
     /// CA certificate that signed the etcd members' certificates
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, global = true, value_name = "FILE")]
     etcd_cacert: Option<PathBuf>,
     /// Client certificate for etcd (members run with --client-cert-auth)
-    #[arg(long, value_name = "FILE", requires = "etcd_key")]
+    #[arg(long, global = true, value_name = "FILE", requires = "etcd_key")]
     etcd_cert: Option<PathBuf>,
     /// Key of the client certificate
-    #[arg(long, value_name = "FILE", requires = "etcd_cert")]
+    #[arg(long, global = true, value_name = "FILE", requires = "etcd_cert")]
     etcd_key: Option<PathBuf>,
     /// Key prefix in etcd: several weave networks can share one etcd with different prefixes
-    #[arg(long, default_value = DEFAULT_PREFIX, value_parser = keys::parse_prefix)]
+    #[arg(long, global = true, default_value = DEFAULT_PREFIX, value_parser = keys::parse_prefix)]
     prefix: String,
     /// Bound on one etcd request
-    #[arg(long, default_value = "5", value_name = "SECONDS", value_parser = parse_secs)]
+    #[arg(long, global = true, default_value = "5", value_name = "SECONDS", value_parser = parse_secs)]
     etcd_timeout: Duration,
     /// Length of the address blocks hosts claim (all hosts of a network must agree)
-    #[arg(long, default_value_t = DEFAULT_BLOCK_PREFIX, value_parser = clap::value_parser!(u8).range(8..=30))]
+    #[arg(long, global = true, default_value_t = DEFAULT_BLOCK_PREFIX, value_parser = clap::value_parser!(u8).range(8..=30))]
     block_prefix: u8,
     #[command(subcommand)]
     command: Command,
@@ -144,6 +144,11 @@ fn main() -> ExitCode {
 }
 
 fn cluster(cli: &Cli) -> anyhow::Result<Cluster> {
+    if cli.etcd.is_empty() {
+        anyhow::bail!(
+            "--etcd URL[,URL...] is required (etcd's client URLs, e.g. http://10.0.0.5:2379)"
+        );
+    }
     let etcd = Etcd::connect(&EtcdConfig {
         endpoints: cli.etcd.clone(),
         cacert: cli.etcd_cacert.clone(),
@@ -206,6 +211,16 @@ fn run_agent(cluster: Cluster, args: RunArgs) -> anyhow::Result<()> {
     weave_core::fsutil::ensure_private_dir(&agent.cfg.layout().mesh_dir())?;
     // Refuse before registering when another agent serves this state directory.
     let listener = weave_mesh::server::bind(&socket_path)?;
+    let stopper = agent.clone();
+    let path = socket_path.clone();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || stop_on_signal(&stopper, signals, &path))?;
+    // Served at once: until registered, claims are refused with a reason.
+    let server = agent.clone();
+    std::thread::Builder::new()
+        .name("socket".into())
+        .spawn(move || weave_mesh::server::serve(server, listener))?;
     if let Err(e) = agent.start() {
         let _ = std::fs::remove_file(&socket_path);
         return Err(e.into());
@@ -213,17 +228,24 @@ fn run_agent(cluster: Cluster, args: RunArgs) -> anyhow::Result<()> {
     spawn("keepalive", &agent, |a| a.keepalive_loop());
     spawn("watch", &agent, |a| a.watch_loop());
     spawn("maintenance", &agent, |a| a.maintenance_loop());
-    let server = agent.clone();
-    std::thread::Builder::new()
-        .name("socket".into())
-        .spawn(move || weave_mesh::server::serve(server, listener))?;
     tracing::info!("serving {}", socket_path.display());
-    let signal = signals.wait()?;
+    loop {
+        std::thread::park();
+    }
+}
+
+/// Waits for SIGTERM or SIGINT (also while the start waits for etcd), then exits: the
+/// socket goes, the lease and the blocks stay.
+fn stop_on_signal(agent: &Agent, signals: SigSet, socket: &std::path::Path) {
+    let signal = match signals.wait() {
+        Ok(signal) => format!("{signal:?}"),
+        Err(e) => format!("sigwait failed ({e})"),
+    };
     tracing::info!(
-        "{signal:?}: stopping; the lease and the blocks are kept (containers keep running; other hosts reclaim them only after the lease TTL and the grace)"
+        "{signal}: stopping; the lease and the blocks are kept (containers keep running; other hosts reclaim them only after the lease TTL and the grace)"
     );
     let _files = agent.freeze_files();
-    let _ = std::fs::remove_file(&socket_path);
+    let _ = std::fs::remove_file(socket);
     std::process::exit(0)
 }
 

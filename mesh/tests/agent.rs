@@ -4,168 +4,20 @@
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
-use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ipnet::Ipv4Net;
-use weave_core::layout::StateDir;
-use weave_core::mesh::{self, MeshState, Reply, Request};
+use weave_core::mesh::{self, Reply, Request};
 use weave_e2e::etcd::EtcdCluster;
 use weave_e2e::{root_or_skip, tool_or_skip};
-use weave_mesh::cluster::{Claim, Cluster};
-use weave_mesh::etcd::{Etcd, EtcdConfig};
-use weave_mesh::keys::{Keys, DEFAULT_PREFIX};
+use weave_mesh::cluster::Claim;
 
-const BIN: &str = env!("CARGO_BIN_EXE_weave-mesh");
+mod common;
+use common::{cluster_of, ip, net, wait_for, AgentProc, BIN};
 
 fn can_run(test: &str) -> bool {
     root_or_skip(test) && tool_or_skip(test, "etcd")
-}
-
-fn net(s: &str) -> Ipv4Net {
-    s.parse().unwrap()
-}
-
-fn ip(s: &str) -> Ipv4Addr {
-    s.parse().unwrap()
-}
-
-/// A client of the test cluster, for checks (used inside `etcd.run_in`).
-fn cluster_of(etcd: &EtcdCluster) -> Cluster {
-    Cluster {
-        etcd: Etcd::connect(&EtcdConfig {
-            endpoints: etcd.endpoints(),
-            cacert: None,
-            cert: None,
-            key: None,
-            timeout: Duration::from_secs(2),
-        })
-        .unwrap(),
-        keys: Keys::new(DEFAULT_PREFIX),
-        block_prefix: 26,
-    }
-}
-
-fn wait_for(what: &str, within: Duration, mut ok: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !ok() {
-        assert!(start.elapsed() < within, "{what}: not within {within:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    start.elapsed()
-}
-
-/// One `weave-mesh run` in the etcd namespace, with a state directory of its own; killed
-/// (by the pid we started, checked against its command line) when dropped.
-struct AgentProc {
-    child: Option<Child>,
-    dir: tempfile::TempDir,
-    state: PathBuf,
-    name: String,
-}
-
-impl AgentProc {
-    fn state_dir(dir: &tempfile::TempDir) -> PathBuf {
-        dir.path().join("state")
-    }
-
-    fn spawn(etcd: &EtcdCluster, name: &str, advertise: &str, state: Option<PathBuf>) -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("weave-mesh-")
-            .tempdir()
-            .unwrap();
-        let log = std::fs::File::create(dir.path().join(format!("{name}.log"))).unwrap();
-        let state = state.unwrap_or_else(|| Self::state_dir(&dir));
-        let child = etcd
-            .command(BIN)
-            .arg("--etcd")
-            .arg(etcd.endpoints().join(","))
-            .args(["--etcd-timeout", "1"])
-            .arg("run")
-            .args(["--name", name, "--advertise", advertise, "--no-overlay"])
-            .args(["--lease-ttl", "2", "--reclaim-after", "3"])
-            .arg("--state-dir")
-            .arg(&state)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        Self {
-            child: Some(child),
-            dir,
-            state,
-            name: name.into(),
-        }
-    }
-
-    /// Starts an agent and waits until it serves its socket.
-    fn start(etcd: &EtcdCluster, name: &str, advertise: &str) -> Self {
-        let agent = Self::spawn(etcd, name, advertise, None);
-        agent.wait_serving();
-        agent
-    }
-
-    fn wait_serving(&self) {
-        let socket = self.layout().mesh_socket();
-        wait_for(
-            &format!("agent {} serving ({})", self.name, self.log()),
-            Duration::from_secs(15),
-            || std::os::unix::net::UnixStream::connect(&socket).is_ok(),
-        );
-    }
-
-    fn layout(&self) -> StateDir {
-        StateDir::new(&self.state)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join(format!("{}.log", self.name)))
-            .unwrap_or_default()
-    }
-
-    fn ask(&self, request: &Request) -> Reply {
-        mesh::ask(&self.layout(), request, mesh::REQUEST_TIMEOUT).unwrap()
-    }
-
-    fn state(&self) -> MeshState {
-        MeshState::read(&self.layout()).unwrap().unwrap()
-    }
-
-    /// Waits for the process to exit by itself; returns its success and log.
-    fn wait_exit(&mut self, within: Duration) -> (bool, String) {
-        let mut child = self.child.take().unwrap();
-        let start = Instant::now();
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return (status.success(), self.log());
-            }
-            if start.elapsed() > within {
-                self.child = Some(child);
-                panic!("agent {} still runs after {within:?}", self.name);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn signal(&mut self, signal: libc::c_int) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        let cmdline = std::fs::read(format!("/proc/{}/cmdline", child.id())).unwrap_or_default();
-        if String::from_utf8_lossy(&cmdline).contains(&*self.state.to_string_lossy()) {
-            // SAFETY: kill(2) of our own unreaped child, whose command line we just checked.
-            unsafe { libc::kill(child.id() as libc::pid_t, signal) };
-        }
-        let _ = child.wait();
-    }
-}
-
-impl Drop for AgentProc {
-    fn drop(&mut self) {
-        self.signal(libc::SIGKILL);
-    }
 }
 
 fn claim_block(agent: &AgentProc, subnet: &str) -> Reply {
@@ -222,7 +74,11 @@ fn an_agent_registers_and_a_second_of_the_same_name_is_refused() {
         a.layout().mesh_socket().exists(),
         "the live agent's socket stays"
     );
-    c.signal(libc::SIGTERM);
+    assert!(
+        c.signal(libc::SIGTERM),
+        "SIGTERM: exit status 0\n{}",
+        c.log()
+    );
     assert!(
         !c.layout().mesh_socket().exists(),
         "SIGTERM removes the socket"
@@ -419,7 +275,7 @@ fn a_killed_host_leaves_and_its_blocks_are_reclaimed_once_after_the_grace() {
             .iter()
             .any(|p| p.name == "ha" && p.alive)
     });
-    a.signal(libc::SIGKILL);
+    let _ = a.signal(libc::SIGKILL);
     let gone = wait_for("A's host key expiring", Duration::from_secs(2 + 3), || {
         !view().hosts.contains_key("ha")
     });
@@ -565,6 +421,18 @@ fn etcd_down_answers_unreachable_and_the_agent_recovers_without_a_restart() {
         other => panic!("{other:?}"),
     }
     eprintln!("two refusals with etcd down took {:?}", start.elapsed());
+    // An agent started while etcd is down serves its socket, refuses claims, waits, and
+    // stops on SIGTERM.
+    let mut z = AgentProc::spawn(&etcd, "hz", "192.168.250.9", None);
+    z.wait_serving();
+    match claim_block(&z, "10.81.0.0/24") {
+        Reply::Unreachable { reason } => {
+            assert!(reason.contains("etcd is unreachable"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(z.signal(libc::SIGTERM), "{}", z.log());
+    assert!(z.log().contains("trying again"), "{}", z.log());
     wait_for(
         "state.json saying etcd is unreachable",
         Duration::from_secs(5),
@@ -582,4 +450,70 @@ fn etcd_down_answers_unreachable_and_the_agent_recovers_without_a_restart() {
         Reply::Block { .. }
     ));
     assert!(a.state().blocks.contains(&block));
+}
+
+#[test]
+fn the_agent_and_status_speak_tls_with_the_client_certificate() {
+    if !can_run("the_agent_and_status_speak_tls_with_the_client_certificate") {
+        return;
+    }
+    let etcd = EtcdCluster::start(1, true);
+    let (ca, cert, key) = etcd.client_tls();
+    let tls_flags = |cmd: &mut std::process::Command| {
+        cmd.arg("--etcd-cacert")
+            .arg(&ca)
+            .arg("--etcd-cert")
+            .arg(&cert)
+            .arg("--etcd-key")
+            .arg(&key);
+    };
+    let mut status = etcd.command(BIN);
+    status.arg("--etcd").arg(etcd.endpoints().join(","));
+    tls_flags(&mut status);
+    let out = status.arg("status").output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Without the client certificate: refused, with a line that says so.
+    let out = etcd
+        .command(BIN)
+        .arg("--etcd")
+        .arg(etcd.endpoints().join(","))
+        .arg("--etcd-cacert")
+        .arg(&ca)
+        .arg("status")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.starts_with("weave-mesh: "),
+        "{err}"
+    );
+    // An agent over TLS registers and claims.
+    let endpoints = etcd.endpoints().join(",");
+    let flags = [
+        "--no-overlay".to_string(),
+        "--etcd-cacert".into(),
+        ca.display().to_string(),
+        "--etcd-cert".into(),
+        cert.display().to_string(),
+        "--etcd-key".into(),
+        key.display().to_string(),
+    ];
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let a = AgentProc::spawn_with(
+        etcd.netns(),
+        &endpoints,
+        "ha",
+        "192.168.250.1",
+        None,
+        &flags,
+    );
+    a.wait_serving();
+    assert!(matches!(
+        claim_block(&a, "10.90.0.0/24"),
+        Reply::Block { .. }
+    ));
 }
