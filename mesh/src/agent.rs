@@ -130,7 +130,11 @@ impl Agent {
         Self {
             cfg,
             datapath,
-            inner: Mutex::new(Inner::default()),
+            // Until etcd says otherwise: its first failure is then logged as a change.
+            inner: Mutex::new(Inner {
+                etcd_reachable: true,
+                ..Inner::default()
+            }),
             files: Mutex::new(()),
             claims: Mutex::new(()),
             dp: Mutex::new(()),
@@ -157,22 +161,41 @@ impl Agent {
         let layout = self.cfg.layout();
         fsutil::ensure_private_dir(layout.root())?;
         fsutil::ensure_private_dir(&layout.mesh_dir())?;
+        self.adopt_previous_state();
         let mtu = self.datapath.ensure().map_err(AgentError::DataPath)?;
         lock(&self.inner).mtu = mtu;
         loop {
             match self.register() {
                 Ok(()) => break,
                 Err(e) if e.is_unreachable() => {
-                    tracing::warn!("{e}; trying again");
-                    self.set_reachable(false);
+                    self.etcd_failed(e);
+                    tracing::debug!("registration: trying again");
                     std::thread::sleep(Duration::from_secs(2));
                 }
                 Err(e) => return Err(e.into()),
             }
         }
-        self.resync()?;
+        if let Err(e) = self.resync() {
+            self.etcd_failed(e);
+        }
         self.publish();
         Ok(())
+    }
+
+    /// Keeps what the previous run of this host wrote (its blocks, valid until the moment it
+    /// computed), so that attaches go on while this run waits for etcd; the registration
+    /// then replaces the blocks with those etcd says are this host's.
+    fn adopt_previous_state(&self) {
+        let Ok(Some(old)) = MeshState::read(&self.cfg.layout()) else {
+            return;
+        };
+        if old.host != self.cfg.name || old.block_prefix != self.cfg.cluster.block_prefix {
+            return;
+        }
+        let mut inner = lock(&self.inner);
+        inner.blocks = old.blocks.into_iter().map(|b| (b, 0)).collect();
+        inner.valid_until_ms = old.valid_until_ms;
+        inner.mtu = old.mtu;
     }
 
     /// Registers with a new lease and takes this host's blocks from a fresh read: a block
@@ -224,14 +247,13 @@ impl Agent {
                     self.me()
                 );
                 if let Err(e) = self.register() {
-                    tracing::error!("{e}");
-                    self.set_reachable(!e.is_unreachable());
+                    self.etcd_failed(e);
                 }
             }
-            Err(e) => {
-                tracing::warn!("cannot renew the lease: {e}");
-                self.set_reachable(!e.is_unreachable());
-            }
+            Err(e) => self.etcd_failed(MeshError::Etcd {
+                what: "cannot renew the lease".into(),
+                source: e,
+            }),
         }
     }
 
@@ -247,14 +269,19 @@ impl Agent {
         }
     }
 
-    fn set_reachable(&self, reachable: bool) {
+    /// Records whether etcd answered; returns whether that changed.
+    fn set_reachable(&self, reachable: bool) -> bool {
         let changed = {
             let mut inner = lock(&self.inner);
             std::mem::replace(&mut inner.etcd_reachable, reachable) != reachable
         };
         if changed {
+            if reachable {
+                tracing::info!("etcd is reachable again");
+            }
             self.write_state();
         }
+        changed
     }
 
     /// Reads the whole prefix again and makes it the view (unless the watch has already
@@ -300,8 +327,7 @@ impl Agent {
             let rev = match self.resync() {
                 Ok(rev) => rev,
                 Err(e) => {
-                    tracing::warn!("{e}");
-                    self.set_reachable(!e.is_unreachable());
+                    self.etcd_failed(e);
                     std::thread::sleep(Duration::from_secs(1));
                     continue;
                 }
@@ -316,13 +342,15 @@ impl Agent {
                             Ok(event) => self.apply(&event),
                             Err(EtcdError::Compacted { .. }) => break,
                             Err(e) => {
-                                tracing::warn!("the watch of etcd stopped: {e}");
+                                // Also every minute on a quiet mesh (the client's idle bound):
+                                // read again and watch again.
+                                tracing::debug!("the watch of etcd ended: {e}");
                                 break;
                             }
                         }
                     }
                 }
-                Err(e) => tracing::warn!("cannot watch etcd: {e}"),
+                Err(e) => tracing::debug!("cannot watch etcd: {e}"),
             }
             std::thread::sleep(Duration::from_millis(500));
         }
@@ -536,11 +564,22 @@ impl Agent {
         }
     }
 
+    /// Logs a failed etcd request: an unreachable etcd once when it goes away (then at
+    /// debug level until it is back), anything else every time.
     fn etcd_failed(&self, e: MeshError) {
-        tracing::warn!("{e}");
-        if e.is_unreachable() {
-            self.set_reachable(false);
+        if !e.is_unreachable() {
+            tracing::warn!("{e}");
+            return;
         }
+        let was_reachable = lock(&self.inner).etcd_reachable;
+        if was_reachable {
+            tracing::warn!(
+                "{e}; new blocks and addresses outside this host's blocks are refused until it is back"
+            );
+        } else {
+            tracing::debug!("{e}");
+        }
+        self.set_reachable(false);
     }
 
     /// Reclaims the hosts this agent has seen unregistered for longer than the grace.
@@ -610,8 +649,12 @@ impl Agent {
 
     fn note_etcd<T>(&self, result: &Result<T, MeshError>) {
         match result {
-            Err(e) if e.is_unreachable() => self.set_reachable(false),
-            Ok(_) => self.set_reachable(true),
+            Err(e) if e.is_unreachable() => {
+                self.set_reachable(false);
+            }
+            Ok(_) => {
+                self.set_reachable(true);
+            }
             Err(_) => {}
         }
     }

@@ -399,7 +399,7 @@ fn etcd_down_answers_unreachable_and_the_agent_recovers_without_a_restart() {
         return;
     }
     let mut etcd = EtcdCluster::start(1, false);
-    let a = AgentProc::start(&etcd, "ha", "192.168.250.1");
+    let mut a = AgentProc::start(&etcd, "ha", "192.168.250.1");
     let Reply::Block { block } = claim_block(&a, "10.80.0.0/24") else {
         panic!()
     };
@@ -432,7 +432,7 @@ fn etcd_down_answers_unreachable_and_the_agent_recovers_without_a_restart() {
         other => panic!("{other:?}"),
     }
     assert!(z.signal(libc::SIGTERM), "{}", z.log());
-    assert!(z.log().contains("trying again"), "{}", z.log());
+    assert!(z.log().contains("etcd is unreachable"), "{}", z.log());
     wait_for(
         "state.json saying etcd is unreachable",
         Duration::from_secs(5),
@@ -440,6 +440,13 @@ fn etcd_down_answers_unreachable_and_the_agent_recovers_without_a_restart() {
     );
     // The blocks stay listed; their validity lapses on its own.
     assert_eq!(a.state().blocks, vec![block]);
+    // Restarted while etcd is down, the agent keeps what its previous run wrote.
+    assert!(a.signal(libc::SIGTERM), "{}", a.log());
+    let valid_until = a.state().valid_until_ms;
+    let a = AgentProc::spawn(&etcd, "ha", "192.168.250.1", Some(a.state.clone()));
+    a.wait_serving();
+    assert_eq!(a.state().blocks, vec![block]);
+    assert_eq!(a.state().valid_until_ms, valid_until);
     etcd.restart_all();
     let back = wait_for("recovery", Duration::from_secs(15), || {
         a.state().etcd_reachable && a.state().blocks_valid(mesh::boottime_ms())
