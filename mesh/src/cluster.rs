@@ -11,7 +11,7 @@ use weave_core::mesh::{block_of, blocks_of};
 use weave_core::settings::fnv1a;
 
 use crate::etcd::{prefix_end, Cmp, Compare, Etcd, EtcdError, Kv, Op, OpResponse};
-use crate::keys::{AddrInfo, HostInfo, Key, Keys};
+use crate::keys::{owner_name, AddrInfo, HostInfo, Key, Keys, UNREADABLE};
 use crate::view::View;
 
 /// How many times a transaction that lost a race is tried again with fresh data.
@@ -282,17 +282,20 @@ impl Cluster {
             if first(2).is_none() {
                 return Err(MeshError::NotRegistered(me.into()));
             }
-            let owner = owner_kv
-                .as_ref()
-                .map(|kv| String::from_utf8_lossy(&kv.value).into_owned());
+            let owner = owner_kv.as_ref().map(|kv| owner_name(&kv.value));
             if let Some(owner) = owner.as_ref().filter(|o| o.as_str() != me) {
                 return Ok(Claim::Refused(format!(
                     "address {ip} is in block {block}, which belongs to host {owner}; choose an address outside it, or let {owner} allocate it"
                 )));
             }
-            let holder = holder_kv
-                .as_ref()
-                .and_then(|kv| serde_json::from_slice::<AddrInfo>(&kv.value).ok());
+            let holder = holder_kv.as_ref().map(|kv| {
+                serde_json::from_slice::<AddrInfo>(&kv.value)
+                    .map(AddrInfo::sanitized)
+                    .unwrap_or_else(|_| AddrInfo {
+                        host: UNREADABLE.into(),
+                        container: UNREADABLE.into(),
+                    })
+            });
             match &holder {
                 Some(h) if *h == want => return Ok(Claim::Granted(())),
                 Some(h) if h.host != me => {

@@ -136,6 +136,32 @@ pub fn parse_host_name(name: &str) -> Result<String, String> {
     }
 }
 
+/// Shown for a name in etcd that is not a valid host name (whoever wrote it, it is never
+/// this host, and never printed as is).
+pub const UNREADABLE: &str = "(unreadable)";
+
+/// The host name a block's value or an address's `host` holds, or [`UNREADABLE`].
+pub fn owner_name(value: &[u8]) -> String {
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(|s| parse_host_name(s).ok())
+        .unwrap_or_else(|| UNREADABLE.to_string())
+}
+
+impl AddrInfo {
+    /// The same, with a host name or container id that is not valid replaced by
+    /// [`UNREADABLE`] (values in etcd are printed, and compared with this host's name).
+    pub fn sanitized(self) -> Self {
+        let container = weave_core::id::ContainerId::parse(&self.container)
+            .map(|id| id.as_str().to_string())
+            .unwrap_or_else(|_| UNREADABLE.to_string());
+        Self {
+            host: owner_name(self.host.as_bytes()),
+            container,
+        }
+    }
+}
+
 /// A key prefix: starts and ends with `/`, printable ASCII without spaces.
 pub fn parse_prefix(prefix: &str) -> Result<String, String> {
     let ok = prefix.len() >= 2
@@ -170,6 +196,22 @@ mod tests {
         assert_eq!(keys.parse(b"/weave/blocks/10.32.0.65-26"), None);
         assert_eq!(keys.parse(b"/other/hosts/h1"), None);
         assert_eq!(keys.parse(b"/weave/hosts/a/b"), None);
+    }
+
+    #[test]
+    fn odd_values_in_etcd_are_never_shown_as_they_are() {
+        assert_eq!(owner_name(b"h1"), "h1");
+        assert_eq!(owner_name(b"h1\x1b[31m"), UNREADABLE);
+        assert_eq!(owner_name(&[0xff, 0x00]), UNREADABLE);
+        let odd = AddrInfo {
+            host: "a\nb".into(),
+            container: "../x".into(),
+        }
+        .sanitized();
+        assert_eq!(
+            (odd.host.as_str(), odd.container.as_str()),
+            (UNREADABLE, UNREADABLE)
+        );
     }
 
     #[test]

@@ -189,7 +189,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn run_agent(cluster: Cluster, args: RunArgs) -> anyhow::Result<()> {
     let level = args.log_level.parse().unwrap_or(tracing::Level::INFO);
-    weave_core::logging::init(level, &["ureq", "rustls"]);
+    weave_core::logging::init(level, &["ureq", "rustls", "netlink_packet_route"]);
     // Signals are taken by sigwait below; every thread inherits the mask.
     let mut signals = SigSet::empty();
     signals.add(Signal::SIGTERM);

@@ -8,7 +8,7 @@ use ipnet::Ipv4Net;
 use weave_core::mesh::{HeldAddr, Peer, Peers, VERSION};
 
 use crate::etcd::{Event, EventKind, Kv};
-use crate::keys::{AddrInfo, HostInfo, Key, Keys};
+use crate::keys::{owner_name, AddrInfo, HostInfo, Key, Keys, UNREADABLE};
 
 /// A value and the revision it was last changed at (for guarded deletes).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,14 +71,17 @@ impl View {
                 }
             }
             Some(Key::Block(net)) => {
-                if let Ok(owner) = String::from_utf8(kv.value.clone()) {
-                    self.blocks.insert(net, at(owner, rev));
-                }
+                self.blocks.insert(net, at(owner_name(&kv.value), rev));
             }
             Some(Key::Addr(ip)) => {
-                if let Ok(info) = serde_json::from_slice::<AddrInfo>(&kv.value) {
-                    self.addrs.insert(ip, at(info, rev));
-                }
+                // An unreadable value still holds the address: it is never handed out.
+                let info = serde_json::from_slice::<AddrInfo>(&kv.value)
+                    .map(AddrInfo::sanitized)
+                    .unwrap_or_else(|_| AddrInfo {
+                        host: UNREADABLE.into(),
+                        container: UNREADABLE.into(),
+                    });
+                self.addrs.insert(ip, at(info, rev));
             }
             Some(Key::AddrClaims) | None => {}
         }

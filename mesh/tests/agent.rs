@@ -63,7 +63,7 @@ fn an_agent_registers_and_a_second_of_the_same_name_is_refused() {
 
     // Same state directory: refused while the first answers on its socket.
     let mut c = AgentProc::spawn(&etcd, "hc", "192.168.250.3", None);
-    c.wait_serving();
+    c.wait_registered();
     let mut d = AgentProc::spawn(&etcd, "hd", "192.168.250.4", Some(a.state.clone()));
     let (ok, log) = d.wait_exit(Duration::from_secs(10));
     assert!(
@@ -518,9 +518,7 @@ fn the_agent_and_status_speak_tls_with_the_client_certificate() {
         None,
         &flags,
     );
-    a.wait_serving();
-    assert!(matches!(
-        claim_block(&a, "10.90.0.0/24"),
-        Reply::Block { .. }
-    ));
+    a.wait_registered();
+    let reply = claim_block(&a, "10.90.0.0/24");
+    assert!(matches!(reply, Reply::Block { .. }), "{reply:?}");
 }

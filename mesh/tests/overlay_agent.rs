@@ -40,7 +40,7 @@ fn agent_on(host: &SimHost, endpoint: &str, name: &str) -> AgentProc {
         Some(host.state_dir().to_path_buf()),
         &["--vni", "42"],
     );
-    agent.wait_serving();
+    agent.wait_registered();
     agent
 }
 

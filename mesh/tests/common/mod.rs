@@ -114,11 +114,26 @@ impl AgentProc {
         }
     }
 
-    /// Starts an agent and waits until it serves its socket.
+    /// Starts an agent and waits until it has registered (state.json valid).
     pub fn start(etcd: &EtcdCluster, name: &str, advertise: &str) -> Self {
         let agent = Self::spawn(etcd, name, advertise, None);
-        agent.wait_serving();
+        agent.wait_registered();
         agent
+    }
+
+    /// Waits until the agent serves its socket and has registered.
+    pub fn wait_registered(&self) {
+        self.wait_serving();
+        wait_for(
+            &format!("agent {} registered ({})", self.name, self.log()),
+            Duration::from_secs(15),
+            || {
+                MeshState::read(&self.layout())
+                    .ok()
+                    .flatten()
+                    .is_some_and(|s| s.etcd_reachable && s.blocks_valid(mesh::boottime_ms()))
+            },
+        );
     }
 
     pub fn wait_serving(&self) {
