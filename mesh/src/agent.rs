@@ -202,10 +202,12 @@ impl Agent {
     /// now owned by someone else, or gone, is never handed out again.
     fn register(&self) -> Result<(), MeshError> {
         let before = boottime_ms();
-        let lease =
-            self.cfg
-                .cluster
-                .register(self.me(), self.cfg.advertise, self.cfg.ttl_secs())?;
+        let lease = self.cfg.cluster.register(
+            self.me(),
+            self.cfg.advertise,
+            self.cfg.ttl_secs(),
+            self.cfg.grace_ms(),
+        )?;
         let view = self.cfg.cluster.snapshot()?;
         {
             let mut inner = lock(&self.inner);
@@ -582,15 +584,28 @@ impl Agent {
         self.set_reachable(false);
     }
 
-    /// Reclaims the hosts this agent has seen unregistered for longer than the grace.
+    /// Reclaims the hosts this agent has seen unregistered for longer than the grace: its
+    /// own, or the gone host's when that is longer (its hook allocated until then).
     pub fn reclaim_gone(&self) {
         let now = boottime_ms();
-        let due: Vec<String> = lock(&self.inner)
-            .absent_since
-            .iter()
-            .filter(|(_, since)| now.saturating_sub(**since) >= self.cfg.grace_ms())
-            .map(|(h, _)| h.clone())
-            .collect();
+        let due: Vec<String> = {
+            let inner = lock(&self.inner);
+            let theirs = |h: &str| {
+                inner
+                    .view
+                    .as_ref()
+                    .and_then(|v| v.last_grace_ms.get(h).copied())
+                    .unwrap_or(0)
+            };
+            inner
+                .absent_since
+                .iter()
+                .filter(|(h, since)| {
+                    now.saturating_sub(**since) >= self.cfg.grace_ms().max(theirs(h))
+                })
+                .map(|(h, _)| h.clone())
+                .collect()
+        };
         for host in due {
             match self.cfg.cluster.reclaim(&host) {
                 Ok(done) if !done.blocks.is_empty() || !done.addrs.is_empty() => {

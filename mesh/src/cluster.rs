@@ -115,7 +115,13 @@ impl Cluster {
     /// Registers host `name` at `advertise` with a new lease of `ttl` seconds; returns the
     /// lease. Refused while another live agent holds the name from another address; a key
     /// from this same address is this host's previous run, taken over.
-    pub fn register(&self, name: &str, advertise: Ipv4Addr, ttl: i64) -> Result<i64, MeshError> {
+    pub fn register(
+        &self,
+        name: &str,
+        advertise: Ipv4Addr,
+        ttl: i64,
+        reclaim_after_ms: u64,
+    ) -> Result<i64, MeshError> {
         let key = self.keys.host(name);
         for _ in 0..TXN_ATTEMPTS {
             let current = self
@@ -139,8 +145,12 @@ impl Cluster {
                 .etcd
                 .lease_grant(ttl)
                 .map_err(ctx("cannot get a lease from etcd"))?;
-            let value = serde_json::to_vec(&HostInfo { advertise, lease })
-                .expect("host info always serializes");
+            let info = HostInfo {
+                advertise,
+                lease,
+                reclaim_after_ms,
+            };
+            let value = serde_json::to_vec(&info).expect("host info always serializes");
             let put = Op::Put {
                 key: key.clone(),
                 value,

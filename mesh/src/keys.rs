@@ -2,7 +2,7 @@
 //! several weave networks can share one etcd:
 //!
 //! ```text
-//! <prefix>hosts/<name>           HostInfo JSON {advertise, lease}: put with the host's lease,
+//! <prefix>hosts/<name>           HostInfo JSON {advertise, lease, reclaim_after_ms}: put with the host's lease,
 //!                                so it vanishes when the host's agent stops renewing it
 //! <prefix>blocks/<a.b.c.d>-<len> the owner host's name: claimed by a transaction that
 //!                                succeeds only while the key does not exist
@@ -31,6 +31,11 @@ pub struct HostInfo {
     pub advertise: Ipv4Addr,
     /// The lease the key is put with.
     pub lease: i64,
+    /// Its `--reclaim-after`, in milliseconds: the others wait at least this long before
+    /// they reclaim its blocks, whatever their own grace (its hook stops allocating only
+    /// after its own).
+    #[serde(default)]
+    pub reclaim_after_ms: u64,
 }
 
 /// Who holds an address (`addrs/<ip>`).

@@ -29,6 +29,8 @@ pub struct View {
     pub addrs: BTreeMap<Ipv4Addr, At<AddrInfo>>,
     /// The last underlay address seen of every host, also once its key is gone.
     pub last_advertise: BTreeMap<String, Ipv4Addr>,
+    /// The last reclaim grace seen of every host (milliseconds), also once its key is gone.
+    pub last_grace_ms: BTreeMap<String, u64>,
 }
 
 impl View {
@@ -46,10 +48,13 @@ impl View {
 
     /// Replaces the contents with a fresh range, keeping what is remembered of gone hosts.
     pub fn reset(&mut self, fresh: View) {
-        let mut remembered = std::mem::take(&mut self.last_advertise);
-        remembered.extend(fresh.last_advertise.clone());
+        let mut advertise = std::mem::take(&mut self.last_advertise);
+        advertise.extend(fresh.last_advertise.clone());
+        let mut grace = std::mem::take(&mut self.last_grace_ms);
+        grace.extend(fresh.last_grace_ms.clone());
         *self = fresh;
-        self.last_advertise = remembered;
+        self.last_advertise = advertise;
+        self.last_grace_ms = grace;
     }
 
     /// Applies one watch event.
@@ -67,6 +72,8 @@ impl View {
             Some(Key::Host(name)) => {
                 if let Ok(info) = serde_json::from_slice::<HostInfo>(&kv.value) {
                     self.last_advertise.insert(name.clone(), info.advertise);
+                    self.last_grace_ms
+                        .insert(name.clone(), info.reclaim_after_ms);
                     self.hosts.insert(name, at(info, rev));
                 }
             }
@@ -204,6 +211,7 @@ mod tests {
         let info = HostInfo {
             advertise: ip.parse().unwrap(),
             lease: 7,
+            reclaim_after_ms: 9000,
         };
         kv(keys.host(name), &serde_json::to_vec(&info).unwrap(), rev)
     }
@@ -258,5 +266,6 @@ mod tests {
         let fresh = View::from_kvs(&keys, &kvs[..1], 10);
         view.reset(fresh);
         assert_eq!(view.last_advertise.len(), 2);
+        assert_eq!(view.last_grace_ms["b"], 9000);
     }
 }

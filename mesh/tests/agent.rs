@@ -131,7 +131,12 @@ fn concurrent_block_claims_never_give_one_block_twice() {
     let granted: Vec<(String, Ipv4Net)> = etcd.run_in(|| {
         for h in 0..16 {
             check
-                .register(&format!("r{h}"), ip(&format!("192.168.249.{}", h + 1)), 30)
+                .register(
+                    &format!("r{h}"),
+                    ip(&format!("192.168.249.{}", h + 1)),
+                    30,
+                    0,
+                )
                 .unwrap();
         }
         std::thread::scope(|s| {
@@ -254,6 +259,24 @@ fn a_killed_host_leaves_and_its_blocks_are_reclaimed_once_after_the_grace() {
     let mut a = AgentProc::start(&etcd, "ha", "192.168.250.1");
     let b = AgentProc::start(&etcd, "hb", "192.168.250.2");
     let c = AgentProc::start(&etcd, "hc", "192.168.250.3");
+    // A host with a longer grace of its own is reclaimed only after it.
+    let endpoints = etcd.endpoints().join(",");
+    let flags = ["--no-overlay", "--reclaim-after", "7"];
+    let mut l = AgentProc::spawn_with(
+        etcd.netns(),
+        &endpoints,
+        "hl",
+        "192.168.250.4",
+        None,
+        &flags,
+    );
+    l.wait_registered();
+    assert_eq!(
+        claim_block(&l, "10.62.0.0/26"),
+        Reply::Block {
+            block: net("10.62.0.0/26")
+        }
+    );
     assert_eq!(
         claim_block(&a, "10.60.0.0/26"),
         Reply::Block {
@@ -276,6 +299,7 @@ fn a_killed_host_leaves_and_its_blocks_are_reclaimed_once_after_the_grace() {
             .any(|p| p.name == "ha" && p.alive)
     });
     let _ = a.signal(libc::SIGKILL);
+    let _ = l.signal(libc::SIGKILL);
     let gone = wait_for("A's host key expiring", Duration::from_secs(2 + 3), || {
         !view().hosts.contains_key("ha")
     });
@@ -291,6 +315,16 @@ fn a_killed_host_leaves_and_its_blocks_are_reclaimed_once_after_the_grace() {
     });
     eprintln!("A's block and address reclaimed {reclaimed:?} after its key vanished (grace 3 s)");
     assert!(reclaimed >= Duration::from_millis(2500), "{reclaimed:?}");
+    assert!(
+        view().blocks.contains_key(&net("10.62.0.0/26")),
+        "a host with a 7 s grace reclaimed after 3 s"
+    );
+    let long = reclaimed
+        + wait_for("reclaim of L", Duration::from_secs(4 + 5), || {
+            !view().blocks.contains_key(&net("10.62.0.0/26"))
+        });
+    eprintln!("L's block (grace 7 s, the others' 3 s) reclaimed {long:?} after A's key vanished");
+    assert!(long >= Duration::from_millis(6500), "{long:?}");
     // Exactly one of B and C gets the freed block.
     let replies: Vec<Reply> = std::thread::scope(|s| {
         let hb = s.spawn(|| claim_block(&b, "10.60.0.0/26"));

@@ -81,7 +81,7 @@ fn peers_follow_registrations_and_a_silent_host_leaves_within_ttl_plus_5s() {
 
         let hb: Ipv4Addr = "192.168.250.2".parse().unwrap();
         let granted = Instant::now();
-        cluster.register("hb", hb, 2).unwrap();
+        cluster.register("hb", hb, 2, 3000).unwrap();
         wait_for("B in the peers", Duration::from_secs(2), || {
             last_peers(&recorder) == Some(vec![hb])
         });

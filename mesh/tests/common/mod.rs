@@ -97,7 +97,11 @@ impl AgentProc {
             .arg(format!("--net=/run/netns/{netns}"))
             .args(["--", BIN, "--etcd", endpoints, "--etcd-timeout", "1", "run"])
             .args(["--name", name, "--advertise", advertise])
-            .args(["--lease-ttl", "2", "--reclaim-after", "3"])
+            .args(["--lease-ttl", "2"])
+            .args(match extra.contains(&"--reclaim-after") {
+                true => &[][..],
+                false => &["--reclaim-after", "3"][..],
+            })
             .arg("--state-dir")
             .arg(&state)
             .args(extra)
