@@ -103,6 +103,8 @@ pub struct Agent {
     dp: Mutex<()>,
     /// Set by [`Agent::stop`]: the loops return.
     stop: AtomicBool,
+    /// Set once registered and the data path is up: claims are served from then on.
+    ready: AtomicBool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -139,6 +141,7 @@ impl Agent {
             claims: Mutex::new(()),
             dp: Mutex::new(()),
             stop: AtomicBool::new(false),
+            ready: AtomicBool::new(false),
         }
     }
 
@@ -155,15 +158,14 @@ impl Agent {
         &self.cfg.name
     }
 
-    /// Prepares the state directory and the data path, and registers (waiting for etcd while
-    /// it is unreachable; any other error ends the start).
+    /// Prepares the state directory, registers (waiting for etcd while it is unreachable;
+    /// any other error, such as the name being taken, ends the start before the kernel is
+    /// touched), then sets the data path up. Claims are served from then on.
     pub fn start(&self) -> Result<(), AgentError> {
         let layout = self.cfg.layout();
         fsutil::ensure_private_dir(layout.root())?;
         fsutil::ensure_private_dir(&layout.mesh_dir())?;
         self.adopt_previous_state();
-        let mtu = self.datapath.ensure().map_err(AgentError::DataPath)?;
-        lock(&self.inner).mtu = mtu;
         loop {
             match self.register() {
                 Ok(()) => break,
@@ -175,11 +177,25 @@ impl Agent {
                 Err(e) => return Err(e.into()),
             }
         }
+        let mtu = self.datapath.ensure().map_err(AgentError::DataPath)?;
+        lock(&self.inner).mtu = mtu;
         if let Err(e) = self.resync() {
             self.etcd_failed(e);
         }
         self.publish();
+        self.write_state();
+        self.ready.store(true, Ordering::Release);
         Ok(())
+    }
+
+    /// Whether [`Agent::start`] has finished.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Whether etcd answered the last request.
+    pub fn etcd_reachable(&self) -> bool {
+        lock(&self.inner).etcd_reachable
     }
 
     /// Keeps what the previous run of this host wrote (its blocks, valid until the moment it

@@ -99,6 +99,9 @@ fn serve_one(agent: &Agent, stream: UnixStream) -> io::Result<()> {
 
 /// The answer to one request.
 pub fn handle(agent: &Agent, request: &Request) -> Reply {
+    if !agent.is_ready() {
+        return not_ready(agent);
+    }
     match request {
         Request::ClaimBlock { subnet } => match agent.claim_block(*subnet) {
             Ok(Claim::Granted(block)) => Reply::Block { block },
@@ -120,6 +123,19 @@ pub fn handle(agent: &Agent, request: &Request) -> Reply {
         Request::ReleaseAddr { addr, id } => match agent.release_addr(*addr, id) {
             Ok(()) => Reply::Ok,
             Err(e) => failed(e),
+        },
+    }
+}
+
+/// The answer while the agent starts: it has not registered this host yet (etcd is out of
+/// reach, or it is setting the overlay up).
+fn not_ready(agent: &Agent) -> Reply {
+    match agent.etcd_reachable() {
+        false => Reply::Unreachable {
+            reason: "etcd is unreachable: weave-mesh is starting and waits for it to register this host; nothing can be proven unique until then".into(),
+        },
+        true => Reply::Refused {
+            reason: "weave-mesh is starting (registering this host, setting up the overlay); try again in a few seconds".into(),
         },
     }
 }

@@ -125,9 +125,22 @@ impl AgentProc {
         agent
     }
 
-    /// Waits until the agent serves its socket and has registered.
+    /// Waits until the agent serves its socket, has registered and serves claims (a
+    /// release of an address nobody holds is answered Ok only then).
     pub fn wait_registered(&self) {
         self.wait_serving();
+        let probe = Request::ReleaseAddr {
+            addr: Ipv4Addr::UNSPECIFIED,
+            id: "probe".into(),
+        };
+        wait_for(
+            &format!("agent {} ready ({})", self.name, self.log()),
+            Duration::from_secs(15),
+            || {
+                mesh::ask(&self.layout(), &probe, mesh::REQUEST_TIMEOUT)
+                    .is_ok_and(|r| r == Reply::Ok)
+            },
+        );
         wait_for(
             &format!("agent {} registered ({})", self.name, self.log()),
             Duration::from_secs(15),
