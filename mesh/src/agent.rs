@@ -217,6 +217,8 @@ impl Agent {
     /// Registers with a new lease and takes this host's blocks from a fresh read: a block
     /// now owned by someone else, or gone, is never handed out again.
     fn register(&self) -> Result<(), MeshError> {
+        let cluster = &self.cfg.cluster;
+        cluster.check_block_prefix(&cluster.snapshot()?)?;
         let before = boottime_ms();
         let lease = self.cfg.cluster.register(
             self.me(),

@@ -33,6 +33,8 @@ pub enum MeshError {
     HostAlive { name: String, advertise: Ipv4Addr },
     #[error("host {0:?} is not registered in etcd (its lease expired while etcd was out of reach); weave-mesh is registering it again: try again in a few seconds")]
     NotRegistered(String),
+    #[error("etcd holds blocks of /{found} under this key prefix, and this agent claims /{ours} (--block-prefix): every host of one weave network must use the same block length")]
+    BlockPrefix { found: u8, ours: u8 },
     #[error("{0}: too many concurrent changes in etcd; try again")]
     Contention(String),
 }
@@ -110,6 +112,22 @@ impl Cluster {
             .range(prefix, Some(&prefix_end(prefix)))
             .map_err(ctx("cannot read the mesh from etcd"))?;
         Ok(View::from_kvs(&self.keys, &range.kvs, range.revision))
+    }
+
+    /// Refuses a network whose blocks have another length than this agent's: blocks of
+    /// different lengths could overlap without their keys meeting.
+    pub fn check_block_prefix(&self, view: &View) -> Result<(), MeshError> {
+        match view
+            .blocks
+            .keys()
+            .find(|b| b.prefix_len() != self.block_prefix)
+        {
+            Some(b) => Err(MeshError::BlockPrefix {
+                found: b.prefix_len(),
+                ours: self.block_prefix,
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Registers host `name` at `advertise` with a new lease of `ttl` seconds; returns the

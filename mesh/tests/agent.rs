@@ -61,6 +61,26 @@ fn an_agent_registers_and_a_second_of_the_same_name_is_refused() {
     );
     assert!(!b.layout().mesh_socket().exists());
 
+    // Another block length than the network's: refused.
+    let Reply::Block { .. } = claim_block(&a, "10.47.0.0/24") else {
+        panic!()
+    };
+    let endpoints = etcd.endpoints().join(",");
+    let mut p = AgentProc::spawn_with(
+        etcd.netns(),
+        &endpoints,
+        "hp",
+        "192.168.250.5",
+        None,
+        &["--no-overlay", "--block-prefix", "24"],
+    );
+    let (ok, log) = p.wait_exit(Duration::from_secs(10));
+    assert!(
+        !ok && log
+            .contains("etcd holds blocks of /26 under this key prefix, and this agent claims /24"),
+        "{log}"
+    );
+
     // Same state directory: refused while the first answers on its socket.
     let mut c = AgentProc::spawn(&etcd, "hc", "192.168.250.3", None);
     c.wait_registered();
