@@ -35,10 +35,13 @@ pub fn attach(settings: &Settings, state: &State) -> Result<Option<Record>> {
         return Ok(None);
     };
     let pid = state.pid.ok_or(Error::NoPid)?;
-    // Only a weave DNS container's config.json is read for its hostname, so plain attaches
-    // stay as fast as they were.
+    // Only a weave DNS container's config.json is read for its hostname (and a pod member's
+    // UTS namespace, when config.json has none), so plain attaches stay as fast as they were.
     let (dns_addr, claim) = match request.dns {
-        true => (Some(settings.dns_addr()), weave_core::dns::claim_of(state)?),
+        true => (
+            Some(settings.dns_addr()),
+            weave_core::dns::claim_of(state, || crate::uts::hostname_of(pid))?,
+        ),
         false => (None, Default::default()),
     };
     let container_ns = Netns::open(Path::new(&format!("/proc/{pid}/ns/net")))
