@@ -35,10 +35,13 @@ pub fn attach(settings: &Settings, state: &State) -> Result<Option<Record>> {
         return Ok(None);
     };
     let pid = state.pid.ok_or(Error::NoPid)?;
-    // Only a weave DNS container's config.json is read for its hostname, so plain attaches
-    // stay as fast as they were.
+    // Only a weave DNS container's config.json is read for its hostname (and a pod member's
+    // UTS namespace, when config.json has none), so plain attaches stay as fast as they were.
     let (dns_addr, claim) = match request.dns {
-        true => (Some(settings.dns_addr()), weave_core::dns::claim_of(state)?),
+        true => (
+            Some(settings.dns_addr()),
+            weave_core::dns::claim_of(state, || crate::uts::hostname_of(pid))?,
+        ),
         false => (None, Default::default()),
     };
     let container_ns = Netns::open(Path::new(&format!("/proc/{pid}/ns/net")))
@@ -91,7 +94,16 @@ pub fn attach(settings: &Settings, state: &State) -> Result<Option<Record>> {
     let mut created = None;
     let wired = match reserved.joined {
         // Its namespace's interface is there already: weave DNS is all it may need.
-        true => join_dns(settings, dns_addr),
+        true => join_dns(
+            settings,
+            dns_addr,
+            &record.addrs,
+            &Target {
+                id: &state.id,
+                container_ns: &container_ns,
+                host_ns: &host_ns,
+            },
+        ),
         false => wire(
             settings,
             &store,
@@ -149,14 +161,56 @@ fn reserve(
 }
 
 /// A container joining its namespace's interface with weave DNS: the server serves the
-/// bridge's DNS address (the wiring container may not have asked for it).
-fn join_dns(settings: &Settings, dns_addr: Option<Ipv4Net>) -> Result<()> {
+/// bridge's DNS address, and the namespace has a route to it (the wiring container may not
+/// have asked for DNS). The route is added once per namespace and stays as long as ethwe
+/// (the kernel deletes it with the interface): every port of the bridge may reach weave DNS
+/// anyway (the host's firewall opens it to all), so a member leaving need not take it away
+/// from the others.
+fn join_dns(
+    settings: &Settings,
+    dns_addr: Option<Ipv4Net>,
+    addrs: &[Ipv4Net],
+    target: &Target,
+) -> Result<()> {
     let Some(addr) = dns_addr else {
         return Ok(());
     };
     let mut host = Netlink::open().map_err(Error::netlink("open netlink socket"))?;
     let bridge_index = bridge::ensure(&mut host, settings)?;
-    add_dns_address(&mut host, bridge_index, addr, &settings.bridge)
+    add_dns_address(&mut host, bridge_index, addr, &settings.bridge)?;
+    let dns = addr.addr();
+    if !dns::needs_route(addrs, dns) {
+        return Ok(());
+    }
+    target
+        .container_ns
+        .run_in(target.host_ns, || {
+            let mut nl =
+                Netlink::open().map_err(Error::netlink("open netlink socket in the container"))?;
+            let ethwe = ethwe_of(&mut nl)?;
+            route_to_dns(&mut nl, ethwe, dns, true)
+        })
+        .map_err(Error::io("enter the container's network namespace"))?
+}
+
+/// Inside the container's namespace: the route to weave DNS's one address via ethwe (the
+/// container's default route stays as it is). `exists_ok`: another container of the
+/// namespace may have added it.
+fn route_to_dns(nl: &mut Netlink, ethwe: u32, dns: Ipv4Addr, exists_ok: bool) -> Result<()> {
+    match nl.add_link_route(ethwe, Ipv4Net::from(dns)) {
+        Err(e) if exists_ok && e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+        other => other.map_err(Error::netlink(format!(
+            "add a route to weave DNS {dns} via ethwe"
+        ))),
+    }
+}
+
+/// The index of ethwe in the namespace `nl` speaks to.
+fn ethwe_of(nl: &mut Netlink) -> Result<u32> {
+    nl.link_by_name(CONTAINER_IFNAME)
+        .map_err(Error::netlink("look up ethwe"))?
+        .map(|l| l.index)
+        .ok_or_else(|| Error::netlink("look up ethwe")(io::Error::from_raw_os_error(libc::ENODEV)))
 }
 
 /// Adds weave DNS's address to the bridge; concurrent attaches race to add it, and EEXIST
@@ -325,29 +379,19 @@ fn configure_inside(
     gateway: Option<(Ipv4Addr, bool)>,
 ) -> Result<()> {
     let mut nl = Netlink::open().map_err(Error::netlink("open netlink socket in the container"))?;
-    let ethwe = nl
-        .link_by_name(CONTAINER_IFNAME)
-        .map_err(Error::netlink("look up ethwe"))?
-        .ok_or_else(|| {
-            Error::netlink("look up ethwe")(io::Error::from_raw_os_error(libc::ENODEV))
-        })?;
+    let ethwe = ethwe_of(&mut nl)?;
     // With arp_notify the kernel sends a gratuitous ARP for every address when the link
     // comes up, so neighbours drop a stale entry for a reused address.
     let sysctl = format!("/proc/sys/net/ipv4/conf/{CONTAINER_IFNAME}/arp_notify");
     fs::write(&sysctl, b"1").map_err(Error::io(format!("write {sysctl}")))?;
     for addr in &record.addrs {
-        nl.add_address(ethwe.index, *addr)
+        nl.add_address(ethwe, *addr)
             .map_err(Error::netlink(format!("add {addr} to ethwe")))?;
     }
     failpoint::hit("addresses");
-    nl.set_up(ethwe.index)
-        .map_err(Error::netlink("bring ethwe up"))?;
+    nl.set_up(ethwe).map_err(Error::netlink("bring ethwe up"))?;
     if let Some(dns) = dns_route {
-        // Only this one address: the container's default route stays as it is.
-        nl.add_link_route(ethwe.index, Ipv4Net::from(dns))
-            .map_err(Error::netlink(format!(
-                "add a route to weave DNS {dns} via ethwe"
-            )))?;
+        route_to_dns(&mut nl, ethwe, dns, false)?;
     }
     if let Some((gw, on_link)) = gateway {
         if nl
@@ -357,12 +401,12 @@ fn configure_inside(
             return Err(Error::HasDefaultRoute);
         }
         if !on_link {
-            nl.add_link_route(ethwe.index, Ipv4Net::from(gw))
+            nl.add_link_route(ethwe, Ipv4Net::from(gw))
                 .map_err(Error::netlink(format!(
                     "add a route to the host's {gw} via ethwe"
                 )))?;
         }
-        nl.add_default_route(ethwe.index, gw)
+        nl.add_default_route(ethwe, gw)
             .map_err(Error::netlink(format!("add a default route via {gw}")))?;
     }
     let lo = nl

@@ -21,3 +21,4 @@ pub mod reset;
 pub mod resolv;
 pub mod route;
 pub mod tools;
+pub mod uts;
