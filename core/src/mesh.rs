@@ -152,6 +152,9 @@ impl MeshState {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
+        // Only a directory root alone can change holds a state.json of the agent's.
+        fsutil::check_private_dir(&dir.mesh_dir())
+            .map_err(|e| io::Error::new(io::ErrorKind::PermissionDenied, e.to_string()))?;
         let state: Self = serde_json::from_slice(&text)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         if state.version != VERSION {
