@@ -60,7 +60,7 @@ pub enum StoreError {
     SharedNetnsConflict { wirer: String, has: String },
     #[error("container {wirer}, whose network namespace this container shares, is still being attached; try again")]
     NetnsBeingWired { wirer: String },
-    #[error("no free address left in this host's address blocks of {0}; weave-mesh claims a new block (is `weave-mesh run` running?)")]
+    #[error("no free address left in this host's address blocks of {0}, though weave-mesh claimed new blocks for it (concurrent attaches took them); try again, or stop containers")]
     BlocksFull(Ipv4Net),
     #[error("this host's address blocks are no longer provably its own")]
     BlocksExpired,
@@ -175,9 +175,12 @@ impl MeshFacts<'_> {
         let mut unproven = Vec::new();
         for req in requests {
             match *req {
+                // Outside the blocks only what weave-mesh proved, valid blocks or not.
                 AddrRequest::Exact(net) if !self.in_blocks(net.addr()) => {
-                    if !self.claimed.contains(&net.addr()) {
-                        unproven.push(net.addr());
+                    let ip = net.addr();
+                    match self.claimed.contains(&ip) {
+                        true => {}
+                        false => unproven.push(ip),
                     }
                 }
                 _ if !self.valid => return Err(StoreError::BlocksExpired),

@@ -196,7 +196,10 @@ fn reserve(
             (Err(StoreError::BlocksExpired), Some(mesh)) => return Err(mesh.expired()),
             (Err(StoreError::BlocksFull(subnet)), Some(mesh)) if block_claims < BLOCK_CLAIMS => {
                 block_claims += 1;
-                mesh.claim_block(subnet)?;
+                // A concurrent attach may have had one claimed a moment ago.
+                if !mesh.refresh()? {
+                    mesh.claim_block(subnet)?;
+                }
             }
             (Err(StoreError::NeedsClaim(addrs)), Some(mesh)) => {
                 for addr in addrs {

@@ -108,7 +108,7 @@ pub enum Error {
     },
     #[error("weave-mesh refused: {reason}")]
     MeshRefused { reason: String },
-    #[error("{what} cannot be proven unique across the mesh: etcd is unreachable ({reason}); use a net: allocation (this host's own blocks still serve), or retry once etcd is back")]
+    #[error("{what} cannot be proven unique across the mesh: etcd is unreachable ({reason}); retry once etcd is back (net: allocations from this host's own blocks need no etcd)")]
     EtcdUnreachable { what: String, reason: String },
     #[error("weave-mesh's answer about {what} is not usable: {why}")]
     AgentReply { what: String, why: String },

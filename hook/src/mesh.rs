@@ -64,6 +64,17 @@ impl Mesh {
         }
     }
 
+    /// Reads the agent's state again; returns whether this host's blocks changed (another
+    /// attach had a block claimed meanwhile).
+    pub fn refresh(&mut self) -> Result<bool> {
+        let Some(fresh) = Self::load(&self.dir)? else {
+            return Ok(false);
+        };
+        let changed = fresh.state.blocks != self.state.blocks;
+        *self = fresh;
+        Ok(changed)
+    }
+
     /// Asks the agent for a new block inside `subnet`, then reads the state it wrote.
     pub fn claim_block(&mut self, subnet: Ipv4Net) -> Result<()> {
         let what = format!("a new address block in {subnet}");
