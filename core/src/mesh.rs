@@ -140,6 +140,12 @@ impl StateDir {
     pub fn mesh_socket(&self) -> PathBuf {
         self.mesh_dir().join("agent.sock")
     }
+
+    /// Taken by weave-hook while it asks for a new block, so that concurrent attaches of
+    /// this host ask once (the mesh directory is the agent's: the lock is beside it).
+    pub fn mesh_claim_lock(&self) -> PathBuf {
+        self.root().join("mesh-claim.lock")
+    }
 }
 
 impl MeshState {

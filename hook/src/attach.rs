@@ -196,10 +196,7 @@ fn reserve(
             (Err(StoreError::BlocksExpired), Some(mesh)) => return Err(mesh.expired()),
             (Err(StoreError::BlocksFull(subnet)), Some(mesh)) if block_claims < BLOCK_CLAIMS => {
                 block_claims += 1;
-                // A concurrent attach may have had one claimed a moment ago.
-                if !mesh.refresh()? {
-                    mesh.claim_block(subnet)?;
-                }
+                mesh.claim_block(subnet)?;
             }
             (Err(StoreError::NeedsClaim(addrs)), Some(mesh)) => {
                 for addr in addrs {

@@ -8,6 +8,7 @@ use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 
+use weave_core::fsutil;
 use weave_core::id::ContainerId;
 use weave_core::layout::StateDir;
 use weave_core::mesh::{self, MeshState, Reply, Request, REQUEST_TIMEOUT};
@@ -75,8 +76,17 @@ impl Mesh {
         Ok(changed)
     }
 
-    /// Asks the agent for a new block inside `subnet`, then reads the state it wrote.
+    /// Asks the agent for a new block inside `subnet`, then reads the state it wrote. One
+    /// attach of this host at a time asks (under the claim lock, never the store's): the
+    /// others, waiting, find the new block in the state and ask for none (16 concurrent
+    /// first attaches would otherwise claim a block each).
     pub fn claim_block(&mut self, subnet: Ipv4Net) -> Result<()> {
+        let lock = self.dir.mesh_claim_lock();
+        let _claiming =
+            fsutil::lock_file(&lock).map_err(Error::io(format!("lock {}", lock.display())))?;
+        if self.refresh()? {
+            return Ok(());
+        }
         let what = format!("a new address block in {subnet}");
         let block = match self.ask(&Request::ClaimBlock { subnet }, &what)? {
             Reply::Block { block } => block,

@@ -515,3 +515,53 @@ fn without_state_json_the_hook_is_the_single_host_hook() {
     );
     assert!(!ps.contains("hosta"), "{ps}");
 }
+
+#[test]
+fn concurrent_first_attaches_on_a_new_host_share_the_blocks_claimed() {
+    if !root_or_skip("concurrent_first_attaches_on_a_new_host_share_the_blocks_claimed") {
+        return;
+    }
+    docker_host();
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(dir.path());
+    write_state(dir.path(), &[], VALID, None);
+    // Each claim grants the next /27 of the default range.
+    let granted = Arc::new(Mutex::new(Vec::<Ipv4Net>::new()));
+    let agent = {
+        let (dir, granted) = (dir.path().to_path_buf(), granted.clone());
+        FakeAgent::start(dir.clone().as_path(), move |_| {
+            let mut granted = granted.lock().unwrap();
+            let block = mesh::blocks_of(net("10.32.0.0/12"), 27)
+                .nth(granted.len())
+                .unwrap();
+            granted.push(block);
+            write_state(&dir, &granted, VALID, None);
+            Reply::Block { block }
+        })
+    };
+    let containers: Vec<Container> = (0..16)
+        .map(|i| Container::start(&format!("c{i}")))
+        .collect();
+    let addrs: Vec<Ipv4Addr> = std::thread::scope(|scope| {
+        let handles: Vec<_> = containers
+            .iter()
+            .map(|c| {
+                let s = s.clone();
+                // Threads inherit the creating thread's namespaces, so all share this "host".
+                scope.spawn(move || {
+                    attach(&s, &c.state("net:default")).unwrap().unwrap().addrs[0].addr()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let distinct: std::collections::HashSet<_> = addrs.iter().collect();
+    assert_eq!(distinct.len(), 16, "{addrs:?}");
+    let granted = granted.lock().unwrap().clone();
+    assert!(
+        addrs.iter().all(|a| granted.iter().any(|b| b.contains(a))),
+        "{addrs:?} outside {granted:?}"
+    );
+    // One asked; the others waited on the claim lock and found its block.
+    assert_eq!(agent.requests().len(), 1, "{:?}", agent.requests());
+}
