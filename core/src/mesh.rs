@@ -309,6 +309,49 @@ mod tests {
     }
 
     #[test]
+    fn state_json_is_read_only_from_a_directory_root_alone_changes() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = StateDir::new(tmp.path());
+        assert!(
+            MeshState::read(&dir).unwrap().is_none(),
+            "no agent: single host"
+        );
+        std::fs::create_dir(dir.mesh_dir()).unwrap();
+        let state = MeshState {
+            version: VERSION,
+            host: "a".into(),
+            blocks: vec![],
+            block_prefix: 26,
+            valid_until_ms: 1,
+            etcd_reachable: true,
+            mtu: Some(1450),
+        };
+        std::fs::write(dir.mesh_state(), serde_json::to_vec(&state).unwrap()).unwrap();
+        assert_eq!(MeshState::read(&dir).unwrap(), Some(state));
+        let perms = |mode| std::fs::Permissions::from_mode(mode);
+        std::fs::set_permissions(dir.mesh_dir(), perms(0o777)).unwrap();
+        let err = MeshState::read(&dir).unwrap_err();
+        assert!(
+            err.to_string().contains("writable by its group or others"),
+            "{err}"
+        );
+        std::fs::set_permissions(dir.mesh_dir(), perms(0o755)).unwrap();
+        // A link in place of the file, or of the directory, is not followed.
+        let elsewhere = tmp.path().join("elsewhere");
+        std::fs::rename(dir.mesh_state(), &elsewhere).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, dir.mesh_state()).unwrap();
+        assert!(MeshState::read(&dir).is_err());
+        std::fs::remove_file(dir.mesh_state()).unwrap();
+        std::fs::rename(&elsewhere, dir.mesh_state()).unwrap();
+        let real = tmp.path().join("real");
+        std::fs::rename(dir.mesh_dir(), &real).unwrap();
+        std::os::unix::fs::symlink(&real, dir.mesh_dir()).unwrap();
+        let err = MeshState::read(&dir).unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+    }
+
+    #[test]
     fn requests_and_replies_are_one_json_line() {
         let r = Request::ClaimAddr {
             addr: "10.32.0.9".parse().unwrap(),

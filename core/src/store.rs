@@ -170,8 +170,8 @@ impl MeshFacts<'_> {
     }
 
     /// Before anything is taken: refuses what the blocks' validity does not cover, and
-    /// names the exact addresses still to be proven unique.
-    fn check(&self, requests: &[AddrRequest]) -> Result<(), StoreError> {
+    /// returns the exact addresses still to be proven unique.
+    fn check(&self, requests: &[AddrRequest]) -> Result<Vec<Ipv4Addr>, StoreError> {
         let mut unproven = Vec::new();
         for req in requests {
             match *req {
@@ -187,10 +187,7 @@ impl MeshFacts<'_> {
                 _ => {}
             }
         }
-        match unproven.is_empty() {
-            true => Ok(()),
-            false => Err(StoreError::NeedsClaim(unproven)),
-        }
+        Ok(unproven)
     }
 }
 
@@ -314,7 +311,15 @@ impl Store {
             return Ok(joined);
         }
         if let Some(mesh) = &facts.mesh {
-            mesh.check(requests)?;
+            let unproven = mesh.check(requests)?;
+            // A container of this host holding one is named at once: weave-mesh is not
+            // asked for what this host knows is taken.
+            for ip in &unproven {
+                self.refuse_if_held(*ip, id, facts)?;
+            }
+            if !unproven.is_empty() {
+                return Err(StoreError::NeedsClaim(unproven));
+            }
         }
         let stale = self.read_record(id)?;
         let previous = stale.clone().or_else(|| self.released_record(id));
@@ -585,6 +590,24 @@ impl Store {
             // An address file that names no valid id is junk (torn, or planted): replace it.
             Claim::Taken(None) => self.overwrite_claim(ip, id),
             Claim::Taken(Some(_)) | Claim::Claimed => Ok(()),
+        }
+    }
+
+    /// Refuses `ip` when another container still holds it here.
+    fn refuse_if_held(
+        &self,
+        ip: Ipv4Addr,
+        id: &ContainerId,
+        facts: &Facts,
+    ) -> Result<(), StoreError> {
+        match self.addr_owner(ip) {
+            Some(owner) if owner != *id && self.still_held(&owner, ip, facts) => {
+                Err(StoreError::AddressInUse {
+                    addr: ip,
+                    owner: owner.to_string(),
+                })
+            }
+            _ => Ok(()),
         }
     }
 
@@ -1520,6 +1543,20 @@ mod tests {
             )
             .unwrap();
         assert_eq!(r.record.addrs.len(), 3);
+        // Another container of this host asking for one is refused here, naming the holder,
+        // without a claim.
+        let err = store
+            .reserve(
+                &holder(&id("b"), me()),
+                &[AddrRequest::Exact(net("10.2.0.6/24"))],
+                net(RANGE),
+                &in_mesh(&blocks, &[], &[]),
+            )
+            .unwrap_err();
+        assert!(
+            matches!(&err, StoreError::AddressInUse { owner, .. } if owner == "a"),
+            "{err}"
+        );
     }
 
     #[test]
