@@ -159,8 +159,6 @@ pub fn attach(settings: &Settings, state: &State) -> Result<Option<Record>> {
 /// wiring it (containers of a pod are created at the same time).
 const WIRING_PATIENCE: Duration = Duration::from_secs(10);
 
-/// Reserves the container's addresses, or joins its namespace's interface once the
-/// container wiring it is done.
 /// In a mesh, how many new blocks one attach may ask for (concurrent attaches can fill a
 /// new block before this one gets to it).
 const BLOCK_CLAIMS: usize = 3;
