@@ -21,6 +21,7 @@ use crate::bridge;
 use crate::dns;
 use crate::error::{Error, Result};
 use crate::firewall::{self, Recheck};
+use crate::mesh::Mesh;
 use crate::netlink::{Netlink, VethRequest};
 use crate::netns::Netns;
 use crate::nftables::{self, Openings, Rewrite};
@@ -58,6 +59,20 @@ pub fn attach(settings: &Settings, state: &State) -> Result<Option<Record>> {
         .id()
         .map_err(|source| Error::Netns { pid, source })?;
     let store = Store::open(&settings.state_dir)?;
+    // On a single host this is one failed open(2), and nothing else of the mesh runs.
+    let mut mesh = Mesh::load(store.layout())?;
+    let overlay;
+    let settings = match mesh.as_ref().and_then(|m| m.state().mtu) {
+        // Without --mtu, the overlay's: what fits the bridge fits the VXLAN device.
+        Some(mtu) if settings.mtu.is_none() => {
+            overlay = Settings {
+                mtu: Some(mtu),
+                ..settings.clone()
+            };
+            &overlay
+        }
+        _ => settings,
+    };
     let veth = host_veth_name(&state.id);
     let holder = Holder {
         id: &state.id,
@@ -87,8 +102,23 @@ pub fn attach(settings: &Settings, state: &State) -> Result<Option<Record>> {
     let facts = Facts {
         kept: &kept,
         interface_exists: &|r| interfaces.exist(r),
+        // Filled in by `reserve`, from the mesh's view as it goes.
+        mesh: None,
     };
-    let reserved = reserve(&store, &holder, &request.addrs, settings, &facts)?;
+    let mut claimed = Claimed {
+        mesh: mesh.as_mut(),
+        addrs: Vec::new(),
+        id: &state.id,
+    };
+    let reserved = reserve(
+        &store,
+        &holder,
+        &request.addrs,
+        settings,
+        &facts,
+        &mut claimed,
+    );
+    let reserved = reserved.inspect_err(|_| claimed.release())?;
     failpoint::hit("reserved");
     let record = &reserved.record;
     let mut created = None;
@@ -126,6 +156,7 @@ pub fn attach(settings: &Settings, state: &State) -> Result<Option<Record>> {
     });
     if let Err(e) = served {
         undo(&store, state, created, record);
+        claimed.release();
         return Err(e);
     }
     failpoint::hit("attached");
@@ -140,22 +171,67 @@ pub fn attach(settings: &Settings, state: &State) -> Result<Option<Record>> {
 /// wiring it (containers of a pod are created at the same time).
 const WIRING_PATIENCE: Duration = Duration::from_secs(10);
 
+/// In a mesh, how many new blocks one attach may ask for (concurrent attaches can fill a
+/// new block before this one gets to it).
+const BLOCK_CLAIMS: usize = 3;
+
 /// Reserves the container's addresses, or joins its namespace's interface once the
-/// container wiring it is done.
+/// container wiring it is done. In a mesh, asks weave-mesh, without the store's lock, for
+/// what the store cannot give alone (a new block, an exact address proven unique), and
+/// tries again.
 fn reserve(
     store: &Store,
     holder: &Holder,
     requests: &[weave_core::cidr::AddrRequest],
     settings: &Settings,
     facts: &Facts,
+    claimed: &mut Claimed,
 ) -> Result<Reserved> {
     let deadline = Instant::now() + WIRING_PATIENCE;
+    let mut block_claims = 0;
     loop {
-        match store.reserve(holder, requests, settings.ipalloc_range, facts) {
-            Err(StoreError::NetnsBeingWired { .. }) if Instant::now() < deadline => {
+        let reserved = {
+            let facts = Facts {
+                kept: facts.kept,
+                interface_exists: facts.interface_exists,
+                mesh: claimed.mesh.as_deref().map(|m| m.facts(&claimed.addrs)),
+            };
+            store.reserve(holder, requests, settings.ipalloc_range, &facts)
+        };
+        let mesh = claimed.mesh.as_deref_mut();
+        match (reserved, mesh) {
+            (Err(StoreError::NetnsBeingWired { .. }), _) if Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(5));
             }
-            other => return Ok(other?),
+            (Err(StoreError::BlocksExpired), Some(mesh)) => return Err(mesh.expired()),
+            (Err(StoreError::BlocksFull(subnet)), Some(mesh)) if block_claims < BLOCK_CLAIMS => {
+                block_claims += 1;
+                mesh.claim_block(subnet)?;
+            }
+            (Err(StoreError::NeedsClaim(addrs)), Some(mesh)) => {
+                for addr in addrs {
+                    mesh.claim_addr(addr, holder.id)?;
+                    claimed.addrs.push(addr);
+                }
+            }
+            (other, _) => return Ok(other?),
+        }
+    }
+}
+
+/// The exact addresses weave-mesh proved unique for this attach: given back if it fails.
+struct Claimed<'a> {
+    mesh: Option<&'a mut Mesh>,
+    addrs: Vec<Ipv4Addr>,
+    id: &'a ContainerId,
+}
+
+impl Claimed<'_> {
+    fn release(&self) {
+        if let Some(mesh) = self.mesh.as_deref() {
+            for addr in &self.addrs {
+                mesh.release_addr(*addr, self.id);
+            }
         }
     }
 }

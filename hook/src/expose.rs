@@ -35,6 +35,7 @@ pub fn expose(settings: &Settings, net: Option<Ipv4Net>) -> Result<Ipv4Net> {
     let facts = Facts {
         kept: &[dns],
         interface_exists: &|r| interfaces.exist(r),
+        mesh: None,
     };
     let added = store.expose(&settings.bridge, net, &facts)?;
     let wired = wire(settings, &store, net);

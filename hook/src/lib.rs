@@ -11,6 +11,7 @@ pub mod error;
 pub mod expose;
 pub mod firewall;
 pub mod gc;
+pub mod mesh;
 pub mod netlink;
 pub mod netns;
 pub mod nftables;
