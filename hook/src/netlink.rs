@@ -427,7 +427,8 @@ impl Netlink {
         let replies = self.request(RouteNetlinkMessage::GetAddress(msg), NLM_F_DUMP)?;
         let index = replies.into_iter().find_map(|reply| match reply {
             RouteNetlinkMessage::NewAddress(a)
-                if a.attributes.contains(&AddressAttribute::Local(IpAddr::V4(ip))) =>
+                if a.attributes
+                    .contains(&AddressAttribute::Local(IpAddr::V4(ip))) =>
             {
                 Some(a.header.index)
             }

@@ -88,8 +88,9 @@ pub struct Overlay {
     pub mtu: Option<u32>,
 }
 
-/// Sets the overlay up, or repairs it: the bridge, the VXLAN device on it (recreated when
-/// its VNI, address or port changed), both MTUs, the tables. Idempotent; returns the
+/// Sets the overlay up, or repairs it: the bridge, the tables (before the device, so that
+/// it never runs unfiltered), the VXLAN device on the bridge (recreated when its VNI,
+/// address or port changed), both MTUs. Idempotent; returns the
 /// overlay MTU in use. The flood list is [`set_peers`]'s. A device created here is deleted
 /// again when a later step fails.
 pub fn ensure(settings: &Settings, overlay: &Overlay) -> Result<u32> {
@@ -98,34 +99,31 @@ pub fn ensure(settings: &Settings, overlay: &Overlay) -> Result<u32> {
     let mut nl = Netlink::open().map_err(Error::netlink("open netlink socket"))?;
     let bridge_index = bridge::ensure(&mut nl, &settings)?;
     let mtu = overlay_mtu(&mut nl, overlay)?;
+    // The filter first: a device that is up before it would take anyone's frames.
+    let peers = current_peers(overlay)?;
+    sync_tables(&settings, overlay, &peers)?;
     let (vx, created) = ensure_device(&mut nl, &settings, overlay, bridge_index, mtu)?;
-    let rest = finish(&mut nl, &settings, overlay, bridge_index, mtu);
+    let rest = bridge_mtu(&mut nl, overlay, bridge_index, mtu);
     if rest.is_err() && created {
         let _ = nl.delete_link_index(vx);
     }
     rest.map(|()| mtu)
 }
 
-/// The bridge's MTU, the device up, the tables.
-fn finish(
-    nl: &mut Netlink,
-    settings: &Settings,
-    overlay: &Overlay,
-    bridge_index: u32,
-    mtu: u32,
-) -> Result<()> {
+/// The bridge's MTU set by hand (the kernel then stops deriving it from the ports').
+fn bridge_mtu(nl: &mut Netlink, overlay: &Overlay, bridge_index: u32, mtu: u32) -> Result<()> {
     let bridge = nl
         .link_by_index(bridge_index)
         .map_err(Error::netlink(format!("look up bridge {}", overlay.bridge)))?
         .ok_or_else(|| gone(&overlay.bridge))?;
     if bridge.mtu != mtu {
-        nl.set_mtu(bridge_index, mtu).map_err(Error::netlink(format!(
-            "set the MTU of bridge {} to {mtu}",
-            overlay.bridge
-        )))?;
+        nl.set_mtu(bridge_index, mtu)
+            .map_err(Error::netlink(format!(
+                "set the MTU of bridge {} to {mtu}",
+                overlay.bridge
+            )))?;
     }
-    let peers = current_peers(overlay)?;
-    sync_tables(settings, overlay, &peers)
+    Ok(())
 }
 
 /// Makes the flood list and the underlay filter's set exactly `peers` (this host's own
@@ -169,7 +167,10 @@ fn teardown(settings: &Settings, port: Option<u16>) -> Result<()> {
     {
         let bridge_index = nl
             .link_by_name(&settings.bridge)
-            .map_err(Error::netlink(format!("look up bridge {}", settings.bridge)))?
+            .map_err(Error::netlink(format!(
+                "look up bridge {}",
+                settings.bridge
+            )))?
             .map(|l| l.index);
         check_ours(&link, settings, bridge_index)?;
         let vxlan = nl
@@ -204,6 +205,7 @@ fn remove_elements(bridge: &str, device: &str, port: Option<u16>) -> Result<()> 
     let peers_have = dump(FAMILY_INET, "peers")?.unwrap_or_default();
     if let Some(port) = port {
         let key = port_key(port);
+        let field = port_field(port);
         changes.push(SetChange {
             family: FAMILY_INET,
             table: TABLE,
@@ -211,7 +213,7 @@ fn remove_elements(bridge: &str, device: &str, port: Option<u16>) -> Result<()> 
             op: ElementOp::Delete,
             keys: peers_have
                 .iter()
-                .filter(|k| k.starts_with(&key))
+                .filter(|k| k.starts_with(&field))
                 .cloned()
                 .collect(),
         });
@@ -442,8 +444,13 @@ fn configure_new(
     bridge_index: u32,
 ) -> Result<()> {
     let name = &link.name;
-    nl.no_ipv6_addresses(link.index)
-        .map_err(Error::netlink(format!("turn IPv6 addresses off on {name}")))?;
+    match nl.no_ipv6_addresses(link.index) {
+        // Below IPv6's minimum MTU (1280) the device has no IPv6 at all: just as well.
+        Err(e) if e.raw_os_error() != Some(libc::EAFNOSUPPORT) => {
+            return Err(Error::netlink(format!("turn IPv6 addresses off on {name}"))(e))
+        }
+        _ => {}
+    }
     nl.set_alias(link.index, &bridge::owner_alias(settings))
         .map_err(Error::netlink(format!("mark {name} as ours")))?;
     nl.set_master(link.index, bridge_index)
@@ -474,9 +481,9 @@ fn our_device(nl: &mut Netlink, overlay: &Overlay) -> Result<Link> {
 /// Flood entries exactly for `peers`; every entry (flood or learned) of another remote out.
 fn sync_fdb(nl: &mut Netlink, vx: &Link, peers: &BTreeSet<Ipv4Addr>) -> Result<()> {
     let name = &vx.name;
-    let entries = nl
-        .fdb(vx.index)
-        .map_err(Error::netlink(format!("list the forwarding entries of {name}")))?;
+    let entries = nl.fdb(vx.index).map_err(Error::netlink(format!(
+        "list the forwarding entries of {name}"
+    )))?;
     for e in entries.iter().filter(|e| !peers.contains(&e.dst)) {
         nl.fdb_delete(vx.index, e.mac, e.dst)
             .map_err(Error::netlink(format!(
@@ -508,7 +515,7 @@ fn mac_text(mac: [u8; 6]) -> String {
 
 /// The peers the underlay filter lets in now (ensure keeps them: they are set_peers's).
 fn current_peers(overlay: &Overlay) -> Result<BTreeSet<Ipv4Addr>> {
-    let key = port_key(overlay.port);
+    let key = port_field(overlay.port);
     Ok(dump(FAMILY_INET, "peers")?
         .unwrap_or_default()
         .iter()
@@ -524,12 +531,15 @@ fn sync_tables(settings: &Settings, overlay: &Overlay, peers: &BTreeSet<Ipv4Addr
     nftables::quotable(&device)?;
     let local = host_local(settings)?;
     if !tables_in_place(overlay, &device, settings)? {
-        nftables::run_nft(&overlay.bridge, &script(overlay.port, &device, peers, &local))?;
+        nftables::run_nft(
+            &overlay.bridge,
+            &script(overlay.port, &device, peers, &local),
+        )?;
         tracing::info!(bridge = %overlay.bridge, "wrote nftables tables inet and bridge {TABLE}");
     }
     let want_peers: BTreeSet<Vec<u8>> = peers.iter().map(|p| peer_key(overlay.port, *p)).collect();
     let want_local: BTreeSet<Vec<u8>> = local.iter().map(|a| local_key(&device, *a)).collect();
-    let port = port_key(overlay.port);
+    let port = port_field(overlay.port);
     let have_peers: BTreeSet<Vec<u8>> = dump(FAMILY_INET, "peers")?
         .unwrap_or_default()
         .into_iter()
@@ -549,10 +559,30 @@ fn sync_tables(settings: &Settings, overlay: &Overlay, peers: &BTreeSet<Ipv4Addr
         keys,
     };
     let changes = [
-        change(FAMILY_INET, "peers", ElementOp::Add, diff(&want_peers, &have_peers)),
-        change(FAMILY_INET, "peers", ElementOp::Delete, diff(&have_peers, &want_peers)),
-        change(FAMILY_BRIDGE, "host_local", ElementOp::Add, diff(&want_local, &have_local)),
-        change(FAMILY_BRIDGE, "host_local", ElementOp::Delete, diff(&have_local, &want_local)),
+        change(
+            FAMILY_INET,
+            "peers",
+            ElementOp::Add,
+            diff(&want_peers, &have_peers),
+        ),
+        change(
+            FAMILY_INET,
+            "peers",
+            ElementOp::Delete,
+            diff(&have_peers, &want_peers),
+        ),
+        change(
+            FAMILY_BRIDGE,
+            "host_local",
+            ElementOp::Add,
+            diff(&want_local, &have_local),
+        ),
+        change(
+            FAMILY_BRIDGE,
+            "host_local",
+            ElementOp::Delete,
+            diff(&have_local, &want_local),
+        ),
     ];
     if changes.iter().any(|c| !c.keys.is_empty()) {
         nftgen::apply(&changes).map_err(mesh_nft("update the mesh's nftables sets"))?;
@@ -577,8 +607,8 @@ fn host_local(settings: &Settings) -> Result<BTreeSet<Ipv4Addr>> {
 /// takes them with the rules.
 fn tables_in_place(overlay: &Overlay, device: &str, settings: &Settings) -> Result<bool> {
     let query = mesh_nft("ask nf_tables whether the mesh's tables are in place");
-    let port = nftgen::has_element(FAMILY_INET, TABLE, "ports", &port_key(overlay.port))
-        .map_err(query)?;
+    let port =
+        nftgen::has_element(FAMILY_INET, TABLE, "ports", &port_key(overlay.port)).map_err(query)?;
     let query = mesh_nft("ask nf_tables whether the mesh's tables are in place");
     let dns = settings.dns_addr().addr();
     Ok(port
@@ -595,15 +625,20 @@ fn dump(family: u8, set: &str) -> Result<Option<Vec<Vec<u8>>>> {
     }
 }
 
-/// An `inet_service` key: the port in network order, padded to 4 bytes.
+/// A `ports` key: the port in network order (2 bytes: a key of one field is not padded).
 fn port_key(port: u16) -> Vec<u8> {
+    port.to_be_bytes().to_vec()
+}
+
+/// The port as the first field of a concatenation: padded to 4 bytes (a register).
+fn port_field(port: u16) -> Vec<u8> {
     let [hi, lo] = port.to_be_bytes();
     vec![hi, lo, 0, 0]
 }
 
 /// A `peers` key: inet_service . ipv4_addr.
 fn peer_key(port: u16, peer: Ipv4Addr) -> Vec<u8> {
-    let mut key = port_key(port);
+    let mut key = port_field(port);
     key.extend(peer.octets());
     key
 }
@@ -705,12 +740,30 @@ mod tests {
         };
         assert!(check(&ok).is_ok());
         for bad in [
-            Overlay { vni: 0, ..ok.clone() },
-            Overlay { vni: 1 << 24, ..ok.clone() },
-            Overlay { port: 0, ..ok.clone() },
-            Overlay { local: Ipv4Addr::UNSPECIFIED, ..ok.clone() },
-            Overlay { local: "224.0.0.1".parse().unwrap(), ..ok.clone() },
-            Overlay { mtu: Some(67), ..ok.clone() },
+            Overlay {
+                vni: 0,
+                ..ok.clone()
+            },
+            Overlay {
+                vni: 1 << 24,
+                ..ok.clone()
+            },
+            Overlay {
+                port: 0,
+                ..ok.clone()
+            },
+            Overlay {
+                local: Ipv4Addr::UNSPECIFIED,
+                ..ok.clone()
+            },
+            Overlay {
+                local: "224.0.0.1".parse().unwrap(),
+                ..ok.clone()
+            },
+            Overlay {
+                mtu: Some(67),
+                ..ok.clone()
+            },
         ] {
             assert!(check(&bad).is_err(), "{bad:?}");
         }

@@ -4,6 +4,7 @@
 //! Every guard removes what it made when dropped, also when the test fails.
 
 pub mod docker;
+pub mod mesh;
 pub mod podman;
 pub mod runc_env;
 
