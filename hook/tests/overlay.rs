@@ -101,7 +101,7 @@ fn ensure_sets_the_device_up_is_idempotent_repairs_and_refuses_what_is_not_ours(
     assert_eq!(info["ttl"], 64);
     assert_eq!(vx["mtu"], 1350);
     assert_eq!(vx["master"], "weave");
-    assert_eq!(vx["operstate"] != "DOWN", true, "{vx}");
+    assert_ne!(vx["operstate"], "DOWN", "{vx}");
     assert!(vx["flags"].as_array().unwrap().contains(&"UP".into()));
     assert_eq!(link(&a, "weave")["mtu"], 1350);
     let index = vx["ifindex"].clone();
