@@ -91,8 +91,8 @@ pub struct Overlay {
 /// Sets the overlay up, or repairs it: the bridge, the tables (before the device, so that
 /// it never runs unfiltered), the VXLAN device on the bridge (recreated when its VNI,
 /// address or port changed), both MTUs. Idempotent; returns the
-/// overlay MTU in use. The flood list is [`set_peers`]'s. A device created here is deleted
-/// again when a later step fails.
+/// overlay MTU in use. The flood list is [`set_peers`]'s. A device created here and not
+/// fully set up is deleted again.
 pub fn ensure(settings: &Settings, overlay: &Overlay) -> Result<u32> {
     check(overlay)?;
     let settings = for_bridge(settings, overlay);
@@ -102,12 +102,11 @@ pub fn ensure(settings: &Settings, overlay: &Overlay) -> Result<u32> {
     // The filter first: a device that is up before it would take anyone's frames.
     let peers = current_peers(overlay)?;
     sync_tables(&settings, overlay, &peers)?;
-    let (vx, created) = ensure_device(&mut nl, &settings, overlay, bridge_index, mtu)?;
-    let rest = bridge_mtu(&mut nl, overlay, bridge_index, mtu);
-    if rest.is_err() && created {
-        let _ = nl.delete_link_index(vx);
-    }
-    rest.map(|()| mtu)
+    // The bridge's MTU before the device joins it: set by hand on a bridge whose MTU the
+    // kernel derived from its ports (it would lower it to the device's), it stays put.
+    bridge_mtu(&mut nl, overlay, bridge_index, mtu)?;
+    ensure_device(&mut nl, &settings, overlay, bridge_index, mtu)?;
+    Ok(mtu)
 }
 
 /// The bridge's MTU set by hand (the kernel then stops deriving it from the ports').
@@ -303,15 +302,14 @@ fn overlay_mtu(nl: &mut Netlink, overlay: &Overlay) -> Result<u32> {
     }
 }
 
-/// The device in place with the right settings; returns its index and whether this call
-/// created it.
+/// The device in place with the right settings.
 fn ensure_device(
     nl: &mut Netlink,
     settings: &Settings,
     overlay: &Overlay,
     bridge_index: u32,
     mtu: u32,
-) -> Result<(u32, bool)> {
+) -> Result<()> {
     let name = vxlan_name(&overlay.bridge);
     let want = wanted(overlay);
     let existing = nl
@@ -350,7 +348,7 @@ fn ensure_device(
         nl.set_up(link.index)
             .map_err(Error::netlink(format!("bring {name} up")))?;
     }
-    Ok((link.index, false))
+    Ok(())
 }
 
 fn wanted(overlay: &Overlay) -> Vxlan {
@@ -396,7 +394,7 @@ fn create_device(
     overlay: &Overlay,
     bridge_index: u32,
     mtu: u32,
-) -> Result<(u32, bool)> {
+) -> Result<()> {
     let name = vxlan_name(&overlay.bridge);
     let req = VxlanRequest {
         name: &name,
@@ -418,7 +416,6 @@ fn create_device(
     }
     configured.map(|()| {
         tracing::info!(device = %name, vni = overlay.vni, port = overlay.port, local = %overlay.local, mtu, "created the overlay's VXLAN device");
-        (link.index, true)
     })
 }
 
@@ -538,26 +535,13 @@ fn sync_tables(settings: &Settings, overlay: &Overlay, peers: &BTreeSet<Ipv4Addr
         tracing::info!(bridge = %overlay.bridge, "wrote nftables tables inet and bridge {TABLE}");
     }
     let want_peers: BTreeSet<Vec<u8>> = peers.iter().map(|p| peer_key(overlay.port, *p)).collect();
-    let want_local: BTreeSet<Vec<u8>> = local.iter().map(|a| local_key(&device, *a)).collect();
     let port = port_field(overlay.port);
     let have_peers: BTreeSet<Vec<u8>> = dump(FAMILY_INET, "peers")?
         .unwrap_or_default()
         .into_iter()
         .filter(|k| k.starts_with(&port))
         .collect();
-    let prefix = ifname_key(&device);
-    let have_local: BTreeSet<Vec<u8>> = dump(FAMILY_BRIDGE, "host_local")?
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|k| k.starts_with(&prefix))
-        .collect();
-    let change = |family, set, op, keys: Vec<Vec<u8>>| SetChange {
-        family,
-        table: TABLE,
-        set,
-        op,
-        keys,
-    };
+    let (want_local, have_local) = host_local_sets(&device, &local)?;
     let changes = [
         change(
             FAMILY_INET,
@@ -591,7 +575,60 @@ fn sync_tables(settings: &Settings, overlay: &Overlay, peers: &BTreeSet<Ipv4Addr
     Ok(())
 }
 
-fn diff(a: &BTreeSet<Vec<u8>>, b: &BTreeSet<Vec<u8>>) -> Vec<Vec<u8>> {
+/// Brings the host-local set of the bridge's overlay in step with the settings and the
+/// store's exposed addresses, at once (`weave-hook expose` calls it before it puts an
+/// address on the bridge, `hide` after it took one off). Nothing when the bridge has no
+/// overlay.
+pub fn sync_host_local(settings: &Settings) -> Result<()> {
+    let device = vxlan_name(&settings.bridge);
+    let local = host_local(settings)?;
+    let (want, have) = host_local_sets(&device, &local)?;
+    if have.is_empty() {
+        return Ok(()); // no overlay on this bridge (ensure always adds weave DNS's address)
+    }
+    let changes = [
+        change(
+            FAMILY_BRIDGE,
+            "host_local",
+            ElementOp::Add,
+            diff(&want, &have),
+        ),
+        change(
+            FAMILY_BRIDGE,
+            "host_local",
+            ElementOp::Delete,
+            diff(&have, &want),
+        ),
+    ];
+    nftgen::apply(&changes).map_err(mesh_nft("update the mesh's host-local addresses"))
+}
+
+/// The host-local keys of `device` wanted and in place.
+fn host_local_sets(device: &str, local: &BTreeSet<Ipv4Addr>) -> Result<(Keys, Keys)> {
+    let want = local.iter().map(|a| local_key(device, *a)).collect();
+    let prefix = ifname_key(device);
+    let have = dump(FAMILY_BRIDGE, "host_local")?
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|k| k.starts_with(&prefix))
+        .collect();
+    Ok((want, have))
+}
+
+fn change(family: u8, set: &str, op: ElementOp, keys: Vec<Vec<u8>>) -> SetChange<'_> {
+    SetChange {
+        family,
+        table: TABLE,
+        set,
+        op,
+        keys,
+    }
+}
+
+/// Set element keys, as nf_tables stores them.
+type Keys = BTreeSet<Vec<u8>>;
+
+fn diff(a: &Keys, b: &Keys) -> Vec<Vec<u8>> {
     a.difference(b).cloned().collect()
 }
 

@@ -105,6 +105,10 @@ fn ensure_sets_the_device_up_is_idempotent_repairs_and_refuses_what_is_not_ours(
     assert!(vx["flags"].as_array().unwrap().contains(&"UP".into()));
     assert_eq!(link(&a, "weave")["mtu"], 1350);
     let index = vx["ifindex"].clone();
+    // Set by hand, the bridge's MTU does not follow a port with a smaller one.
+    a.sh("ip link add tv0 mtu 1300 type veth peer name tv1 && ip link set tv0 master weave && ip link set tv0 up");
+    assert_eq!(link(&a, "weave")["mtu"], 1350);
+    a.sh("ip link del tv0");
     // No IPv6 address of its own: nothing of the host's stack goes to the peers through it.
     assert!(!a.sh("ip -6 addr show dev vx-weave").contains("inet6"));
 
@@ -248,13 +252,32 @@ fn set_peers_keeps_flood_list_and_filter_equal_to_the_peers_and_costs_nothing_un
     let local = elements(&a, "bridge", "host_local");
     assert_eq!(local.len(), 1, "{local:?}");
     assert!(local[0].contains("10.32.0.1"), "{local:?}");
+    // `expose` and `hide` keep it in step at once.
+    let out = a
+        .hook()
+        .args(["expose", "10.32.0.254/12"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let local = elements(&a, "bridge", "host_local");
+    assert_eq!(local.len(), 2, "{local:?}");
+    let out = a.hook().args(["hide"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(elements(&a, "bridge", "host_local").len(), 1);
     a.hook()
         .args(["expose", "10.32.0.254/12"])
         .output()
         .unwrap();
     set_peers(&[ip(4), ip(2)]).unwrap();
-    let local = elements(&a, "bridge", "host_local");
-    assert_eq!(local.len(), 2, "{local:?}");
+    assert_eq!(elements(&a, "bridge", "host_local").len(), 2);
 
     // Flushed: back at the next set_peers.
     a.sh("nft flush ruleset");
