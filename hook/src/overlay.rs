@@ -32,8 +32,11 @@
 //! `ports` is dropped unless its (port, source) pair is in the set `peers`, which
 //! [`set_peers`] keeps equal to the peers: a dump, a diff and one netlink transaction when
 //! something changed, none when nothing did. IPv6 to those ports is dropped (the device is
-//! IPv4). After `nft flush ruleset` the next [`set_peers`] (or [`ensure`]) writes the tables
-//! again with `nft -f -`.
+//! IPv4). Nothing the host forwards may go to a peer's VXLAN port either: a container with
+//! a way out (`weave.route=default`) would otherwise send VXLAN to a peer masqueraded as
+//! this host, and put any frame it likes on that peer's bridge, past its port guard. After
+//! `nft flush ruleset` the next [`set_peers`] (or [`ensure`]) writes the tables again with
+//! `nft -f -`.
 //!
 //! **Host-local addresses** (table `bridge weave-mesh`): every host has weave DNS at the same
 //! address on its bridge and may expose addresses of its own there. ARP and IPv4 from or to
@@ -188,47 +191,31 @@ fn remove_elements(bridge: &str, device: &str, port: Option<u16>) -> Result<()> 
     let Some(local_have) = dump(FAMILY_BRIDGE, "host_local")? else {
         return Ok(()); // no tables
     };
+    let ours = |have: &[Vec<u8>], is_ours: &dyn Fn(&[u8]) -> bool| -> Vec<Vec<u8>> {
+        have.iter().filter(|k| is_ours(k)).cloned().collect()
+    };
     let prefix = ifname_key(device);
-    let mut changes = vec![SetChange {
-        family: FAMILY_BRIDGE,
-        table: TABLE,
-        set: "host_local",
-        op: ElementOp::Delete,
-        keys: local_have
-            .iter()
-            .filter(|k| k.starts_with(&prefix))
-            .cloned()
-            .collect(),
-    }];
+    let local = ours(&local_have, &|k| k.starts_with(&prefix));
+    let bridge_key = ifname_key(bridge);
+    let bridges = ours(&dump(FAMILY_INET, "bridges")?.unwrap_or_default(), &|k| {
+        k == bridge_key
+    });
     let ports_have = dump(FAMILY_INET, "ports")?.unwrap_or_default();
     let peers_have = dump(FAMILY_INET, "peers")?.unwrap_or_default();
-    if let Some(port) = port {
-        let key = port_key(port);
-        let field = port_field(port);
-        changes.push(SetChange {
-            family: FAMILY_INET,
-            table: TABLE,
-            set: "peers",
-            op: ElementOp::Delete,
-            keys: peers_have
-                .iter()
-                .filter(|k| k.starts_with(&field))
-                .cloned()
-                .collect(),
-        });
-        changes.push(SetChange {
-            family: FAMILY_INET,
-            table: TABLE,
-            set: "ports",
-            op: ElementOp::Delete,
-            keys: ports_have.iter().filter(|k| **k == key).cloned().collect(),
-        });
-    }
-    let left = |have: &[Vec<u8>], change: &SetChange| have.len() - change.keys.len();
-    let empty = left(&local_have, &changes[0]) == 0
-        && changes
-            .get(2)
-            .map_or(ports_have.is_empty(), |c| left(&ports_have, c) == 0);
+    let (ports, peers) = match port {
+        Some(port) => (
+            ours(&ports_have, &|k| k == port_key(port)),
+            ours(&peers_have, &|k| k.starts_with(&port_field(port))),
+        ),
+        None => (Vec::new(), Vec::new()),
+    };
+    let empty = local_have.len() == local.len() && ports_have.len() == ports.len();
+    let changes = [
+        change(FAMILY_BRIDGE, "host_local", ElementOp::Delete, local),
+        change(FAMILY_INET, "bridges", ElementOp::Delete, bridges),
+        change(FAMILY_INET, "ports", ElementOp::Delete, ports),
+        change(FAMILY_INET, "peers", ElementOp::Delete, peers),
+    ];
     nftgen::apply(&changes).map_err(mesh_nft("remove the overlay's elements"))?;
     if empty {
         let script = format!(
@@ -525,12 +512,13 @@ fn current_peers(overlay: &Overlay) -> Result<BTreeSet<Ipv4Addr>> {
 /// overlay in step in one netlink transaction (none when they are).
 fn sync_tables(settings: &Settings, overlay: &Overlay, peers: &BTreeSet<Ipv4Addr>) -> Result<()> {
     let device = vxlan_name(&overlay.bridge);
+    nftables::quotable(&overlay.bridge)?;
     nftables::quotable(&device)?;
     let local = host_local(settings)?;
     if !tables_in_place(overlay, &device, settings)? {
         nftables::run_nft(
             &overlay.bridge,
-            &script(overlay.port, &device, peers, &local),
+            &script(&overlay.bridge, overlay.port, &device, peers, &local),
         )?;
         tracing::info!(bridge = %overlay.bridge, "wrote nftables tables inet and bridge {TABLE}");
     }
@@ -646,9 +634,15 @@ fn tables_in_place(overlay: &Overlay, device: &str, settings: &Settings) -> Resu
     let query = mesh_nft("ask nf_tables whether the mesh's tables are in place");
     let port =
         nftgen::has_element(FAMILY_INET, TABLE, "ports", &port_key(overlay.port)).map_err(query)?;
+    if !port {
+        return Ok(false);
+    }
+    let query = mesh_nft("ask nf_tables whether the mesh's tables are in place");
+    let bridge = nftgen::has_element(FAMILY_INET, TABLE, "bridges", &ifname_key(&overlay.bridge))
+        .map_err(query)?;
     let query = mesh_nft("ask nf_tables whether the mesh's tables are in place");
     let dns = settings.dns_addr().addr();
-    Ok(port
+    Ok(bridge
         && nftgen::has_element(FAMILY_BRIDGE, TABLE, "host_local", &local_key(device, dns))
             .map_err(query)?)
 }
@@ -690,6 +684,7 @@ fn local_key(device: &str, addr: Ipv4Addr) -> Vec<u8> {
 /// Both tables, whole: structure, rules (chains flushed first, so a rerun never duplicates
 /// one) and this overlay's elements. One transaction.
 fn script(
+    bridge: &str,
     port: u16,
     device: &str,
     peers: &BTreeSet<Ipv4Addr>,
@@ -700,11 +695,16 @@ fn script(
         "add table {t}\n\
          add set {t} ports {{ type inet_service; comment \"UDP ports of weave-mesh overlays\"; }}\n\
          add set {t} peers {{ type inet_service . ipv4_addr; comment \"who may send to each port: the mesh's hosts\"; }}\n\
+         add set {t} bridges {{ type ifname; comment \"weave bridges with an overlay: nothing from them is forwarded to an overlay port\"; }}\n\
          add chain {t} input {{ type filter hook input priority -10; policy accept; }}\n\
          flush chain {t} input\n\
          add rule {t} input meta nfproto ipv4 udp dport @ports udp dport . ip saddr != @peers drop\n\
          add rule {t} input meta nfproto ipv6 udp dport @ports drop\n\
-         add element {t} ports {{ {port} }}\n"
+         add chain {t} forward {{ type filter hook forward priority -10; policy accept; }}\n\
+         flush chain {t} forward\n\
+         add rule {t} forward iifname @bridges udp dport @ports drop\n\
+         add element {t} ports {{ {port} }}\n\
+         add element {t} bridges {{ \"{bridge}\" }}\n"
     );
     for peer in peers {
         s.push_str(&format!("add element {t} peers {{ {port} . {peer} }}\n"));
@@ -758,12 +758,14 @@ mod tests {
     fn the_script_filters_both_directions_and_lists_the_elements() {
         let peers = ["192.168.251.2".parse().unwrap()].into();
         let local = ["10.32.0.1".parse().unwrap()].into();
-        let s = script(4789, "vx-weave", &peers, &local);
+        let s = script("weave", 4789, "vx-weave", &peers, &local);
         assert!(s.contains("add element inet weave-mesh ports { 4789 }"));
         assert!(s.contains("peers { 4789 . 192.168.251.2 }"));
         assert!(s.contains("host_local { \"vx-weave\" . 10.32.0.1 }"));
         assert_eq!(s.matches("@host_local drop").count(), 8);
         assert!(s.contains("flush chain inet weave-mesh input"));
+        assert!(s.contains("add element inet weave-mesh bridges { \"weave\" }"));
+        assert!(s.contains("forward iifname @bridges udp dport @ports drop"));
     }
 
     #[test]

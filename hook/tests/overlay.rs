@@ -305,7 +305,8 @@ fn container(sim: &SimHost, id: &str, cidr: &str) -> Container {
     c
 }
 
-/// Whether A's bridge has seen a frame from `mac` (it learns every source on its ports).
+/// Whether the bridge of `sim` has seen a frame from `mac` (it learns every source on its
+/// ports).
 fn bridge_saw(sim: &SimHost, mac: &str) -> bool {
     sim.sh("bridge fdb show br weave").contains(mac)
 }
@@ -389,4 +390,74 @@ fn vxlan_from_a_non_peer_never_reaches_the_bridge_also_after_a_flush() {
         .unwrap();
     assert!(fdb(&a).is_empty(), "{:?}", fdb(&a));
     assert!(!ca.pings("10.32.2.1"));
+}
+
+#[test]
+fn a_container_with_a_way_out_cannot_send_vxlan_to_a_peer_as_its_host() {
+    if !root_or_skip("a_container_with_a_way_out_cannot_send_vxlan_to_a_peer_as_its_host") {
+        return;
+    }
+    let underlay = Underlay::new();
+    let a = SimHost::new(&underlay, 1);
+    let b = SimHost::new(&underlay, 2);
+    for (sim, peer) in [(&a, b.addr()), (&b, a.addr())] {
+        let s = settings_of(sim);
+        let ov = overlay_of(sim);
+        sim.in_netns(|| overlay::ensure(&s, &ov)).unwrap();
+        sim.in_netns(|| overlay::set_peers(&s, &ov, &[peer]))
+            .unwrap();
+    }
+    // A forwards (and its FORWARD policy lets it), the host is exposed, and the container
+    // has weave.route=default: its packets to the underlay leave masqueraded as A.
+    a.sh("echo 1 > /proc/sys/net/ipv4/ip_forward && iptables -w -P FORWARD ACCEPT");
+    let out = a
+        .hook()
+        .args(["expose", "10.47.255.254/12"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let c = Container::start("wayout");
+    let mut state = c.state("10.32.1.1/12");
+    state
+        .annotations
+        .insert("weave.route".into(), "default".into());
+    let s = settings_of(&a);
+    a.in_netns(|| attach(&s, &state)).unwrap();
+    // The container makes a VXLAN device of its own towards B (same VNI, same port).
+    c.run("ip link add vxc type vxlan id 42 dstport 4789 remote 192.168.251.2 nolearning && ip addr add 10.99.0.1/24 dev vxc && ip link set vxc up");
+    let vxc: Value = serde_json::from_str(&c.run("ip -j link show vxc")).unwrap();
+    let vxc_mac = vxc[0]["address"].as_str().unwrap().to_string();
+    let send = || {
+        let _ = std::process::Command::new("nsenter")
+            .args(["-t", &c.pid().to_string(), "-n"])
+            .args([
+                "busybox",
+                "ping",
+                "-c",
+                "3",
+                "-i",
+                "1",
+                "-W",
+                "1",
+                "10.99.0.2",
+            ])
+            .output();
+    };
+    send();
+    assert!(
+        !bridge_saw(&b, &vxc_mac),
+        "the container's frames reached B's bridge"
+    );
+
+    // Control: without the forward rule they do (masqueraded as A, a peer).
+    a.sh("nft flush chain inet weave-mesh forward");
+    send();
+    assert!(
+        bridge_saw(&b, &vxc_mac),
+        "control: the frames reach B without the rule"
+    );
 }
