@@ -114,6 +114,26 @@ pub enum Error {
     AgentReply { what: String, why: String },
     #[error("the address blocks of host {host} are no longer provably its own (their validity ended {ago_secs} s ago): weave-mesh has not renewed its lease, because it is not running or etcd has been unreachable for longer than the lease TTL plus the reclaim grace; start `weave-mesh run` or restore its connection to etcd, then retry")]
     BlocksExpired { host: String, ago_secs: u64 },
+    #[error("{device} exists and is not the mesh's VXLAN device of bridge {bridge}: {what}; delete it, or choose another --bridge")]
+    VxlanTaken {
+        device: String,
+        bridge: String,
+        what: String,
+    },
+    #[error("no interface of this host has the underlay address {0} (weave-mesh --advertise): the VXLAN device sends from it")]
+    NoUnderlay(std::net::Ipv4Addr),
+    #[error("the underlay interface {underlay} has MTU {mtu}, too small to carry VXLAN (it adds 50 bytes; the overlay needs at least 68)")]
+    UnderlayMtu { underlay: String, mtu: u32 },
+    #[error("the mesh overlay's VXLAN device {0} is missing or has other settings: weave-mesh sets it up (overlay::ensure) first")]
+    OverlayMissing(String),
+    #[error("bad mesh overlay settings: {0}")]
+    BadOverlay(String),
+    #[error("{op}: {source}")]
+    MeshNft {
+        op: String,
+        #[source]
+        source: io::Error,
+    },
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     Several(Vec<Error>),
 }

@@ -16,6 +16,7 @@ pub mod netlink;
 pub mod netns;
 pub mod nftables;
 pub mod nftgen;
+pub mod overlay;
 pub mod portguard;
 pub mod privileges;
 pub mod reset;
