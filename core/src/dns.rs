@@ -24,6 +24,8 @@ pub enum NamesError {
     NoBundle,
     #[error(transparent)]
     Bundle(#[from] OciError),
+    #[error("the container has no hostname in config.json and joins another UTS namespace (a pod's), whose hostname cannot be read: {0}")]
+    JoinedHostname(#[source] std::io::Error),
 }
 
 /// Reduces a name to the one lowercase label weave stores: letters, digits and '-' (not at
@@ -112,11 +114,20 @@ pub fn parse_shared(value: Option<&str>) -> Result<bool, NamesError> {
     }
 }
 
-/// The claim of the container the state describes: hostname from its config.json, and the
+/// The claim of the container the state describes: hostname from its config.json (when it has
+/// none and joins an existing UTS namespace, as a pod's containers join the pod's, that
+/// namespace's hostname, which `joined_hostname` reads: it is called only then), and the
 /// `weave.dns.names` and `weave.dns.shared` annotations of the state, else of config.json.
-pub fn claim_of(state: &State) -> Result<Claim, NamesError> {
+pub fn claim_of(
+    state: &State,
+    joined_hostname: impl FnOnce() -> std::io::Result<Option<String>>,
+) -> Result<Claim, NamesError> {
     let bundle = state.bundle.as_deref().ok_or(NamesError::NoBundle)?;
     let config = BundleConfig::read(bundle)?;
+    let hostname = match (&config.hostname, config.joins_uts) {
+        (None, true) => joined_hostname().map_err(NamesError::JoinedHostname)?,
+        (hostname, _) => hostname.clone(),
+    };
     let annotation = |key: &str| {
         state
             .annotations
@@ -125,7 +136,7 @@ pub fn claim_of(state: &State) -> Result<Claim, NamesError> {
             .map(String::as_str)
     };
     Ok(Claim {
-        names: names(config.hostname.as_deref(), annotation(NAMES_ANNOTATION))?,
+        names: names(hostname.as_deref(), annotation(NAMES_ANNOTATION))?,
         shared: parse_shared(annotation(SHARED_ANNOTATION))?,
     })
 }
@@ -192,6 +203,43 @@ mod tests {
             .contains("1024 bytes"));
     }
 
+    fn not_asked() -> std::io::Result<Option<String>> {
+        panic!("the joined UTS namespace's hostname was read")
+    }
+
+    #[test]
+    fn a_pod_member_without_hostname_gets_its_joined_namespace_s() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = |text: &str| std::fs::write(dir.path().join("config.json"), text).unwrap();
+        let mut state = State::parse(br#"{"id":"c","status":"creating","pid":1}"#).unwrap();
+        state.bundle = Some(dir.path().to_path_buf());
+        let pod = r#"{"hostname":null,"linux":{"namespaces":[{"type":"network","path":"/proc/9/ns/net"},{"type":"uts","path":"/proc/9/ns/uts"}]}}"#;
+        config(pod);
+        let claim = claim_of(&state, || Ok(Some("MyPod".into()))).unwrap();
+        assert_eq!(claim.names, ["mypod"]);
+        // The namespace's hostname obeys the same rule as config.json's.
+        let claim = claim_of(&state, || Ok(Some("pod.example.com".into()))).unwrap();
+        assert!(claim.names.is_empty());
+        let err = claim_of(&state, || {
+            Err(std::io::Error::from_raw_os_error(libc::ESRCH))
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("joins another UTS namespace"), "{err}");
+        // A hostname of its own wins; a new UTS namespace (no path) or none has the host's
+        // name, which is not the container's: neither is read.
+        config(
+            r#"{"hostname":"web","linux":{"namespaces":[{"type":"uts","path":"/proc/9/ns/uts"}]}}"#,
+        );
+        assert_eq!(claim_of(&state, not_asked).unwrap().names, ["web"]);
+        config(r#"{"linux":{"namespaces":[{"type":"uts"},{"type":"network","path":"/x"}]}}"#);
+        assert!(claim_of(&state, not_asked).unwrap().names.is_empty());
+        config(r#"{"linux":{"namespaces":[{"type":"uts","path":""}]}}"#);
+        assert!(claim_of(&state, not_asked).unwrap().names.is_empty());
+        config(r#"{"hostname":"","linux":{}}"#);
+        assert!(claim_of(&state, not_asked).unwrap().names.is_empty());
+    }
+
     #[test]
     fn claim_of_reads_hostname_and_annotations_from_the_bundle() {
         let dir = tempfile::tempdir().unwrap();
@@ -202,7 +250,7 @@ mod tests {
         .unwrap();
         let mut state = State::parse(br#"{"id":"c","status":"creating","pid":1}"#).unwrap();
         state.bundle = Some(dir.path().to_path_buf());
-        let claim = claim_of(&state).unwrap();
+        let claim = claim_of(&state, not_asked).unwrap();
         assert_eq!(claim.names, ["c0ffee123456", "web"]);
         assert!(claim.shared);
         state
@@ -211,18 +259,21 @@ mod tests {
         state
             .annotations
             .insert(SHARED_ANNOTATION.into(), "false".into());
-        let claim = claim_of(&state).unwrap();
+        let claim = claim_of(&state, not_asked).unwrap();
         assert_eq!(claim.names, ["c0ffee123456", "api"]);
         assert!(!claim.shared);
         state
             .annotations
             .insert(SHARED_ANNOTATION.into(), "yes".into());
-        let err = claim_of(&state).unwrap_err().to_string();
+        let err = claim_of(&state, not_asked).unwrap_err().to_string();
         assert!(
             err.contains("bad weave.dns.shared annotation \"yes\""),
             "{err}"
         );
         state.bundle = None;
-        assert!(matches!(claim_of(&state), Err(NamesError::NoBundle)));
+        assert!(matches!(
+            claim_of(&state, not_asked),
+            Err(NamesError::NoBundle)
+        ));
     }
 }

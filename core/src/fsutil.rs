@@ -35,6 +35,12 @@ pub fn ensure_private_dir(path: &Path) -> Result<(), DirError> {
         .mode(0o700)
         .create(path)
         .map_err(|e| DirError::Create(path.to_path_buf(), e))?;
+    check_private_dir(path)
+}
+
+/// Checks, without creating anything, that `path` is a directory only this process's user
+/// can change (see [`ensure_private_dir`]).
+pub fn check_private_dir(path: &Path) -> Result<(), DirError> {
     let untrusted = |why: String| DirError::Untrusted {
         path: path.to_path_buf(),
         why,

@@ -140,6 +140,12 @@ impl StateDir {
     pub fn mesh_socket(&self) -> PathBuf {
         self.mesh_dir().join("agent.sock")
     }
+
+    /// Taken by weave-hook while it asks for a new block, so that concurrent attaches of
+    /// this host ask once (the mesh directory is the agent's: the lock is beside it).
+    pub fn mesh_claim_lock(&self) -> PathBuf {
+        self.root().join("mesh-claim.lock")
+    }
 }
 
 impl MeshState {
@@ -152,6 +158,9 @@ impl MeshState {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
+        // Only a directory root alone can change holds a state.json of the agent's.
+        fsutil::check_private_dir(&dir.mesh_dir())
+            .map_err(|e| io::Error::new(io::ErrorKind::PermissionDenied, e.to_string()))?;
         let state: Self = serde_json::from_slice(&text)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         if state.version != VERSION {
@@ -297,6 +306,49 @@ mod tests {
         );
         assert!(state.blocks_in(net("10.40.0.0/16")).is_empty());
         assert!(state.blocks_valid(9) && !state.blocks_valid(10));
+    }
+
+    #[test]
+    fn state_json_is_read_only_from_a_directory_root_alone_changes() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = StateDir::new(tmp.path());
+        assert!(
+            MeshState::read(&dir).unwrap().is_none(),
+            "no agent: single host"
+        );
+        std::fs::create_dir(dir.mesh_dir()).unwrap();
+        let state = MeshState {
+            version: VERSION,
+            host: "a".into(),
+            blocks: vec![],
+            block_prefix: 26,
+            valid_until_ms: 1,
+            etcd_reachable: true,
+            mtu: Some(1450),
+        };
+        std::fs::write(dir.mesh_state(), serde_json::to_vec(&state).unwrap()).unwrap();
+        assert_eq!(MeshState::read(&dir).unwrap(), Some(state));
+        let perms = |mode| std::fs::Permissions::from_mode(mode);
+        std::fs::set_permissions(dir.mesh_dir(), perms(0o777)).unwrap();
+        let err = MeshState::read(&dir).unwrap_err();
+        assert!(
+            err.to_string().contains("writable by its group or others"),
+            "{err}"
+        );
+        std::fs::set_permissions(dir.mesh_dir(), perms(0o755)).unwrap();
+        // A link in place of the file, or of the directory, is not followed.
+        let elsewhere = tmp.path().join("elsewhere");
+        std::fs::rename(dir.mesh_state(), &elsewhere).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, dir.mesh_state()).unwrap();
+        assert!(MeshState::read(&dir).is_err());
+        std::fs::remove_file(dir.mesh_state()).unwrap();
+        std::fs::rename(&elsewhere, dir.mesh_state()).unwrap();
+        let real = tmp.path().join("real");
+        std::fs::rename(dir.mesh_dir(), &real).unwrap();
+        std::os::unix::fs::symlink(&real, dir.mesh_dir()).unwrap();
+        let err = MeshState::read(&dir).unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
     }
 
     #[test]

@@ -136,6 +136,10 @@ pub struct BundleConfig {
     pub annotations: HashMap<String, String>,
     pub env: Vec<String>,
     pub hostname: Option<String>,
+    /// `linux.namespaces` has a `uts` entry with a path: the container joins a UTS namespace
+    /// that exists already (a pod's), whose hostname it has. Without one it gets a copy of
+    /// the runtime's (the host's) or shares the host's.
+    pub joins_uts: bool,
 }
 
 #[derive(Deserialize)]
@@ -146,6 +150,32 @@ struct RawConfig {
     process: Option<RawProcess>,
     #[serde(default)]
     hostname: Option<String>,
+    #[serde(default)]
+    linux: Option<RawLinux>,
+}
+
+#[derive(Deserialize)]
+struct RawLinux {
+    #[serde(default)]
+    namespaces: Option<Vec<RawNamespace>>,
+}
+
+#[derive(Deserialize)]
+struct RawNamespace {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    path: Option<String>,
+}
+
+impl RawConfig {
+    fn joins_uts(&self) -> bool {
+        let namespaces = self.linux.as_ref().and_then(|l| l.namespaces.as_deref());
+        namespaces
+            .unwrap_or_default()
+            .iter()
+            .any(|n| n.kind == "uts" && n.path.as_deref().is_some_and(|p| !p.is_empty()))
+    }
 }
 
 #[derive(Deserialize)]
@@ -179,7 +209,9 @@ impl BundleConfig {
         }
         let raw: RawConfig =
             serde_json::from_slice(&text).map_err(|e| OciError::BadConfig(path.clone(), e))?;
+        let joins_uts = raw.joins_uts();
         Ok(Self {
+            joins_uts,
             annotations: raw.annotations.unwrap_or_default(),
             env: raw.process.and_then(|p| p.env).unwrap_or_default(),
             hostname: raw.hostname.filter(|h| !h.is_empty()),

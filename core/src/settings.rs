@@ -90,6 +90,17 @@ pub fn host_veth_name(id: &ContainerId) -> String {
     )
 }
 
+/// The VXLAN device of a bridge's mesh overlay (weave-mesh): `vx-` and the bridge's name
+/// when that fits in 15 bytes, else `vx-` and 12 hex digits of a hash of the name. One rule,
+/// so the agent, `weave-hook reset` and the tests all find it from the bridge alone.
+pub fn vxlan_name(bridge: &str) -> String {
+    let plain = format!("vx-{bridge}");
+    match plain.len() <= MAX_IFNAME {
+        true => plain,
+        false => format!("vx-{:012x}", fnv1a(bridge.as_bytes()) & 0xffff_ffff_ffff),
+    }
+}
+
 /// The kernel's rule for interface names (dev_valid_name).
 pub fn parse_bridge(name: &str) -> Result<String, String> {
     if name.is_empty() || name.len() > MAX_IFNAME {
@@ -252,6 +263,17 @@ mod tests {
         assert!(name.starts_with("vethwe"));
         assert_eq!(name, host_veth_name(&id));
         assert_ne!(name, host_veth_name(&ContainerId::parse("other").unwrap()));
+    }
+
+    #[test]
+    fn vxlan_names_fit_and_follow_the_bridge() {
+        assert_eq!(vxlan_name("weave"), "vx-weave");
+        assert_eq!(vxlan_name("abcdefghijkl"), "vx-abcdefghijkl");
+        let long = vxlan_name("abcdefghijklm");
+        assert_eq!(long.len(), MAX_IFNAME);
+        assert!(long.starts_with("vx-"));
+        assert_ne!(long, vxlan_name("abcdefghijklmn"));
+        assert!(parse_bridge(&long).is_ok());
     }
 
     #[test]

@@ -60,8 +60,22 @@ pub enum StoreError {
     SharedNetnsConflict { wirer: String, has: String },
     #[error("container {wirer}, whose network namespace this container shares, is still being attached; try again")]
     NetnsBeingWired { wirer: String },
+    #[error("no free address left in this host's address blocks of {0}, though weave-mesh claimed new blocks for it (concurrent attaches took them); try again, or stop containers")]
+    BlocksFull(Ipv4Net),
+    #[error("this host's address blocks are no longer provably its own")]
+    BlocksExpired,
+    #[error("{} outside this host's address blocks: weave-mesh must prove {} unique across the mesh first", describe_addrs(.0), if .0.len() == 1 { "it" } else { "them" })]
+    NeedsClaim(Vec<Ipv4Addr>),
     #[error(transparent)]
     Dir(#[from] fsutil::DirError),
+}
+
+fn describe_addrs(addrs: &[Ipv4Addr]) -> String {
+    let list: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+    match list.len() {
+        1 => format!("address {}", list[0]),
+        _ => format!("addresses {}", list.join(", ")),
+    }
 }
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
@@ -133,6 +147,48 @@ pub struct Facts<'a> {
     /// Whether the interface of a record still exists (its host veth, by the recorded index).
     /// An address is never handed out while an interface carrying it exists.
     pub interface_exists: &'a dyn Fn(&Record) -> bool,
+    /// In a mesh (`weave-mesh` runs on this host): where this host may take addresses.
+    /// `None` on a single host: anywhere.
+    pub mesh: Option<MeshFacts<'a>>,
+}
+
+/// What the store must respect in a mesh: addresses are unique across hosts only inside the
+/// blocks this host owns, or when weave-mesh proved them unique.
+#[derive(Debug, Clone, Copy)]
+pub struct MeshFacts<'a> {
+    /// The blocks this host owns (from `mesh/state.json`).
+    pub blocks: &'a [Ipv4Net],
+    /// Whether the blocks are still provably this host's (their validity has not passed).
+    pub valid: bool,
+    /// Exact addresses outside the blocks that weave-mesh proved unique for this container.
+    pub claimed: &'a [Ipv4Addr],
+}
+
+impl MeshFacts<'_> {
+    fn in_blocks(&self, ip: Ipv4Addr) -> bool {
+        self.blocks.iter().any(|b| b.contains(&ip))
+    }
+
+    /// Before anything is taken: refuses what the blocks' validity does not cover, and
+    /// returns the exact addresses still to be proven unique.
+    fn check(&self, requests: &[AddrRequest]) -> Result<Vec<Ipv4Addr>, StoreError> {
+        let mut unproven = Vec::new();
+        for req in requests {
+            match *req {
+                // Outside the blocks only what weave-mesh proved, valid blocks or not.
+                AddrRequest::Exact(net) if !self.in_blocks(net.addr()) => {
+                    let ip = net.addr();
+                    match self.claimed.contains(&ip) {
+                        true => {}
+                        false => unproven.push(ip),
+                    }
+                }
+                _ if !self.valid => return Err(StoreError::BlocksExpired),
+                _ => {}
+            }
+        }
+        Ok(unproven)
+    }
 }
 
 impl Facts<'_> {
@@ -253,6 +309,17 @@ impl Store {
         let _lock = self.lock()?;
         if let Some(joined) = self.join_netns(holder, requests, default_range, facts)? {
             return Ok(joined);
+        }
+        if let Some(mesh) = &facts.mesh {
+            let unproven = mesh.check(requests)?;
+            // A container of this host holding one is named at once: weave-mesh is not
+            // asked for what this host knows is taken.
+            for ip in &unproven {
+                self.refuse_if_held(*ip, id, facts)?;
+            }
+            if !unproven.is_empty() {
+                return Err(StoreError::NeedsClaim(unproven));
+            }
         }
         let stale = self.read_record(id)?;
         let previous = stale.clone().or_else(|| self.released_record(id));
@@ -526,6 +593,24 @@ impl Store {
         }
     }
 
+    /// Refuses `ip` when another container still holds it here.
+    fn refuse_if_held(
+        &self,
+        ip: Ipv4Addr,
+        id: &ContainerId,
+        facts: &Facts,
+    ) -> Result<(), StoreError> {
+        match self.addr_owner(ip) {
+            Some(owner) if owner != *id && self.still_held(&owner, ip, facts) => {
+                Err(StoreError::AddressInUse {
+                    addr: ip,
+                    owner: owner.to_string(),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Whether the container an address file names still holds the address. Under the
     /// store's lock no attach is between claiming an address and writing its record, so an
     /// address file without a record (a killed hook's) holds nothing. A record that cannot
@@ -554,10 +639,20 @@ impl Store {
         preferred: &[Ipv4Addr],
     ) -> Result<Ipv4Net, StoreError> {
         let subnet = pool.subnet;
+        let pool = match &facts.mesh {
+            Some(mesh) => pool.within(mesh.blocks),
+            None => pool,
+        };
+        let full = || match facts.mesh {
+            Some(_) => StoreError::BlocksFull(subnet),
+            None => StoreError::SubnetFull(subnet),
+        };
+        if pool.size == 0 {
+            return Err(full());
+        }
         let hint = preferred
             .iter()
-            .find(|ip| pool.contains(**ip))
-            .map(|ip| pool.offset_of(*ip))
+            .find_map(|ip| pool.offset_of(*ip))
             .unwrap_or_else(|| fnv1a(id.as_str().as_bytes()) % pool.size);
         let net = |ip| Ipv4Net::new(ip, subnet.prefix_len()).expect("prefix from a valid net");
         for step in 0..pool.size {
@@ -579,7 +674,7 @@ impl Store {
                 Claim::Taken(Some(_)) => {}
             }
         }
-        Err(StoreError::SubnetFull(subnet))
+        Err(full())
     }
 
     fn try_claim(&self, ip: Ipv4Addr, id: &ContainerId) -> Result<Claim, StoreError> {
@@ -715,10 +810,12 @@ enum Claim {
 }
 
 /// The allocatable addresses of a subnet: no network or broadcast address, and with
-/// `keep_first` not the first host address either.
+/// `keep_first` not the first host address either; in a mesh only those inside this host's
+/// blocks. Addresses are numbered across its segments, in address order.
 struct Pool {
     subnet: Ipv4Net,
-    first: u32,
+    /// Runs of addresses: the first, and how many.
+    segments: Vec<(u32, u64)>,
     size: u64,
 }
 
@@ -727,24 +824,72 @@ impl Pool {
         let network = u32::from(subnet.network());
         let hosts = (1u64 << (32 - subnet.prefix_len())) - 2;
         let skip = u64::from(keep_first).min(hosts - 1);
+        let size = hosts - skip;
         Self {
             subnet,
-            first: network + 1 + skip as u32,
-            size: hosts - skip,
+            segments: vec![(network + 1 + skip as u32, size)],
+            size,
         }
     }
 
+    /// The part of the pool inside `blocks`. Blocks are aligned, so two of them are
+    /// disjoint or one holds the other: each address is counted once.
+    fn within(self, blocks: &[Ipv4Net]) -> Self {
+        let mut blocks: Vec<Ipv4Net> = blocks.iter().map(Ipv4Net::trunc).collect();
+        blocks.sort_by_key(|b| (b.network(), b.prefix_len()));
+        let mut outer: Vec<Ipv4Net> = Vec::with_capacity(blocks.len());
+        for block in blocks {
+            if !outer.last().is_some_and(|o| o.contains(&block)) {
+                outer.push(block);
+            }
+        }
+        let mut segments = Vec::new();
+        for (first, size) in &self.segments {
+            let (start, end) = (u64::from(*first), u64::from(*first) + size);
+            for block in &outer {
+                let b_start = u64::from(u32::from(block.network()));
+                let b_end = b_start + (1u64 << (32 - block.prefix_len()));
+                let (lo, hi) = (start.max(b_start), end.min(b_end));
+                if lo < hi {
+                    segments.push((lo as u32, hi - lo));
+                }
+            }
+        }
+        let size = segments.iter().map(|s| s.1).sum();
+        Self {
+            subnet: self.subnet,
+            segments,
+            size,
+        }
+    }
+
+    #[cfg(test)]
     fn contains(&self, ip: Ipv4Addr) -> bool {
+        self.offset_of(ip).is_some()
+    }
+
+    /// The number of `ip` in the pool, if it is one of its addresses.
+    fn offset_of(&self, ip: Ipv4Addr) -> Option<u64> {
         let ip = u32::from(ip);
-        ip >= self.first && u64::from(ip - self.first) < self.size
+        let mut before = 0;
+        for &(first, size) in &self.segments {
+            if ip >= first && u64::from(ip - first) < size {
+                return Some(before + u64::from(ip - first));
+            }
+            before += size;
+        }
+        None
     }
 
-    fn offset_of(&self, ip: Ipv4Addr) -> u64 {
-        u64::from(u32::from(ip) - self.first)
-    }
-
-    fn nth(&self, n: u64) -> Ipv4Addr {
-        Ipv4Addr::from(self.first + n as u32)
+    /// The address numbered `n` (less than `size`).
+    fn nth(&self, mut n: u64) -> Ipv4Addr {
+        for &(first, size) in &self.segments {
+            if n < size {
+                return Ipv4Addr::from(first + n as u32);
+            }
+            n -= size;
+        }
+        unreachable!("pool address {n} past its size")
     }
 }
 
@@ -778,6 +923,7 @@ mod tests {
     const NOTHING: Facts = Facts {
         kept: &[],
         interface_exists: &|_| false,
+        mesh: None,
     };
 
     fn holder<'a>(c: &'a ContainerId, owner: Option<ProcessId>) -> Holder<'a> {
@@ -896,6 +1042,7 @@ mod tests {
                     &Facts {
                         kept: &[dns],
                         interface_exists: &|_| false,
+                        mesh: None,
                     },
                 )
                 .map(|r| r.record.addrs)
@@ -957,6 +1104,7 @@ mod tests {
         let wired = Facts {
             kept: &[],
             interface_exists: &|r: &Record| r.id == "killed",
+            mesh: None,
         };
         let reserve_with = |c: &str, owner, req: AddrRequest| {
             store
@@ -1268,6 +1416,222 @@ mod tests {
             fs::read_to_string(dir.path().join("addrs/10.2.0.5")).unwrap(),
             "a"
         );
+    }
+
+    fn in_mesh<'a>(
+        blocks: &'a [Ipv4Net],
+        claimed: &'a [Ipv4Addr],
+        kept: &'a [Ipv4Addr],
+    ) -> Facts<'a> {
+        Facts {
+            kept,
+            interface_exists: &|_| false,
+            mesh: Some(MeshFacts {
+                blocks,
+                valid: true,
+                claimed,
+            }),
+        }
+    }
+
+    #[test]
+    fn in_a_mesh_allocation_stays_inside_the_blocks_until_they_are_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        // Two /30 blocks of this host in the default range: 8 addresses, all host addresses
+        // of the /12, but for the kept one.
+        let blocks = [net("10.32.0.4/30"), net("10.32.0.64/30")];
+        let kept: [Ipv4Addr; 1] = ["10.32.0.66".parse().unwrap()];
+        let facts = in_mesh(&blocks, &[], &kept);
+        let mut got = HashSet::new();
+        for i in 0..7 {
+            let r = store
+                .reserve(
+                    &holder(&id(&format!("c{i}")), me()),
+                    &[AddrRequest::DefaultRange],
+                    net(RANGE),
+                    &facts,
+                )
+                .unwrap();
+            let ip = r.record.addrs[0];
+            assert_eq!(ip.prefix_len(), 12);
+            assert!(blocks.iter().any(|b| b.contains(&ip.addr())), "{ip}");
+            assert_ne!(ip.addr(), kept[0]);
+            got.insert(ip);
+        }
+        assert_eq!(got.len(), 7);
+        let err = store
+            .reserve(
+                &holder(&id("late"), me()),
+                &[AddrRequest::DefaultRange],
+                net(RANGE),
+                &facts,
+            )
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::BlocksFull(s) if s == net(RANGE)),
+            "{err}"
+        );
+        // A subnet holding none of the blocks: nothing, and the same error.
+        let err = store
+            .reserve(
+                &holder(&id("other"), me()),
+                &[AddrRequest::Allocate(net("10.9.0.0/24"))],
+                net(RANGE),
+                &facts,
+            )
+            .unwrap_err();
+        assert!(matches!(err, StoreError::BlocksFull(_)), "{err}");
+        assert!(store.record(&id("late")).unwrap().is_none());
+    }
+
+    #[test]
+    fn in_a_mesh_a_narrow_subnet_keeps_its_own_network_and_broadcast() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let blocks = [net("10.9.0.0/26")];
+        let facts = in_mesh(&blocks, &[], &[]);
+        let reserve = |c: &str| {
+            store
+                .reserve(
+                    &holder(&id(c), me()),
+                    &[AddrRequest::Allocate(net("10.9.0.8/30"))],
+                    net(RANGE),
+                    &facts,
+                )
+                .map(|r| r.record.addrs[0])
+        };
+        let got: HashSet<_> = [reserve("a").unwrap(), reserve("b").unwrap()].into();
+        assert_eq!(
+            got,
+            HashSet::from([net("10.9.0.9/30"), net("10.9.0.10/30")])
+        );
+        assert!(matches!(reserve("c"), Err(StoreError::BlocksFull(_))));
+    }
+
+    #[test]
+    fn in_a_mesh_exact_addresses_outside_the_blocks_need_a_claim_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let blocks = [net("10.32.0.64/26")];
+        let reqs = [
+            AddrRequest::Exact(net("10.32.0.70/12")),
+            AddrRequest::Exact(net("10.2.0.5/24")),
+            AddrRequest::Exact(net("10.2.0.6/24")),
+        ];
+        let err = store
+            .reserve(
+                &holder(&id("a"), me()),
+                &reqs,
+                net(RANGE),
+                &in_mesh(&blocks, &[], &[]),
+            )
+            .unwrap_err();
+        assert!(
+            matches!(&err, StoreError::NeedsClaim(a) if a.len() == 2),
+            "{err}"
+        );
+        // Nothing was taken before the refusal, not even the address inside the block.
+        assert_eq!(fs::read_dir(dir.path().join("addrs")).unwrap().count(), 0);
+        let claimed: [Ipv4Addr; 2] = ["10.2.0.5".parse().unwrap(), "10.2.0.6".parse().unwrap()];
+        let r = store
+            .reserve(
+                &holder(&id("a"), me()),
+                &reqs,
+                net(RANGE),
+                &in_mesh(&blocks, &claimed, &[]),
+            )
+            .unwrap();
+        assert_eq!(r.record.addrs.len(), 3);
+        // Another container of this host asking for one is refused here, naming the holder,
+        // without a claim.
+        let err = store
+            .reserve(
+                &holder(&id("b"), me()),
+                &[AddrRequest::Exact(net("10.2.0.6/24"))],
+                net(RANGE),
+                &in_mesh(&blocks, &[], &[]),
+            )
+            .unwrap_err();
+        assert!(
+            matches!(&err, StoreError::AddressInUse { owner, .. } if owner == "a"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn in_a_mesh_expired_blocks_give_nothing_but_proven_addresses() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let blocks = [net("10.32.0.64/26")];
+        let claimed: [Ipv4Addr; 1] = ["10.2.0.5".parse().unwrap()];
+        let expired = Facts {
+            mesh: Some(MeshFacts {
+                blocks: &blocks,
+                valid: false,
+                claimed: &claimed,
+            }),
+            ..in_mesh(&blocks, &claimed, &[])
+        };
+        for req in [
+            AddrRequest::DefaultRange,
+            AddrRequest::Allocate(net("10.32.0.64/26")),
+            AddrRequest::Exact(net("10.32.0.70/12")),
+        ] {
+            let err = store
+                .reserve(&holder(&id("a"), me()), &[req], net(RANGE), &expired)
+                .unwrap_err();
+            assert!(matches!(err, StoreError::BlocksExpired), "{req:?}: {err}");
+        }
+        let exact = [AddrRequest::Exact(net("10.2.0.5/24"))];
+        assert!(store
+            .reserve(&holder(&id("a"), me()), &exact, net(RANGE), &expired)
+            .is_ok());
+    }
+
+    #[test]
+    fn in_a_mesh_a_restarted_container_gets_its_address_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let blocks = [net("10.32.0.64/26"), net("10.32.1.0/26")];
+        let facts = in_mesh(&blocks, &[], &[]);
+        let reserve = |c: &str| {
+            store
+                .reserve(
+                    &holder(&id(c), me()),
+                    &[AddrRequest::DefaultRange],
+                    net(RANGE),
+                    &facts,
+                )
+                .unwrap()
+                .record
+                .addrs
+        };
+        let first = reserve("web");
+        for i in 0..20 {
+            reserve(&format!("x{i}"));
+        }
+        store.release(&id("web")).unwrap();
+        reserve("y");
+        assert_eq!(reserve("web"), first);
+    }
+
+    #[test]
+    fn pool_within_blocks() {
+        let p = Pool::new(net("10.32.0.0/12"), true).within(&[
+            net("10.32.0.0/30"),
+            net("10.32.0.0/29"),
+            net("10.40.0.0/30"),
+            net("10.2.0.0/24"),
+        ]);
+        // The /29 holds the /30 (counted once); the first host is kept for weave; 10.2/24
+        // is outside the subnet.
+        assert_eq!(p.size, 7 - 1 + 4);
+        assert_eq!(p.nth(0), "10.32.0.2".parse::<Ipv4Addr>().unwrap());
+        assert_eq!(p.nth(6), "10.40.0.0".parse::<Ipv4Addr>().unwrap());
+        assert_eq!(p.offset_of("10.40.0.3".parse().unwrap()), Some(9));
+        assert_eq!(p.offset_of("10.32.0.8".parse().unwrap()), None);
+        assert_eq!(Pool::new(net("10.2.0.0/24"), false).within(&[]).size, 0);
     }
 
     #[test]

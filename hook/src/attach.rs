@@ -21,6 +21,7 @@ use crate::bridge;
 use crate::dns;
 use crate::error::{Error, Result};
 use crate::firewall::{self, Recheck};
+use crate::mesh::Mesh;
 use crate::netlink::{Netlink, VethRequest};
 use crate::netns::Netns;
 use crate::nftables::{self, Openings, Rewrite};
@@ -35,10 +36,13 @@ pub fn attach(settings: &Settings, state: &State) -> Result<Option<Record>> {
         return Ok(None);
     };
     let pid = state.pid.ok_or(Error::NoPid)?;
-    // Only a weave DNS container's config.json is read for its hostname, so plain attaches
-    // stay as fast as they were.
+    // Only a weave DNS container's config.json is read for its hostname (and a pod member's
+    // UTS namespace, when config.json has none), so plain attaches stay as fast as they were.
     let (dns_addr, claim) = match request.dns {
-        true => (Some(settings.dns_addr()), weave_core::dns::claim_of(state)?),
+        true => (
+            Some(settings.dns_addr()),
+            weave_core::dns::claim_of(state, || crate::uts::hostname_of(pid))?,
+        ),
         false => (None, Default::default()),
     };
     let container_ns = Netns::open(Path::new(&format!("/proc/{pid}/ns/net")))
@@ -55,6 +59,20 @@ pub fn attach(settings: &Settings, state: &State) -> Result<Option<Record>> {
         .id()
         .map_err(|source| Error::Netns { pid, source })?;
     let store = Store::open(&settings.state_dir)?;
+    // On a single host this is one failed open(2), and nothing else of the mesh runs.
+    let mut mesh = Mesh::load(store.layout())?;
+    let overlay;
+    let settings = match mesh.as_ref().and_then(|m| m.state().mtu) {
+        // Without --mtu, the overlay's: what fits the bridge fits the VXLAN device.
+        Some(mtu) if settings.mtu.is_none() => {
+            overlay = Settings {
+                mtu: Some(mtu),
+                ..settings.clone()
+            };
+            &overlay
+        }
+        _ => settings,
+    };
     let veth = host_veth_name(&state.id);
     let holder = Holder {
         id: &state.id,
@@ -84,14 +102,38 @@ pub fn attach(settings: &Settings, state: &State) -> Result<Option<Record>> {
     let facts = Facts {
         kept: &kept,
         interface_exists: &|r| interfaces.exist(r),
+        // Filled in by `reserve`, from the mesh's view as it goes.
+        mesh: None,
     };
-    let reserved = reserve(&store, &holder, &request.addrs, settings, &facts)?;
+    let mut claimed = Claimed {
+        mesh: mesh.as_mut(),
+        addrs: Vec::new(),
+        id: &state.id,
+    };
+    let reserved = reserve(
+        &store,
+        &holder,
+        &request.addrs,
+        settings,
+        &facts,
+        &mut claimed,
+    );
+    let reserved = reserved.inspect_err(|_| claimed.release())?;
     failpoint::hit("reserved");
     let record = &reserved.record;
     let mut created = None;
     let wired = match reserved.joined {
         // Its namespace's interface is there already: weave DNS is all it may need.
-        true => join_dns(settings, dns_addr),
+        true => join_dns(
+            settings,
+            dns_addr,
+            &record.addrs,
+            &Target {
+                id: &state.id,
+                container_ns: &container_ns,
+                host_ns: &host_ns,
+            },
+        ),
         false => wire(
             settings,
             &store,
@@ -114,6 +156,7 @@ pub fn attach(settings: &Settings, state: &State) -> Result<Option<Record>> {
     });
     if let Err(e) = served {
         undo(&store, state, created, record);
+        claimed.release();
         return Err(e);
     }
     failpoint::hit("attached");
@@ -128,35 +171,122 @@ pub fn attach(settings: &Settings, state: &State) -> Result<Option<Record>> {
 /// wiring it (containers of a pod are created at the same time).
 const WIRING_PATIENCE: Duration = Duration::from_secs(10);
 
+/// In a mesh, how many new blocks one attach may ask for (concurrent attaches can fill a
+/// new block before this one gets to it).
+const BLOCK_CLAIMS: usize = 3;
+
 /// Reserves the container's addresses, or joins its namespace's interface once the
-/// container wiring it is done.
+/// container wiring it is done. In a mesh, asks weave-mesh, without the store's lock, for
+/// what the store cannot give alone (a new block, an exact address proven unique), and
+/// tries again.
 fn reserve(
     store: &Store,
     holder: &Holder,
     requests: &[weave_core::cidr::AddrRequest],
     settings: &Settings,
     facts: &Facts,
+    claimed: &mut Claimed,
 ) -> Result<Reserved> {
     let deadline = Instant::now() + WIRING_PATIENCE;
+    let mut block_claims = 0;
     loop {
-        match store.reserve(holder, requests, settings.ipalloc_range, facts) {
-            Err(StoreError::NetnsBeingWired { .. }) if Instant::now() < deadline => {
+        let reserved = {
+            let facts = Facts {
+                kept: facts.kept,
+                interface_exists: facts.interface_exists,
+                mesh: claimed.mesh.as_deref().map(|m| m.facts(&claimed.addrs)),
+            };
+            store.reserve(holder, requests, settings.ipalloc_range, &facts)
+        };
+        let mesh = claimed.mesh.as_deref_mut();
+        match (reserved, mesh) {
+            (Err(StoreError::NetnsBeingWired { .. }), _) if Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(5));
             }
-            other => return Ok(other?),
+            (Err(StoreError::BlocksExpired), Some(mesh)) => return Err(mesh.expired()),
+            (Err(StoreError::BlocksFull(subnet)), Some(mesh)) if block_claims < BLOCK_CLAIMS => {
+                block_claims += 1;
+                mesh.claim_block(subnet)?;
+            }
+            (Err(StoreError::NeedsClaim(addrs)), Some(mesh)) => {
+                for addr in addrs {
+                    mesh.claim_addr(addr, holder.id)?;
+                    claimed.addrs.push(addr);
+                }
+            }
+            (other, _) => return Ok(other?),
+        }
+    }
+}
+
+/// The exact addresses weave-mesh proved unique for this attach: given back if it fails.
+struct Claimed<'a> {
+    mesh: Option<&'a mut Mesh>,
+    addrs: Vec<Ipv4Addr>,
+    id: &'a ContainerId,
+}
+
+impl Claimed<'_> {
+    fn release(&self) {
+        if let Some(mesh) = self.mesh.as_deref() {
+            for addr in &self.addrs {
+                mesh.release_addr(*addr, self.id);
+            }
         }
     }
 }
 
 /// A container joining its namespace's interface with weave DNS: the server serves the
-/// bridge's DNS address (the wiring container may not have asked for it).
-fn join_dns(settings: &Settings, dns_addr: Option<Ipv4Net>) -> Result<()> {
+/// bridge's DNS address, and the namespace has a route to it (the wiring container may not
+/// have asked for DNS). The route is added once per namespace and stays as long as ethwe
+/// (the kernel deletes it with the interface): every port of the bridge may reach weave DNS
+/// anyway (the host's firewall opens it to all), so a member leaving need not take it away
+/// from the others.
+fn join_dns(
+    settings: &Settings,
+    dns_addr: Option<Ipv4Net>,
+    addrs: &[Ipv4Net],
+    target: &Target,
+) -> Result<()> {
     let Some(addr) = dns_addr else {
         return Ok(());
     };
     let mut host = Netlink::open().map_err(Error::netlink("open netlink socket"))?;
     let bridge_index = bridge::ensure(&mut host, settings)?;
-    add_dns_address(&mut host, bridge_index, addr, &settings.bridge)
+    add_dns_address(&mut host, bridge_index, addr, &settings.bridge)?;
+    let dns = addr.addr();
+    if !dns::needs_route(addrs, dns) {
+        return Ok(());
+    }
+    target
+        .container_ns
+        .run_in(target.host_ns, || {
+            let mut nl =
+                Netlink::open().map_err(Error::netlink("open netlink socket in the container"))?;
+            let ethwe = ethwe_of(&mut nl)?;
+            route_to_dns(&mut nl, ethwe, dns, true)
+        })
+        .map_err(Error::io("enter the container's network namespace"))?
+}
+
+/// Inside the container's namespace: the route to weave DNS's one address via ethwe (the
+/// container's default route stays as it is). `exists_ok`: another container of the
+/// namespace may have added it.
+fn route_to_dns(nl: &mut Netlink, ethwe: u32, dns: Ipv4Addr, exists_ok: bool) -> Result<()> {
+    match nl.add_link_route(ethwe, Ipv4Net::from(dns)) {
+        Err(e) if exists_ok && e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+        other => other.map_err(Error::netlink(format!(
+            "add a route to weave DNS {dns} via ethwe"
+        ))),
+    }
+}
+
+/// The index of ethwe in the namespace `nl` speaks to.
+fn ethwe_of(nl: &mut Netlink) -> Result<u32> {
+    nl.link_by_name(CONTAINER_IFNAME)
+        .map_err(Error::netlink("look up ethwe"))?
+        .map(|l| l.index)
+        .ok_or_else(|| Error::netlink("look up ethwe")(io::Error::from_raw_os_error(libc::ENODEV)))
 }
 
 /// Adds weave DNS's address to the bridge; concurrent attaches race to add it, and EEXIST
@@ -325,29 +455,19 @@ fn configure_inside(
     gateway: Option<(Ipv4Addr, bool)>,
 ) -> Result<()> {
     let mut nl = Netlink::open().map_err(Error::netlink("open netlink socket in the container"))?;
-    let ethwe = nl
-        .link_by_name(CONTAINER_IFNAME)
-        .map_err(Error::netlink("look up ethwe"))?
-        .ok_or_else(|| {
-            Error::netlink("look up ethwe")(io::Error::from_raw_os_error(libc::ENODEV))
-        })?;
+    let ethwe = ethwe_of(&mut nl)?;
     // With arp_notify the kernel sends a gratuitous ARP for every address when the link
     // comes up, so neighbours drop a stale entry for a reused address.
     let sysctl = format!("/proc/sys/net/ipv4/conf/{CONTAINER_IFNAME}/arp_notify");
     fs::write(&sysctl, b"1").map_err(Error::io(format!("write {sysctl}")))?;
     for addr in &record.addrs {
-        nl.add_address(ethwe.index, *addr)
+        nl.add_address(ethwe, *addr)
             .map_err(Error::netlink(format!("add {addr} to ethwe")))?;
     }
     failpoint::hit("addresses");
-    nl.set_up(ethwe.index)
-        .map_err(Error::netlink("bring ethwe up"))?;
+    nl.set_up(ethwe).map_err(Error::netlink("bring ethwe up"))?;
     if let Some(dns) = dns_route {
-        // Only this one address: the container's default route stays as it is.
-        nl.add_link_route(ethwe.index, Ipv4Net::from(dns))
-            .map_err(Error::netlink(format!(
-                "add a route to weave DNS {dns} via ethwe"
-            )))?;
+        route_to_dns(&mut nl, ethwe, dns, false)?;
     }
     if let Some((gw, on_link)) = gateway {
         if nl
@@ -357,12 +477,12 @@ fn configure_inside(
             return Err(Error::HasDefaultRoute);
         }
         if !on_link {
-            nl.add_link_route(ethwe.index, Ipv4Net::from(gw))
+            nl.add_link_route(ethwe, Ipv4Net::from(gw))
                 .map_err(Error::netlink(format!(
                     "add a route to the host's {gw} via ethwe"
                 )))?;
         }
-        nl.add_default_route(ethwe.index, gw)
+        nl.add_default_route(ethwe, gw)
             .map_err(Error::netlink(format!("add a default route via {gw}")))?;
     }
     let lo = nl

@@ -1,6 +1,7 @@
 //! The crate's error: every variant says what went wrong and, where there is one, the fix.
 
 use std::io;
+use std::path::PathBuf;
 
 use thiserror::Error;
 
@@ -90,6 +91,49 @@ pub enum Error {
     HasDefaultRoute,
     #[error("{0} is weave DNS's address; expose the host at another one")]
     ExposeDns(std::net::Ipv4Addr),
+    #[error("cannot read {} (weave-mesh's view of this host, so weave-hook will not allocate without it): {source}; restart `weave-mesh run`, which writes it anew", .path.display())]
+    MeshState {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{what} needs weave-mesh, and it is not running (nothing listens on {}): start `weave-mesh run`", .socket.display())]
+    AgentNotRunning { what: String, socket: PathBuf },
+    #[error("{what} needs weave-mesh, and it did not answer on {}: {source}", .socket.display())]
+    Agent {
+        what: String,
+        socket: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("weave-mesh refused: {reason}")]
+    MeshRefused { reason: String },
+    #[error("{what} cannot be proven unique across the mesh: etcd is unreachable ({reason}); retry once etcd is back (net: allocations from this host's own blocks need no etcd)")]
+    EtcdUnreachable { what: String, reason: String },
+    #[error("weave-mesh's answer about {what} is not usable: {why}")]
+    AgentReply { what: String, why: String },
+    #[error("the address blocks of host {host} are no longer provably its own (their validity ended {ago_secs} s ago): weave-mesh has not renewed its lease, because it is not running or etcd has been unreachable for longer than the lease TTL plus the reclaim grace; start `weave-mesh run` or restore its connection to etcd, then retry")]
+    BlocksExpired { host: String, ago_secs: u64 },
+    #[error("{device} exists and is not the mesh's VXLAN device of bridge {bridge}: {what}; delete it, or choose another --bridge")]
+    VxlanTaken {
+        device: String,
+        bridge: String,
+        what: String,
+    },
+    #[error("no interface of this host has the underlay address {0} (weave-mesh --advertise): the VXLAN device sends from it")]
+    NoUnderlay(std::net::Ipv4Addr),
+    #[error("the underlay interface {underlay} has MTU {mtu}, too small to carry VXLAN (it adds 50 bytes; the overlay needs at least 68)")]
+    UnderlayMtu { underlay: String, mtu: u32 },
+    #[error("the mesh overlay's VXLAN device {0} is missing or has other settings: weave-mesh sets it up (overlay::ensure) first")]
+    OverlayMissing(String),
+    #[error("bad mesh overlay settings: {0}")]
+    BadOverlay(String),
+    #[error("{op}: {source}")]
+    MeshNft {
+        op: String,
+        #[source]
+        source: io::Error,
+    },
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     Several(Vec<Error>),
 }

@@ -14,6 +14,7 @@ use crate::bridge;
 use crate::error::{Error, Result};
 use crate::netlink::Netlink;
 use crate::nftables::{self, Openings, Rewrite};
+use crate::overlay;
 
 /// The address `expose` gives the host when none is named: the last host address of the
 /// allocation range, with the range's prefix (10.47.255.254/12 for 10.32.0.0/12), so that
@@ -35,16 +36,20 @@ pub fn expose(settings: &Settings, net: Option<Ipv4Net>) -> Result<Ipv4Net> {
     let facts = Facts {
         kept: &[dns],
         interface_exists: &|r| interfaces.exist(r),
+        mesh: None,
     };
     let added = store.expose(&settings.bridge, net, &facts)?;
     let wired = wire(settings, &store, net);
     if wired.is_err() && added {
         let _ = store.hide(&settings.bridge, Some(net));
+        let _ = overlay::sync_host_local(settings);
     }
     wired.map(|()| net)
 }
 
 fn wire(settings: &Settings, store: &Store, net: Ipv4Net) -> Result<()> {
+    // Host-local on a mesh before it is on the bridge: no other host's container reaches it.
+    overlay::sync_host_local(settings)?;
     let mut host = Netlink::open().map_err(Error::netlink("open netlink socket"))?;
     let index = bridge::ensure(&mut host, settings)?;
     match host.add_address(index, net) {
@@ -91,6 +96,7 @@ pub fn hide(settings: &Settings, net: Option<Ipv4Net>) -> Result<Vec<Ipv4Net>> {
     };
     let hidden_addrs: Vec<Ipv4Addr> = hidden.iter().map(Ipv4Net::addr).collect();
     nftables::withdraw(&settings.bridge, openings, &hidden_addrs)?;
+    overlay::sync_host_local(settings)?;
     Ok(hidden)
 }
 

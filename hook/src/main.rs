@@ -8,7 +8,11 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser, Subcommand};
 use ipnet::Ipv4Net;
 
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
 use weave_core::id::IdError;
+use weave_core::mesh::{MeshState, Peers};
 use weave_core::oci::{self, OciError, State, Status};
 use weave_core::settings::{self, DnsSettings, Settings};
 use weave_core::store::Store;
@@ -71,8 +75,14 @@ enum Command {
     Attach,
     /// Detach the container whose OCI state is on stdin (idempotent).
     Detach,
-    /// List attached containers: id, host veth, addresses.
-    Ps,
+    /// List attached containers: id, host veth, addresses. With weave-mesh running, each
+    /// line starts with the host that holds it (this host's name for its own containers).
+    Ps {
+        /// With weave-mesh: also the addresses other hosts hold (as weave-mesh last saw
+        /// them), one line per container: host, container, `-` (no veth here), addresses.
+        #[arg(long)]
+        all: bool,
+    },
     /// Release reservations of containers that are gone; delete orphaned host veths, torn
     /// store temp files and stale weave-runtime resolv.conf files; put back what a firewall
     /// reload took (the FORWARD rule, weave's nftables tables and the ports' guards).
@@ -159,7 +169,7 @@ fn fail(container: Option<String>) -> impl FnOnce(Error) -> Failure {
 
 fn run(settings: &Settings, command: Command) -> Result<(), Failure> {
     match command {
-        Command::Ps => ps(settings).map_err(fail(None)),
+        Command::Ps { all } => ps(settings, all).map_err(fail(None)),
         Command::Gc => {
             privileges::check().map_err(fail(None))?;
             let report = gc::collect(settings).map_err(fail(None))?;
@@ -240,17 +250,74 @@ fn run(settings: &Settings, command: Command) -> Result<(), Failure> {
     }
 }
 
-fn ps(settings: &Settings) -> Result<(), Error> {
-    let listing = Store::existing(&settings.state_dir).records()?;
+fn ps(settings: &Settings, all: bool) -> Result<(), Error> {
+    let store = Store::existing(&settings.state_dir);
+    let listing = store.records()?;
+    // `ps` lists what it can: a mesh state it cannot read only costs the HOST column.
+    let mesh = MeshState::read(store.layout()).unwrap_or_else(|e| {
+        eprintln!(
+            "weave-hook: ps: cannot read {}: {e}",
+            store.layout().mesh_state().display()
+        );
+        None
+    });
     let mut out = io::stdout().lock();
+    let host = mesh.as_ref().map(|m| word(&m.host));
     for record in listing.records {
         let addrs: Vec<String> = record.addrs.iter().map(ToString::to_string).collect();
-        let _ = writeln!(out, "{} {} {}", record.id, record.veth, addrs.join(" "));
+        let _ = writeln!(
+            out,
+            "{}",
+            ps_line(host.as_deref(), &record.id, &record.veth, &addrs)
+        );
     }
     for skipped in &listing.unreadable {
         eprintln!("weave-hook: ps: skipped: {skipped}");
     }
+    if let (true, Some(mesh)) = (all, &mesh) {
+        for (host, container, addrs) in held_elsewhere(&Peers::read(store.layout()), &mesh.host) {
+            let _ = writeln!(out, "{}", ps_line(Some(&host), &container, "-", &addrs));
+        }
+    }
     Ok(())
+}
+
+/// A name from the mesh as one printable word.
+fn word(s: &str) -> String {
+    s.chars()
+        .map(|c| match c.is_control() || c.is_whitespace() {
+            true => '?',
+            false => c,
+        })
+        .take(128)
+        .collect()
+}
+
+/// One line of `ps`: the host first in a mesh; the single-host line is unchanged.
+fn ps_line(host: Option<&str>, id: &str, veth: &str, addrs: &[String]) -> String {
+    let line = format!("{id} {veth} {}", addrs.join(" "));
+    match host {
+        Some(host) => format!("{host} {line}"),
+        None => line,
+    }
+}
+
+/// What the other hosts hold, by host and container, in order; names are shown only as
+/// printable single words (peers.json is the agent's, but its names come from etcd).
+fn held_elsewhere(peers: &Peers, me: &str) -> Vec<(String, String, Vec<String>)> {
+    let mut held: BTreeMap<(String, String), Vec<Ipv4Addr>> = BTreeMap::new();
+    for a in peers.addrs.iter().filter(|a| a.host != me) {
+        held.entry((word(&a.host), word(&a.container)))
+            .or_default()
+            .push(a.addr);
+    }
+    held.into_iter()
+        .map(|((host, container), mut addrs)| {
+            addrs.sort();
+            let addrs = addrs.iter().map(ToString::to_string).collect();
+            (host, container, addrs)
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -275,6 +342,46 @@ mod tests {
             assert!(Cli::try_parse_from(full).is_err(), "{args:?}");
         }
         assert_eq!(cli(&["--log-level", "INFO", "ps"]).log_level, "info");
+    }
+
+    #[test]
+    fn ps_shows_hosts_only_in_a_mesh_and_others_holdings_by_container() {
+        let addrs = ["10.32.0.5/12".to_string()];
+        assert_eq!(
+            ps_line(None, "c1", "vethwe1", &addrs),
+            "c1 vethwe1 10.32.0.5/12"
+        );
+        assert_eq!(
+            ps_line(Some("a"), "c1", "vethwe1", &addrs),
+            "a c1 vethwe1 10.32.0.5/12"
+        );
+        let held = |addr: &str, host: &str, container: &str| weave_core::mesh::HeldAddr {
+            addr: addr.parse().unwrap(),
+            host: host.into(),
+            container: container.into(),
+        };
+        let peers = Peers {
+            version: weave_core::mesh::VERSION,
+            peers: vec![],
+            addrs: vec![
+                held("10.32.0.9", "b", "web"),
+                held("10.32.0.70", "a", "mine"),
+                held("10.2.0.1", "b", "web"),
+                held("10.32.0.80", "c\nx y", "db"),
+            ],
+        };
+        let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            held_elsewhere(&peers, "a"),
+            vec![
+                (
+                    "b".into(),
+                    "web".into(),
+                    strings(&["10.2.0.1", "10.32.0.9"])
+                ),
+                ("c?x?y".into(), "db".into(), strings(&["10.32.0.80"])),
+            ]
+        );
     }
 
     #[test]

@@ -10,13 +10,16 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 
 use ipnet::Ipv4Net;
 use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP,
-    NLM_F_DUMP_INTR, NLM_F_ECHO, NLM_F_EXCL, NLM_F_REQUEST,
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE,
+    NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_ECHO, NLM_F_EXCL, NLM_F_REQUEST,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
-    AfSpecInet6, AfSpecUnspec, InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo,
-    LinkMessage, State,
+    AfSpecInet6, AfSpecUnspec, InfoData, InfoKind, InfoVeth, InfoVxlan, LinkAttribute, LinkFlags,
+    LinkInfo, LinkMessage, State,
+};
+use netlink_packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
@@ -40,6 +43,42 @@ pub struct Link {
     /// change (its link watch), right before it tells the bridge, which only then forwards
     /// the port's frames.
     pub oper_up: bool,
+    pub mtu: u32,
+}
+
+/// What identifies a VXLAN device of weave-mesh's (the kernel cannot change these on an
+/// existing device).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Vxlan {
+    pub vni: u32,
+    pub local: Ipv4Addr,
+    /// The UDP destination port (and the port the device listens on).
+    pub port: u16,
+    pub learning: bool,
+}
+
+/// How a new VXLAN device is set up besides what identifies it.
+#[derive(Debug, Clone, Copy)]
+pub struct VxlanRequest<'a> {
+    pub name: &'a str,
+    pub vxlan: Vxlan,
+    pub mtu: u32,
+    /// The outer header's TTL (0: the route's default).
+    pub ttl: u8,
+    /// The outer header's TOS (1: inherited from the inner packet).
+    pub tos: u8,
+    /// Seconds a learned entry lives without traffic.
+    pub ageing: u32,
+}
+
+/// One forwarding entry of a VXLAN device: frames to `mac` go to the VTEP `dst`
+/// (all-zero `mac`: the flood list, for broadcast and unknown unicast).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FdbEntry {
+    pub mac: [u8; 6],
+    pub dst: Ipv4Addr,
+    /// Added by hand (permanent), not learned from a received frame.
+    pub permanent: bool,
 }
 
 /// What a veth pair looks like when it is created in one request.
@@ -328,6 +367,119 @@ impl Netlink {
             .collect())
     }
 
+    /// Creates a VXLAN device, down, with explicit id, local address, port, learning, TTL,
+    /// TOS, ageing and MTU. Fails with `EEXIST` when a link of that name exists already.
+    pub fn create_vxlan(&mut self, req: &VxlanRequest) -> io::Result<()> {
+        let v = req.vxlan;
+        let mut msg = LinkMessage::default();
+        msg.attributes
+            .push(LinkAttribute::IfName(req.name.to_string()));
+        msg.attributes.push(LinkAttribute::Mtu(req.mtu));
+        msg.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(InfoKind::Vxlan),
+            LinkInfo::Data(InfoData::Vxlan(vec![
+                InfoVxlan::Id(v.vni),
+                InfoVxlan::Local(v.local),
+                // IFLA_VXLAN_PORT is big-endian; the crate writes it so.
+                InfoVxlan::Port(v.port),
+                InfoVxlan::Learning(v.learning),
+                InfoVxlan::Ttl(req.ttl),
+                InfoVxlan::Tos(req.tos),
+                InfoVxlan::Ageing(req.ageing),
+            ])),
+        ]));
+        self.request(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)
+            .map(drop)
+    }
+
+    /// The VXLAN settings of link `index`; `None` when it is not a VXLAN device (or gone).
+    pub fn vxlan_of(&mut self, index: u32) -> io::Result<Option<Vxlan>> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        let replies = match self.request(RouteNetlinkMessage::GetLink(msg), 0) {
+            Ok(replies) => replies,
+            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        Ok(replies.into_iter().find_map(vxlan_from_reply))
+    }
+
+    /// Sets a link's MTU.
+    pub fn set_mtu(&mut self, index: u32, mtu: u32) -> io::Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        msg.attributes.push(LinkAttribute::Mtu(mtu));
+        self.request(RouteNetlinkMessage::SetLink(msg), 0).map(drop)
+    }
+
+    /// Enslaves a link to a bridge.
+    pub fn set_master(&mut self, index: u32, master: u32) -> io::Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        msg.attributes.push(LinkAttribute::Controller(master));
+        self.request(RouteNetlinkMessage::SetLink(msg), 0).map(drop)
+    }
+
+    /// The link that holds the IPv4 address `ip`, if any.
+    pub fn link_holding(&mut self, ip: Ipv4Addr) -> io::Result<Option<Link>> {
+        let mut msg = AddressMessage::default();
+        msg.header.family = AddressFamily::Inet;
+        let replies = self.request(RouteNetlinkMessage::GetAddress(msg), NLM_F_DUMP)?;
+        let index = replies.into_iter().find_map(|reply| match reply {
+            RouteNetlinkMessage::NewAddress(a)
+                if a.attributes
+                    .contains(&AddressAttribute::Local(IpAddr::V4(ip))) =>
+            {
+                Some(a.header.index)
+            }
+            _ => None,
+        });
+        match index {
+            Some(index) => self.link_by_index(index),
+            None => Ok(None),
+        }
+    }
+
+    /// The forwarding entries of VXLAN device `index` (one per MAC and remote).
+    pub fn fdb(&mut self, index: u32) -> io::Result<Vec<FdbEntry>> {
+        let mut msg = NeighbourMessage::default();
+        msg.header.family = AddressFamily::Bridge;
+        let replies = self.request(RouteNetlinkMessage::GetNeighbour(msg), NLM_F_DUMP)?;
+        Ok(replies
+            .into_iter()
+            .filter_map(|reply| match reply {
+                RouteNetlinkMessage::NewNeighbour(n) if n.header.ifindex == index => {
+                    fdb_from_reply(&n)
+                }
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Adds the remote `dst` for `mac` on VXLAN device `index`, beside those it has
+    /// (NLM_F_APPEND: how the all-zero flood entry lists several peers). `EEXIST` when that
+    /// very entry exists.
+    pub fn fdb_append(&mut self, index: u32, mac: [u8; 6], dst: Ipv4Addr) -> io::Result<()> {
+        let mut msg = fdb_message(index, mac, dst);
+        msg.header.state = NeighbourState::Other(NUD_PERMANENT | NUD_NOARP);
+        self.request(
+            RouteNetlinkMessage::NewNeighbour(msg),
+            NLM_F_CREATE | NLM_F_APPEND,
+        )
+        .map(drop)
+    }
+
+    /// Deletes the remote `dst` of `mac` on VXLAN device `index` (the entry's other remotes
+    /// stay). Returns `false` when there was no such entry.
+    pub fn fdb_delete(&mut self, index: u32, mac: [u8; 6], dst: Ipv4Addr) -> io::Result<bool> {
+        let msg = fdb_message(index, mac, dst);
+        match self.request(RouteNetlinkMessage::DelNeighbour(msg), 0) {
+            Ok(_) => Ok(true),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Sends one request and collects the replies until the kernel's ACK or DONE. A dump
     /// that the kernel marks interrupted (NLM_F_DUMP_INTR: the table changed meanwhile, so
     /// entries may be missing) is asked again, a few times.
@@ -425,6 +577,75 @@ fn address_message(index: u32, addr: Ipv4Net) -> AddressMessage {
     msg
 }
 
+const NUD_NOARP: u16 = 0x40;
+const NUD_PERMANENT: u16 = 0x80;
+
+/// An AF_BRIDGE neighbour message for the VXLAN device's own table (NTF_SELF).
+fn fdb_message(index: u32, mac: [u8; 6], dst: Ipv4Addr) -> NeighbourMessage {
+    let mut msg = NeighbourMessage::default();
+    msg.header.family = AddressFamily::Bridge;
+    msg.header.ifindex = index;
+    msg.header.flags = NeighbourFlags::Own;
+    msg.attributes
+        .push(NeighbourAttribute::LinkLocalAddress(mac.to_vec()));
+    // In an AF_BRIDGE message the crate does not know the remote's family: raw bytes.
+    msg.attributes
+        .push(NeighbourAttribute::Destination(NeighbourAddress::Other(
+            dst.octets().to_vec(),
+        )));
+    msg
+}
+
+/// A VXLAN device's own entry (it has a remote); the bridge's entries for the port do not.
+fn fdb_from_reply(n: &NeighbourMessage) -> Option<FdbEntry> {
+    let mut mac = None;
+    let mut dst = None;
+    for attr in &n.attributes {
+        match attr {
+            NeighbourAttribute::LinkLocalAddress(m) => mac = <[u8; 6]>::try_from(&m[..]).ok(),
+            NeighbourAttribute::Destination(NeighbourAddress::Other(b)) => {
+                dst = <[u8; 4]>::try_from(&b[..]).ok().map(Ipv4Addr::from)
+            }
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => dst = Some(*ip),
+            _ => {}
+        }
+    }
+    Some(FdbEntry {
+        mac: mac?,
+        dst: dst?,
+        permanent: u16::from(n.header.state) & NUD_PERMANENT != 0,
+    })
+}
+
+fn vxlan_from_reply(reply: RouteNetlinkMessage) -> Option<Vxlan> {
+    let RouteNetlinkMessage::NewLink(msg) = reply else {
+        return None;
+    };
+    let data = msg.attributes.iter().find_map(|attr| match attr {
+        LinkAttribute::LinkInfo(infos) => infos.iter().find_map(|i| match i {
+            LinkInfo::Data(InfoData::Vxlan(data)) => Some(data),
+            _ => None,
+        }),
+        _ => None,
+    })?;
+    let (mut vni, mut local, mut port, mut learning) = (None, None, None, false);
+    for attr in data {
+        match attr {
+            InfoVxlan::Id(id) => vni = Some(*id),
+            InfoVxlan::Local(ip) => local = Some(*ip),
+            InfoVxlan::Port(p) => port = Some(*p),
+            InfoVxlan::Learning(l) => learning = *l,
+            _ => {}
+        }
+    }
+    Some(Vxlan {
+        vni: vni?,
+        local: local.unwrap_or(Ipv4Addr::UNSPECIFIED),
+        port: port?,
+        learning,
+    })
+}
+
 /// A stable MAC for a bridge name: locally administered, unicast, the same after a reset.
 pub fn bridge_mac(name: &str) -> [u8; 6] {
     let hash = weave_core::settings::fnv1a(name.as_bytes()).to_be_bytes();
@@ -443,12 +664,14 @@ fn link_from_reply(reply: RouteNetlinkMessage) -> Option<Link> {
     let mut master = None;
     let mut alias = None;
     let mut oper_up = false;
+    let mut mtu = 0;
     for attr in &msg.attributes {
         match attr {
             LinkAttribute::IfName(n) => name = Some(n.clone()),
             LinkAttribute::Controller(i) => master = Some(*i),
             LinkAttribute::IfAlias(a) => alias = Some(a.clone()).filter(|a| !a.is_empty()),
             LinkAttribute::OperState(state) => oper_up = *state == State::Up,
+            LinkAttribute::Mtu(m) => mtu = *m,
             LinkAttribute::LinkInfo(infos) => {
                 kind = infos.iter().find_map(|i| match i {
                     LinkInfo::Kind(k) => Some(k.to_string()),
@@ -466,5 +689,6 @@ fn link_from_reply(reply: RouteNetlinkMessage) -> Option<Link> {
         master,
         alias,
         oper_up,
+        mtu,
     })
 }

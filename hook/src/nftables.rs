@@ -114,7 +114,7 @@ pub fn remove(bridge: &str, openings: Openings) -> Result<(), NftError> {
 
 /// A name goes into the script between double quotes, where nft knows no escapes, and a
 /// trailing `*` would make it a wildcard.
-fn quotable(bridge: &str) -> Result<(), NftError> {
+pub(crate) fn quotable(bridge: &str) -> Result<(), NftError> {
     match bridge.contains(['"', '*', '\\']) {
         true => Err(NftError::Unquotable(bridge.to_string())),
         false => Ok(()),
@@ -207,7 +207,7 @@ fn script(bridge: &str, openings: Openings, change: Change) -> String {
 }
 
 /// An `ifname` key: the name, NUL-padded to IFNAMSIZ.
-fn ifname_key(name: &str) -> Vec<u8> {
+pub(crate) fn ifname_key(name: &str) -> Vec<u8> {
     let mut key = name.as_bytes().to_vec();
     key.resize(IFNAMSIZ, 0);
     key
@@ -225,7 +225,7 @@ fn open_key(bridge: &str, addr: Ipv4Addr, proto: u8, port: u16) -> Vec<u8> {
 }
 
 /// Runs `nft -f -` with `script` on stdin, killed after [`DEADLINE`].
-fn run_nft(bridge: &str, script: &str) -> Result<(), NftError> {
+pub(crate) fn run_nft(bridge: &str, script: &str) -> Result<(), NftError> {
     let io_err = |source| NftError::Io {
         bridge: bridge.to_string(),
         source,

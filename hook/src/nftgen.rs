@@ -83,19 +83,51 @@ pub fn change_elements(
     op: ElementOp,
     sets: &[(&str, Vec<Vec<u8>>)],
 ) -> io::Result<Option<u32>> {
-    let (kind, flags) = match op {
-        ElementOp::Add => (NFT_MSG_NEWSETELEM, NLM_F_CREATE | NLM_F_ACK),
-        ElementOp::Delete => (NFT_MSG_DELSETELEM, NLM_F_ACK),
-    };
+    let changes: Vec<SetChange> = sets
+        .iter()
+        .map(|(set, keys)| SetChange {
+            family,
+            table,
+            set,
+            op,
+            keys: keys.clone(),
+        })
+        .collect();
     let before = generation().ok();
+    apply(&changes)?;
+    let after = generation().ok();
+    Ok(after.filter(|a| before.map(|b| b.wrapping_add(1)) == Some(*a)))
+}
+
+/// Elements added to or deleted from one set, as part of an [`apply`] transaction.
+#[derive(Debug, Clone)]
+pub struct SetChange<'a> {
+    pub family: u8,
+    pub table: &'a str,
+    pub set: &'a str,
+    pub op: ElementOp,
+    pub keys: Vec<Vec<u8>>,
+}
+
+/// Applies `changes` (of any tables and families) in one transaction: all or none. A
+/// change without keys is left out; nothing to change sends nothing.
+pub fn apply(changes: &[SetChange]) -> io::Result<()> {
+    let changes: Vec<&SetChange> = changes.iter().filter(|c| !c.keys.is_empty()).collect();
+    if changes.is_empty() {
+        return Ok(());
+    }
     let mut batch = batch_marker(NFNL_MSG_BATCH_BEGIN, 0, 1);
     let mut seq = 1;
-    for (set, keys) in sets {
+    for change in &changes {
+        let (kind, flags) = match change.op {
+            ElementOp::Add => (NFT_MSG_NEWSETELEM, NLM_F_CREATE | NLM_F_ACK),
+            ElementOp::Delete => (NFT_MSG_DELSETELEM, NLM_F_ACK),
+        };
         seq += 1;
-        let mut body = vec![family, 0, 0, 0];
-        body.extend(attr(NFTA_SET_ELEM_LIST_TABLE, &c_string(table)));
-        body.extend(attr(NFTA_SET_ELEM_LIST_SET, &c_string(set)));
-        let elements: Vec<u8> = keys.iter().flat_map(|k| element(k)).collect();
+        let mut body = vec![change.family, 0, 0, 0];
+        body.extend(attr(NFTA_SET_ELEM_LIST_TABLE, &c_string(change.table)));
+        body.extend(attr(NFTA_SET_ELEM_LIST_SET, &c_string(change.set)));
+        let elements: Vec<u8> = change.keys.iter().flat_map(|k| element(k)).collect();
         body.extend(attr(NFTA_SET_ELEM_LIST_ELEMENTS | NLA_F_NESTED, &elements));
         batch.extend(message(NFNL_SUBSYS_NFTABLES << 8 | kind, flags, seq, &body));
     }
@@ -105,7 +137,7 @@ pub fn change_elements(
     // Every set message is answered (ACK or error) once the transaction is over.
     let mut answered = 0;
     let mut buf = vec![0; 8192];
-    while answered < sets.len() {
+    while answered < changes.len() {
         let len = socket.recv(&mut &mut buf[..], 0)?;
         let mut rest = &buf[..len];
         while rest.len() >= NLMSG_HDRLEN {
@@ -120,8 +152,7 @@ pub fn change_elements(
             rest = &rest[align(mlen).min(rest.len())..];
         }
     }
-    let after = generation().ok();
-    Ok(after.filter(|a| before.map(|b| b.wrapping_add(1)) == Some(*a)))
+    Ok(())
 }
 
 /// Every element key of a set (a dump).

@@ -8,8 +8,10 @@ use crate::dns;
 use crate::error::{Error, Result};
 use crate::netlink::Netlink;
 use crate::nftables::{self, Openings};
+use crate::overlay;
 
-/// Stops the state directory's weave-dns, deletes the bridge (and weave DNS's address with
+/// Stops the state directory's weave-dns, deletes the mesh overlay (VXLAN device and
+/// tables, `overlay::remove_device`) and the bridge (and weave DNS's address with
 /// it), removes its firewall rule and its elements of weave's nftables table. Refuses while a live container is attached to it (dead
 /// ones are collected first), when the bridge is another state directory's, and when it has
 /// ports weave-hook did not make. The bridge is deleted under the store's lock, so no attach
@@ -21,6 +23,8 @@ pub fn reset(settings: &Settings) -> Result<()> {
     if dns::stop_server(&settings.layout())? {
         tracing::info!("stopped weave-dns");
     }
+    // The mesh's VXLAN device is a port of the bridge: it goes first, with its tables.
+    overlay::remove_device(settings)?;
     {
         let _lock = store.lock()?;
         refuse_while_attached(&store, settings)?;

@@ -5,6 +5,7 @@
 
 pub mod docker;
 pub mod etcd;
+pub mod mesh;
 pub mod podman;
 pub mod runc_env;
 

@@ -440,3 +440,55 @@ fn refused_dns_containers_leave_nothing_behind() {
     );
     nothing_left("a server that never served");
 }
+
+/// Issue 12: a container joining a network namespace whose wiring container did not ask for
+/// weave DNS, with no subnet of ethwe holding weave DNS's address, gets the route to it and
+/// resolves from its first instruction; the route stays while ethwe does.
+#[test]
+fn a_member_asking_for_dns_gets_the_route_its_wiring_container_did_not() {
+    let Some(env) = Env::new("a_member_asking_for_dns_gets_the_route_its_wiring_container_did_not")
+    else {
+        return;
+    };
+    let runc = Runc::new(&env.runc.host);
+    let web = env.bundle(&["sleep", "600"], "10.2.14.2/24", "web", None);
+    start(&runc, "web", &web);
+    let flags = env.flags();
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let mut wirer = Bundle::new(&env.runc.rootfs, &["sleep", "600"]);
+    wirer
+        .annotate("weave.cidr", "10.2.15.5/24")
+        .with_weave_hook(&flags);
+    start(&runc, "wirer", &wirer);
+    let routes = text(&runc.exec("wirer", &["ip", "route"]));
+    assert!(!routes.contains("10.32.0.1"), "{routes}");
+    let netns = format!("/proc/{}/ns/net", init_pid(&runc, "wirer"));
+    let mut member = env.bundle(
+        &["sh", "-c", "nslookup web.weave.local && ip route"],
+        "10.2.15.5/24",
+        "member",
+        None,
+    );
+    member.edit(|c| {
+        for ns in c["linux"]["namespaces"].as_array_mut().unwrap() {
+            if ns["type"] == "network" {
+                ns["path"] = serde_json::json!(netns);
+            }
+        }
+    });
+    let out = runc.run("member", &member);
+    let seen = text(&out);
+    assert!(
+        out.status.success(),
+        "the member's first instruction: {seen}"
+    );
+    assert!(seen.contains("10.2.14.2"), "{seen}");
+    assert!(seen.contains("10.32.0.1 dev ethwe scope link"), "{seen}");
+    // The member is gone; the namespace's interface, and the route with it, stay.
+    let routes = text(&runc.exec("wirer", &["ip", "route"]));
+    assert!(
+        routes.contains("10.32.0.1 dev ethwe scope link"),
+        "{routes}"
+    );
+    assert_eq!(env.ps().lines().count(), 2, "web and wirer: {}", env.ps());
+}

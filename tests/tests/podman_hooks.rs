@@ -499,3 +499,58 @@ fn a_kube_play_pod_of_three_shares_one_ethwe_until_it_is_removed() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
+
+/// Issue 12: a pod's containers have `"hostname": null` in config.json and join the pod's
+/// UTS namespace: their weave DNS name is the pod's hostname, which another weave container
+/// resolves to the pod's address.
+#[test]
+fn a_kube_play_pod_is_found_by_its_hostname() {
+    let test = "a_kube_play_pod_is_found_by_its_hostname";
+    let Some(env) = Env::new(test) else {
+        return;
+    };
+    if !tool_or_skip(test, "catatonit") {
+        return;
+    }
+    let _dns = WeaveDns::started_by_hook(env.state.path());
+    let podman = env.podman();
+    let pod = unique("wvkdns");
+    let container = |name: &str| {
+        format!("  - name: {name}\n    image: {IMAGE}\n    command: [\"sleep\", \"300\"]\n    env:\n    - name: PATH\n      value: /bin:/sbin:/usr/bin:/usr/sbin\n")
+    };
+    let yaml = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {pod}\n  annotations:\n    weave.cidr: 10.2.11.5/24\n    weave.dns: \"true\"\nspec:\n  hostname: PodWeb\n  containers:\n{}{}",
+        container("a"),
+        container("b"),
+    );
+    let file = env.state.path().join("pod.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    let file = file.display().to_string();
+    ok_stdout(
+        &podman.run(&["kube", "play", "--network", "none", &file]),
+        "kube play",
+    );
+    let ps = env.ps();
+    assert_eq!(ps.lines().count(), 2, "both containers attached: {ps}");
+    for record in std::fs::read_dir(env.state.path().join("containers")).unwrap() {
+        let text = std::fs::read_to_string(record.unwrap().path()).unwrap();
+        assert!(text.contains("\"podweb\""), "the pod's hostname: {text}");
+    }
+    let out = podman.run(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--annotation",
+        "weave.cidr=10.2.11.9/24",
+        "--annotation",
+        "weave.dns=true",
+        IMAGE,
+        "nslookup",
+        "podweb.weave.local",
+    ]);
+    let lookup = ok_stdout(&out, "nslookup from another weave container");
+    assert!(lookup.contains("10.2.11.5"), "{lookup}");
+    ok_stdout(&podman.run(&["pod", "rm", "--force", &pod]), "pod rm");
+    assert_eq!(env.ps(), "", "pod rm left a reservation");
+}

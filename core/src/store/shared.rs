@@ -410,6 +410,7 @@ mod tests {
     const WIRED: Facts = Facts {
         kept: &[],
         interface_exists: &|_| true,
+        mesh: None,
     };
 
     fn join(
@@ -510,6 +511,7 @@ mod tests {
         let gone = Facts {
             kept: &[],
             interface_exists: &|_| false,
+            mesh: None,
         };
         let taken = store.reserve(&elsewhere, &exact, net(RANGE), &gone);
         assert!(
