@@ -42,7 +42,6 @@ pub mod agent;
 pub mod cluster;
 pub mod datapath;
 pub mod etcd;
-#[cfg(feature = "overlay")]
 pub mod kernel;
 pub mod keys;
 pub mod local;

@@ -254,11 +254,6 @@ fn datapath(args: &RunArgs) -> anyhow::Result<Box<dyn DataPath>> {
     if args.no_overlay {
         return Ok(Box::new(NoOverlay));
     }
-    kernel_overlay(args)
-}
-
-#[cfg(feature = "overlay")]
-fn kernel_overlay(args: &RunArgs) -> anyhow::Result<Box<dyn DataPath>> {
     let mut settings = settings::Settings::defaults();
     settings.bridge = args.bridge.clone();
     settings.ipalloc_range = args.ipalloc_range;
@@ -275,13 +270,6 @@ fn kernel_overlay(args: &RunArgs) -> anyhow::Result<Box<dyn DataPath>> {
         settings,
         overlay,
     }))
-}
-
-#[cfg(not(feature = "overlay"))]
-fn kernel_overlay(_args: &RunArgs) -> anyhow::Result<Box<dyn DataPath>> {
-    anyhow::bail!(
-        "this weave-mesh was built without the overlay data path (cargo feature \"overlay\"); run it with --no-overlay, or build it with the feature"
-    )
 }
 
 fn spawn(name: &str, agent: &Arc<Agent>, f: fn(&Agent)) {

@@ -2,7 +2,6 @@
 //! underlay bridge of the test's own) with etcd on the underlay: the VXLAN flood list follows
 //! the live hosts, a killed host leaves the others' FDB within TTL + 5 s, and the agent
 //! repairs a deleted device and a flushed ruleset.
-#![cfg(feature = "overlay")]
 
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
