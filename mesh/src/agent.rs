@@ -161,10 +161,23 @@ impl Agent {
     /// Prepares the state directory, registers (waiting for etcd while it is unreachable;
     /// any other error, such as the name being taken, ends the start before the kernel is
     /// touched), then sets the data path up. Claims are served from then on.
+    /// A start that fails removes the files it wrote when there were none before (the hook
+    /// then stays the single-host hook).
     pub fn start(&self) -> Result<(), AgentError> {
         let layout = self.cfg.layout();
         fsutil::ensure_private_dir(layout.root())?;
         fsutil::ensure_private_dir(&layout.mesh_dir())?;
+        let first = !layout.mesh_state().exists();
+        let started = self.start_here();
+        if started.is_err() && first {
+            let _files = lock(&self.files);
+            let _ = std::fs::remove_file(layout.mesh_state());
+            let _ = std::fs::remove_file(layout.mesh_peers());
+        }
+        started
+    }
+
+    fn start_here(&self) -> Result<(), AgentError> {
         self.adopt_previous_state();
         loop {
             match self.register() {
@@ -177,7 +190,15 @@ impl Agent {
                 Err(e) => return Err(e.into()),
             }
         }
-        let mtu = self.datapath.ensure().map_err(AgentError::DataPath)?;
+        let mtu = match self.datapath.ensure() {
+            Ok(mtu) => mtu,
+            Err(e) => {
+                // Undone: the others would count this host as a peer until its lease ends.
+                let lease = lock(&self.inner).lease;
+                let _ = self.cfg.cluster.etcd.lease_revoke(lease);
+                return Err(AgentError::DataPath(e));
+            }
+        };
         lock(&self.inner).mtu = mtu;
         if let Err(e) = self.resync() {
             self.etcd_failed(e);

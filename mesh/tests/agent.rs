@@ -60,6 +60,10 @@ fn an_agent_registers_and_a_second_of_the_same_name_is_refused() {
         "{log}"
     );
     assert!(!b.layout().mesh_socket().exists());
+    assert!(
+        !b.layout().mesh_state().exists(),
+        "a refused start leaves nothing"
+    );
 
     // Another block length than the network's: refused.
     let Reply::Block { .. } = claim_block(&a, "10.47.0.0/24") else {

@@ -58,6 +58,31 @@ fn the_flood_list_follows_live_hosts_and_the_agent_repairs_the_overlay() {
     let etcd = EtcdCluster::start_in(&underlay.netns, &[etcd_ip], false);
     let endpoint = etcd.endpoint(0);
     let hosts: Vec<SimHost> = (1..=3).map(|n| SimHost::new(&underlay, n)).collect();
+    // An underlay address the host does not have: refused, and its registration undone.
+    let mut bad = AgentProc::spawn_with(
+        &hosts[0].host.name,
+        &endpoint,
+        "hx",
+        "192.168.251.77",
+        Some(hosts[0].state_dir().to_path_buf()),
+        &[],
+    );
+    let (ok, log) = bad.wait_exit(Duration::from_secs(15));
+    assert!(
+        !ok && log.contains("no interface of this host has the underlay address 192.168.251.77"),
+        "{log}"
+    );
+    assert!(
+        !hosts[0].state_dir().join("mesh/state.json").exists(),
+        "a failed first start leaves no state.json"
+    );
+    let status = etcd
+        .command(common::BIN)
+        .args(["--etcd", &endpoint, "status"])
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert!(!status.contains("hx"), "{status}");
     let mut agents: Vec<AgentProc> = hosts
         .iter()
         .enumerate()

@@ -41,10 +41,23 @@ pub fn cluster_of(etcd: &EtcdCluster) -> Cluster {
     }
 }
 
-pub fn wait_for(what: &str, within: Duration, mut ok: impl FnMut() -> bool) -> Duration {
+pub fn wait_for(what: &str, within: Duration, ok: impl FnMut() -> bool) -> Duration {
+    wait_or(within, ok, || what.to_string())
+}
+
+/// [`wait_for`], with the failure's message made only when it fails (an agent's log then).
+pub fn wait_or(
+    within: Duration,
+    mut ok: impl FnMut() -> bool,
+    what: impl Fn() -> String,
+) -> Duration {
     let start = Instant::now();
     while !ok() {
-        assert!(start.elapsed() < within, "{what}: not within {within:?}");
+        assert!(
+            start.elapsed() < within,
+            "{}: not within {within:?}",
+            what()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     start.elapsed()
@@ -133,16 +146,15 @@ impl AgentProc {
             addr: Ipv4Addr::UNSPECIFIED,
             id: "probe".into(),
         };
-        wait_for(
-            &format!("agent {} ready ({})", self.name, self.log()),
+        wait_or(
             Duration::from_secs(15),
             || {
                 mesh::ask(&self.layout(), &probe, mesh::REQUEST_TIMEOUT)
                     .is_ok_and(|r| r == Reply::Ok)
             },
+            || format!("agent {} ready ({})", self.name, self.log()),
         );
-        wait_for(
-            &format!("agent {} registered ({})", self.name, self.log()),
+        wait_or(
             Duration::from_secs(15),
             || {
                 MeshState::read(&self.layout())
@@ -150,15 +162,16 @@ impl AgentProc {
                     .flatten()
                     .is_some_and(|s| s.etcd_reachable && s.blocks_valid(mesh::boottime_ms()))
             },
+            || format!("agent {} registered ({})", self.name, self.log()),
         );
     }
 
     pub fn wait_serving(&self) {
         let socket = self.layout().mesh_socket();
-        wait_for(
-            &format!("agent {} serving ({})", self.name, self.log()),
+        wait_or(
             Duration::from_secs(15),
             || std::os::unix::net::UnixStream::connect(&socket).is_ok(),
+            || format!("agent {} serving ({})", self.name, self.log()),
         );
     }
 
