@@ -36,6 +36,8 @@ const CLAIM_PENDING_MS: u64 = 30_000;
 const REPAIR_EVERY_MS: u64 = 5_000;
 /// A conflict between a local address and etcd is logged at most this often per address.
 const WARN_EVERY_MS: u64 = 60_000;
+/// Taken off `valid_until_ms` (at most half the grace).
+const VALIDITY_MARGIN_MS: u64 = 1_000;
 /// The whole prefix is read again at least this often, whatever the watch says.
 const RESYNC_EVERY_MS: u64 = 30_000;
 
@@ -65,6 +67,15 @@ impl Config {
 
     fn grace_ms(&self) -> u64 {
         self.reclaim_after.as_millis() as u64
+    }
+
+    /// Until when the blocks are provably this host's after a renewal sent at `sent_ms` with
+    /// `ttl_ms` granted: its key lives at least until `sent_ms + ttl_ms`, and nobody reclaims
+    /// before a grace more. Less a margin, for the hook's read of state.json and its
+    /// allocation that follow.
+    fn valid_until(&self, sent_ms: u64, ttl_ms: u64) -> u64 {
+        let margin = VALIDITY_MARGIN_MS.min(self.grace_ms() / 2);
+        sent_ms + ttl_ms + self.grace_ms() - margin
     }
 }
 
@@ -252,7 +263,7 @@ impl Agent {
             let mut inner = lock(&self.inner);
             inner.lease = lease;
             inner.etcd_reachable = true;
-            inner.valid_until_ms = before + self.cfg.ttl_ms() + self.cfg.grace_ms();
+            inner.valid_until_ms = self.cfg.valid_until(before, self.cfg.ttl_ms());
             let rev = view.revision;
             inner.blocks.retain(|_, claimed| *claimed > rev);
             inner
@@ -277,7 +288,7 @@ impl Agent {
                 let ttl_ms = (ttl.max(0) as u64 * 1000).min(self.cfg.ttl_ms());
                 {
                     let mut inner = lock(&self.inner);
-                    inner.valid_until_ms = before + ttl_ms + self.cfg.grace_ms();
+                    inner.valid_until_ms = self.cfg.valid_until(before, ttl_ms);
                     inner.etcd_reachable = true;
                 }
                 self.write_state();
@@ -711,5 +722,47 @@ impl Agent {
             }
             Err(_) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::etcd::{Etcd, EtcdConfig};
+    use crate::keys::Keys;
+
+    fn config(ttl: u64, grace_ms: u64) -> Config {
+        let etcd = Etcd::connect(&EtcdConfig {
+            endpoints: vec!["http://127.0.0.1:1".into()],
+            cacert: None,
+            cert: None,
+            key: None,
+            timeout: Duration::from_secs(1),
+        })
+        .unwrap();
+        Config {
+            cluster: Cluster {
+                etcd,
+                keys: Keys::new("/weave/"),
+                block_prefix: 26,
+            },
+            name: "h".into(),
+            advertise: Ipv4Addr::LOCALHOST,
+            state_dir: "/nonexistent".into(),
+            lease_ttl: Duration::from_secs(ttl),
+            reclaim_after: Duration::from_millis(grace_ms),
+        }
+    }
+
+    #[test]
+    fn blocks_are_valid_until_the_earliest_reclaim_less_a_margin() {
+        let cfg = config(10, 300_000);
+        assert_eq!(
+            cfg.valid_until(5_000, cfg.ttl_ms()),
+            5_000 + 10_000 + 300_000 - 1_000
+        );
+        // A short grace keeps at least half of itself.
+        let cfg = config(2, 1_000);
+        assert_eq!(cfg.valid_until(0, 2_000), 2_000 + 1_000 - 500);
     }
 }
