@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 use thiserror::Error;
-use weave_core::mesh::{block_of, blocks_of};
+use weave_core::mesh::block_of;
 use weave_core::settings::fnv1a;
 
 use crate::etcd::{prefix_end, Cmp, Compare, Etcd, EtcdError, Kv, Op, OpResponse};
@@ -270,11 +270,12 @@ impl Cluster {
             .filter(|(_, a)| a.value.host != me)
             .map(|(ip, _)| block_of(*ip, self.block_prefix))
             .collect();
-        let candidates: Vec<Ipv4Net> = blocks_of(subnet, self.block_prefix).collect();
-        let count = candidates.len();
-        let start = (fnv1a(me.as_bytes()) % count as u64) as usize;
+        // Nothing is collected: a wide subnet (a /8 holds 2^18 blocks of /26) costs only
+        // the blocks looked at.
+        let count = block_count(subnet, self.block_prefix);
+        let start = fnv1a(me.as_bytes()) % count;
         (0..count)
-            .map(|i| candidates[(start + i) % count])
+            .map(|i| nth_block(subnet, self.block_prefix, (start + i) % count))
             .find(|b| !read.view.blocks.contains_key(b) && !foreign.contains(b))
     }
 
@@ -490,6 +491,23 @@ impl Cluster {
     }
 }
 
+/// The `n`th block of weave-core's `blocks_of(subnet, prefix)`, computed.
+fn nth_block(subnet: Ipv4Net, prefix: u8, n: u64) -> Ipv4Net {
+    let first = u64::from(u32::from(
+        block_of(subnet.trunc().network(), prefix).network(),
+    ));
+    let addr = first + n * (1u64 << (32 - prefix));
+    Ipv4Net::new(Ipv4Addr::from(addr as u32), prefix).expect("a block prefix is at most 32")
+}
+
+/// How many blocks of `prefix` bits `blocks_of` gives for `subnet`.
+fn block_count(subnet: Ipv4Net, prefix: u8) -> u64 {
+    match subnet.prefix_len() <= prefix {
+        true => 1u64 << (prefix - subnet.prefix_len()),
+        false => 1,
+    }
+}
+
 fn host_advertise(kv: &Kv) -> Ipv4Addr {
     serde_json::from_slice::<HostInfo>(&kv.value)
         .map(|h| h.advertise)
@@ -500,4 +518,26 @@ struct BlockClaimRead {
     registered: bool,
     claims_rev: i64,
     view: View,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weave_core::mesh::blocks_of;
+
+    #[test]
+    fn blocks_are_computed_as_blocks_of_lists_them() {
+        for (subnet, prefix) in [
+            ("10.32.0.0/22", 26),
+            ("10.9.0.200/30", 26),
+            ("10.0.0.0/8", 24),
+        ] {
+            let subnet: Ipv4Net = subnet.parse().unwrap();
+            let listed: Vec<Ipv4Net> = blocks_of(subnet, prefix).collect();
+            assert_eq!(block_count(subnet, prefix), listed.len() as u64);
+            for (n, block) in listed.iter().enumerate() {
+                assert_eq!(nth_block(subnet, prefix, n as u64), *block);
+            }
+        }
+    }
 }
