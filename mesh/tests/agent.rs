@@ -580,3 +580,35 @@ fn the_agent_and_status_speak_tls_with_the_client_certificate() {
     let reply = claim_block(&a, "10.90.0.0/24");
     assert!(matches!(reply, Reply::Block { .. }), "{reply:?}");
 }
+
+#[test]
+fn one_etcd_member_killed_goes_unnoticed() {
+    if !can_run("one_etcd_member_killed_goes_unnoticed") {
+        return;
+    }
+    let mut etcd = EtcdCluster::start(3, false);
+    let a = AgentProc::start(&etcd, "ha", "192.168.250.1");
+    assert!(matches!(
+        claim_block(&a, "10.91.0.0/24"),
+        Reply::Block { .. }
+    ));
+    // The member every client tries first (and A's watch most likely uses).
+    etcd.kill_member(0);
+    let b = AgentProc::start(&etcd, "hb", "192.168.250.2");
+    wait_for("A's peers.json listing B", Duration::from_secs(10), || {
+        weave_core::mesh::Peers::read(&a.layout())
+            .peers
+            .iter()
+            .any(|p| p.name == "hb" && p.alive)
+    });
+    let reply = claim_block(&a, "10.91.0.0/24");
+    assert!(matches!(reply, Reply::Block { .. }), "{reply:?}");
+    assert!(matches!(
+        claim_block(&b, "10.91.0.0/24"),
+        Reply::Block { .. }
+    ));
+    std::thread::sleep(Duration::from_secs(3));
+    let state = a.state();
+    assert!(state.etcd_reachable && state.blocks_valid(mesh::boottime_ms()));
+    assert_eq!(state.blocks.len(), 2);
+}
