@@ -1,0 +1,503 @@
+//! weave mesh end to end (issue 13): three simulated hosts (network namespaces on an underlay
+//! of the test's own), each with its weave bridge, state directory, runc root and a real
+//! `weave-mesh run` agent, and a real 3-member etcd cluster speaking TLS in a namespace of
+//! its own on the same underlay. Containers are real runc containers attached by weave-hook.
+//!
+//! One test walks the whole life of a mesh, in order, because each step needs the state the
+//! previous one left (and a 3-host, 3-member setup costs seconds):
+//! 1. a container on A whose first instruction pings a container on B: 20 of 20;
+//! 2. 3 x 16 concurrent `net:default` attaches: 48 distinct addresses, each reachable from
+//!    every host;
+//! 3. an explicit address held on A is refused on B, naming A;
+//! 4. the MTU: ethwe has the underlay's 1500 - 50; a 1472-byte DF ping fails with "message
+//!    too long" at once, a 1422-byte one passes;
+//! 5. one etcd member killed: attaches and pings go on;
+//! 6. all of etcd stopped: containers keep talking, `net:` attaches from the host's blocks
+//!    work, an explicit address outside them is refused saying etcd is unreachable; etcd back:
+//!    the agents recover without a restart and the address is granted;
+//! 7. host C killed (its agent SIGKILLed, its namespace deleted): it leaves A's and B's FDB
+//!    within lease TTL + 5 s; after the grace its explicit address is allocatable again,
+//!    exactly once (A and B race for it).
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use weave_e2e::etcd::EtcdCluster;
+use weave_e2e::mesh::{SimHost, Underlay, UNDERLAY_NET};
+use weave_e2e::{bin, root_or_skip, run_ok, sh, tool_or_skip, unique, Bundle, Rootfs, Runc};
+
+/// The agents' lease TTL and reclaim grace in this test (defaults: 10 s and 300 s).
+const LEASE_TTL_SECS: u64 = 2;
+const RECLAIM_AFTER_SECS: u64 = 10;
+/// The etcd members' addresses on the underlay.
+const ETCD_IPS: [&str; 3] = ["201", "202", "203"];
+
+/// A network namespace of the test's own for the etcd members, on the underlay.
+struct EtcdNetns {
+    name: String,
+}
+
+impl EtcdNetns {
+    fn new(underlay: &Underlay) -> Self {
+        let name = unique("wvetc");
+        sh(&format!("ip netns add {name}"));
+        let ns = Self { name };
+        let port = unique("wve");
+        let addrs: String = ETCD_IPS
+            .iter()
+            .map(|n| {
+                format!(
+                    " && ip -n {} addr add {UNDERLAY_NET}.{n}/24 dev eth0",
+                    ns.name
+                )
+            })
+            .collect();
+        sh(&format!(
+            "ip -n {ul} link add {port} type veth peer name eth0 netns {h} && \
+             ip -n {ul} link set {port} master {b} up && \
+             ip -n {h} link set lo up && ip -n {h} link set eth0 up{addrs}",
+            ul = underlay.netns,
+            h = ns.name,
+            b = Underlay::BRIDGE,
+        ));
+        ns
+    }
+
+    fn ips() -> Vec<Ipv4Addr> {
+        ETCD_IPS
+            .iter()
+            .map(|n| format!("{UNDERLAY_NET}.{n}").parse().unwrap())
+            .collect()
+    }
+}
+
+impl Drop for EtcdNetns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// A `weave-mesh run` of a simulated host, stopped by its (unreaped, so never reused) pid.
+struct Agent {
+    name: String,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Agent {
+    fn start(sim: &SimHost, name: &str, etcd: &EtcdCluster, logs: &Path) -> Self {
+        let log = logs.join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = sim
+            .host
+            .command(bin("weave-mesh"))
+            .args(etcd_flags(etcd))
+            .arg("run")
+            .args(["--name", name])
+            .args(["--advertise", &sim.addr().to_string()])
+            .arg("--state-dir")
+            .arg(sim.state_dir())
+            .args(["--lease-ttl", &LEASE_TTL_SECS.to_string()])
+            .args(["--reclaim-after", &RECLAIM_AFTER_SECS.to_string()])
+            .args(["--log-level", "debug"])
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .expect("start weave-mesh");
+        Self {
+            name: name.into(),
+            child: Some(child),
+            log,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL (no goodbye to etcd: its lease must run out).
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn etcd_flags(etcd: &EtcdCluster) -> Vec<String> {
+    let (ca, cert, key) = etcd.client_tls();
+    vec![
+        "--etcd".into(),
+        etcd.endpoints().join(","),
+        "--etcd-cacert".into(),
+        ca.display().to_string(),
+        "--etcd-cert".into(),
+        cert.display().to_string(),
+        "--etcd-key".into(),
+        key.display().to_string(),
+    ]
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Waits for `cond`, up to `limit`; returns how long it took, or `None`.
+fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    loop {
+        if cond() {
+            return Some(start.elapsed());
+        }
+        if start.elapsed() > limit {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The agent's state.json of a host, as JSON (None while absent).
+fn mesh_state(sim: &SimHost) -> Option<serde_json::Value> {
+    let text = std::fs::read(sim.state_dir().join("mesh/state.json")).ok()?;
+    serde_json::from_slice(&text).ok()
+}
+
+/// The remote VTEPs in a host's VXLAN FDB.
+fn fdb_dsts(sim: &SimHost) -> String {
+    sim.sh("bridge fdb show dev vx-weave | grep -o 'dst [0-9.]*' | sort -u || true")
+}
+
+fn bundle(sim: &SimHost, rootfs: &Rootfs, args: &[&str], cidr: &str) -> Bundle {
+    let mut b = Bundle::new(rootfs, args);
+    b.annotate("weave.cidr", cidr)
+        .with_weave_hook(&sim.hook_flags(&[]));
+    b
+}
+
+/// The first address of a container's record on `sim`.
+fn address_of(sim: &SimHost, id: &str) -> Ipv4Addr {
+    let path = sim.state_dir().join(format!("containers/{id}.json"));
+    let record: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let net = record["addrs"][0].as_str().unwrap();
+    net.split('/').next().unwrap().parse().unwrap()
+}
+
+/// A host program in the network namespace of a running container.
+fn in_container(runc: &Runc, id: &str, args: &[&str]) -> Output {
+    let state = run_ok(runc.command().args(["state", id]));
+    let v: serde_json::Value = serde_json::from_str(&state).unwrap();
+    let pid = v["pid"].as_u64().unwrap();
+    Command::new("nsenter")
+        .arg(format!("--net=/proc/{pid}/ns/net"))
+        .arg("--")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ping_ok(runc: &Runc, from: &str, to: Ipv4Addr) -> bool {
+    in_container(runc, from, &["ping", "-c", "1", "-W", "2", &to.to_string()])
+        .status
+        .success()
+}
+
+fn start(runc: &Runc, id: &str, b: &Bundle) {
+    let out = runc.run_detached(id, b);
+    assert!(out.status.success(), "{id}: {}", text(&out));
+}
+
+#[test]
+fn three_hosts_one_network_through_etcd_failures_and_a_dead_host() {
+    let test = "three_hosts_one_network_through_etcd_failures_and_a_dead_host";
+    if !root_or_skip(test)
+        || !tool_or_skip(test, "runc")
+        || !tool_or_skip(test, "etcd")
+        || !tool_or_skip(test, "ping")
+    {
+        return;
+    }
+    // Dropped last to first: containers, agents, hosts, etcd, its namespace, the underlay.
+    let underlay = Underlay::new();
+    let etcd_ns = EtcdNetns::new(&underlay);
+    let mut etcd = EtcdCluster::start_in(&etcd_ns.name, &EtcdNetns::ips(), true);
+    let mut hosts: Vec<Option<SimHost>> =
+        (1..=3).map(|n| Some(SimHost::new(&underlay, n))).collect();
+    let logs = tempfile::tempdir().unwrap();
+    let names = ["hosta", "hostb", "hostc"];
+    let mut agents: Vec<Agent> = hosts
+        .iter()
+        .zip(names)
+        .map(|(h, name)| Agent::start(h.as_ref().unwrap(), name, &etcd, logs.path()))
+        .collect();
+    let rootfs = Rootfs::busybox();
+    let a = hosts[0].take().unwrap();
+    let b = hosts[1].take().unwrap();
+    let c = hosts[2].take().unwrap();
+    let (ra, rb) = (a.runc(), b.runc());
+    let rc = c.runc();
+    let dump = |agents: &[Agent]| -> String {
+        agents
+            .iter()
+            .map(|a| format!("--- {} ---\n{}", a.name, a.log()))
+            .collect()
+    };
+
+    // Every agent up, every host in the others' FDB.
+    for (h, other) in [(&a, [&b, &c]), (&b, [&a, &c]), (&c, [&a, &b])] {
+        let ready = wait_for(Duration::from_secs(20), || {
+            mesh_state(h).is_some_and(|s| s["etcd_reachable"] == true)
+                && other
+                    .iter()
+                    .all(|o| fdb_dsts(h).contains(&format!("dst {}", o.addr())))
+        });
+        assert!(ready.is_some(), "agents not ready:\n{}", dump(&agents));
+        assert_eq!(mesh_state(h).unwrap()["mtu"], 1450, "underlay 1500 - 50");
+    }
+
+    // 1. First instruction on A pings B: 20 of 20.
+    start(
+        &rb,
+        "srv-b",
+        &bundle(&b, &rootfs, &["sleep", "900"], "net:default"),
+    );
+    let ip_b = address_of(&b, "srv-b");
+    for i in 0..20 {
+        let id = format!("pinger{i}");
+        let target = ip_b.to_string();
+        let out = ra.run(
+            &id,
+            &bundle(
+                &a,
+                &rootfs,
+                &["ping", "-c", "1", "-W", "3", &target],
+                "net:default",
+            ),
+        );
+        assert!(
+            out.status.success(),
+            "first-instruction ping {i} A -> B {ip_b}: {}\n{}",
+            text(&out),
+            dump(&agents)
+        );
+    }
+
+    // 2. 3 x 16 concurrent net:default attaches: 48 distinct addresses, all reachable.
+    let ids: Vec<String> = (0..16).map(|i| format!("many{i}")).collect();
+    let every = [(&a, &ra), (&b, &rb), (&c, &rc)];
+    std::thread::scope(|scope| {
+        for (h, r) in every {
+            let ids = &ids;
+            let rootfs = &rootfs;
+            scope.spawn(move || {
+                r.run_all_detached(ids, &bundle(h, rootfs, &["sleep", "900"], "net:default"))
+            });
+        }
+    });
+    let mut all: Vec<Ipv4Addr> = every
+        .iter()
+        .flat_map(|(h, _)| ids.iter().map(|id| address_of(h, id)))
+        .collect();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 48, "48 distinct addresses: {all:?}");
+    for (h, r) in every {
+        let unreachable: Vec<_> = all.iter().filter(|ip| !ping_ok(r, "many0", **ip)).collect();
+        assert!(
+            unreachable.is_empty(),
+            "from {}: unreachable {unreachable:?}",
+            h.addr()
+        );
+    }
+
+    // 3. An explicit address held on A is refused on B, naming A.
+    start(
+        &ra,
+        "fixed-a",
+        &bundle(&a, &rootfs, &["sleep", "900"], "10.40.0.9/16"),
+    );
+    let out = rb.run("fixed-b", &bundle(&b, &rootfs, &["true"], "10.40.0.9/16"));
+    assert!(!out.status.success(), "10.40.0.9 given twice");
+    assert!(
+        text(&out).contains("hosta"),
+        "refusal names host A: {}",
+        text(&out)
+    );
+    // B allocating in that subnet never gets it (its block holds A's address), and reaches it.
+    start(
+        &rb,
+        "near-b",
+        &bundle(&b, &rootfs, &["sleep", "900"], "net:10.40.0.0/24"),
+    );
+    let near = address_of(&b, "near-b");
+    assert_ne!(near, "10.40.0.9".parse::<Ipv4Addr>().unwrap());
+    assert!(
+        ping_ok(&rb, "near-b", "10.40.0.9".parse().unwrap()),
+        "B ({near}) cannot reach A's explicit address"
+    );
+
+    // 4. MTU: the overlay's 1450 on ethwe; DF at the edge.
+    let link = text(&in_container(
+        &ra,
+        "fixed-a",
+        &["ip", "-o", "link", "show", "ethwe"],
+    ));
+    assert!(link.contains("mtu 1450"), "{link}");
+    let fits = in_container(
+        &ra,
+        "many0",
+        &[
+            "ping",
+            "-M",
+            "do",
+            "-s",
+            "1422",
+            "-c",
+            "2",
+            "-W",
+            "2",
+            &ip_b.to_string(),
+        ],
+    );
+    assert!(fits.status.success(), "1422-byte DF ping: {}", text(&fits));
+    let too_big = in_container(
+        &ra,
+        "many0",
+        &[
+            "ping",
+            "-M",
+            "do",
+            "-s",
+            "1472",
+            "-c",
+            "1",
+            "-W",
+            "2",
+            &ip_b.to_string(),
+        ],
+    );
+    assert!(!too_big.status.success());
+    assert!(
+        text(&too_big).to_lowercase().contains("message too long"),
+        "{}",
+        text(&too_big)
+    );
+
+    // 5. One etcd member killed: nothing notices.
+    etcd.kill_member(0);
+    start(
+        &rb,
+        "after-kill",
+        &bundle(&b, &rootfs, &["sleep", "900"], "net:default"),
+    );
+    assert!(ping_ok(&ra, "many0", address_of(&b, "after-kill")));
+
+    // 6. All of etcd stopped.
+    etcd.stop_all();
+    let down = wait_for(Duration::from_secs(30), || {
+        mesh_state(&a).is_some_and(|s| s["etcd_reachable"] == false)
+    });
+    assert!(
+        down.is_some(),
+        "agent A never noticed etcd down:\n{}",
+        dump(&agents)
+    );
+    assert!(ping_ok(&ra, "many0", ip_b), "talking stopped with etcd");
+    start(
+        &ra,
+        "no-etcd",
+        &bundle(&a, &rootfs, &["sleep", "900"], "net:default"),
+    );
+    assert!(ping_ok(&rb, "srv-b", address_of(&a, "no-etcd")));
+    let out = ra.run("outside", &bundle(&a, &rootfs, &["true"], "10.41.0.5/16"));
+    assert!(!out.status.success(), "an unprovable address was granted");
+    assert!(text(&out).contains("unreachable"), "{}", text(&out));
+    etcd.restart_all();
+    let back = wait_for(Duration::from_secs(30), || {
+        mesh_state(&a).is_some_and(|s| s["etcd_reachable"] == true)
+    });
+    assert!(
+        back.is_some(),
+        "agent A never saw etcd back:\n{}",
+        dump(&agents)
+    );
+    let out = ra.run("outside", &bundle(&a, &rootfs, &["true"], "10.41.0.5/16"));
+    assert!(
+        out.status.success(),
+        "after recovery: {}\n{}",
+        text(&out),
+        dump(&agents)
+    );
+
+    // 7. Host C dies with an explicit address: gone from the FDBs within TTL + 5 s; after
+    // the grace, the address is handed out once.
+    start(
+        &rc,
+        "fixed-c",
+        &bundle(&c, &rootfs, &["sleep", "900"], "10.42.0.7/16"),
+    );
+    agents[2].kill();
+    let killed = Instant::now();
+    drop(rc);
+    let c_addr = c.addr();
+    drop(c);
+    for h in [&a, &b] {
+        let left = wait_for(Duration::from_secs(LEASE_TTL_SECS + 5), || {
+            !fdb_dsts(h).contains(&format!("dst {c_addr}"))
+        });
+        assert!(
+            left.is_some(),
+            "C still in {}'s FDB:\n{}",
+            h.addr(),
+            dump(&agents)
+        );
+    }
+    eprintln!(
+        "mesh: dead host left both FDBs {:?} after its agent was killed",
+        killed.elapsed()
+    );
+    // Within the grace C's address is still C's: refused, naming it.
+    let early = ra.run("early", &bundle(&a, &rootfs, &["true"], "10.42.0.7/16"));
+    if killed.elapsed() < Duration::from_secs(LEASE_TTL_SECS + RECLAIM_AFTER_SECS) {
+        assert!(
+            !early.status.success(),
+            "C's address handed out before the grace"
+        );
+        assert!(text(&early).contains("hostc"), "{}", text(&early));
+    }
+    std::thread::sleep(Duration::from_secs(LEASE_TTL_SECS + RECLAIM_AFTER_SECS + 2));
+    let (ba, bb) = (
+        bundle(&a, &rootfs, &["sleep", "900"], "10.42.0.7/16"),
+        bundle(&b, &rootfs, &["sleep", "900"], "10.42.0.7/16"),
+    );
+    let (oa, ob) = std::thread::scope(|scope| {
+        let x = scope.spawn(|| ra.run_detached("reuse-a", &ba));
+        let y = scope.spawn(|| rb.run_detached("reuse-b", &bb));
+        (x.join().unwrap(), y.join().unwrap())
+    });
+    assert_eq!(
+        [oa.status.success(), ob.status.success()]
+            .iter()
+            .filter(|s| **s)
+            .count(),
+        1,
+        "exactly one host gets C's address: A {} / B {}\n{}",
+        text(&oa),
+        text(&ob),
+        dump(&agents)
+    );
+}
