@@ -4,7 +4,7 @@
 # 0.16-0.30 ms sooner here (BENCHMARKS.md). With --install [DIR] (default /usr/local/bin),
 # also installs them there.
 #
-#   scripts/build-release.sh [--install [DIR]] [PACKAGE...]   # default: all four binaries
+#   scripts/build-release.sh [--install [DIR]] [PACKAGE...]   # default: all five binaries
 #
 # The explicit --target keeps crt-static off build scripts and proc-macros, which must stay
 # dynamic. Prints the directory holding the binaries on its last line.
@@ -18,7 +18,7 @@ if [ "${1:-}" = --install ]; then
 	case "${1:-}" in /*) install_dir=$1; shift ;; esac
 fi
 packages=("$@")
-[ ${#packages[@]} -gt 0 ] || packages=(weave-hook weave-runtime weave-setup weave-dns)
+[ ${#packages[@]} -gt 0 ] || packages=(weave-hook weave-runtime weave-setup weave-dns weave-mesh)
 
 triple=$(rustc -vV | sed -n 's/^host: //p')
 target_dir=${CARGO_TARGET_DIR:-$PWD/target}
