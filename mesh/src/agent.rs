@@ -50,6 +50,10 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub lease_ttl: Duration,
     pub reclaim_after: Duration,
+    /// The most blocks this host may own (`--max-blocks`): annotations choose the subnets a
+    /// container's `net:` entries ask in, so without a bound, containers started by anyone
+    /// who may annotate could make the host claim block after block of the network.
+    pub max_blocks: usize,
 }
 
 impl Config {
@@ -679,6 +683,14 @@ impl Agent {
     /// Claims a new block of `subnet`; it is in state.json before this returns.
     pub fn claim_block(&self, subnet: Ipv4Net) -> Result<Claim<Ipv4Net>, MeshError> {
         let _one = lock(&self.claims);
+        let owned = lock(&self.inner).blocks.len();
+        if owned >= self.cfg.max_blocks {
+            return Ok(Claim::Refused(format!(
+                "host {} owns {owned} blocks already, the most weave-mesh --max-blocks allows; \
+                 stop containers of other subnets, or raise --max-blocks",
+                self.me()
+            )));
+        }
         let claim = self.cfg.cluster.claim_block(self.me(), subnet);
         self.note_etcd(&claim);
         match claim? {

@@ -116,6 +116,10 @@ struct RunArgs {
     /// addresses (covers agent restarts and etcd outages; `rmhost` does it at once)
     #[arg(long, default_value = "300", value_name = "SECONDS", value_parser = parse_secs)]
     reclaim_after: Duration,
+    /// The most address blocks this host may own: containers choose the subnets they
+    /// allocate in, and every new subnet costs a block (64 /26 blocks: 3968 addresses)
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    max_blocks: u32,
     /// Keep membership, blocks and addresses, but manage no VXLAN device (something else does)
     #[arg(long)]
     no_overlay: bool,
@@ -204,6 +208,7 @@ fn run_agent(cluster: Cluster, args: RunArgs) -> anyhow::Result<()> {
         state_dir: args.state_dir,
         lease_ttl: args.lease_ttl,
         reclaim_after: args.reclaim_after,
+        max_blocks: args.max_blocks as usize,
     };
     let socket_path = cfg.layout().mesh_socket();
     let agent = Arc::new(Agent::new(cfg, datapath));

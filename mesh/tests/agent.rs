@@ -612,3 +612,41 @@ fn one_etcd_member_killed_goes_unnoticed() {
     assert!(state.etcd_reachable && state.blocks_valid(mesh::boottime_ms()));
     assert_eq!(state.blocks.len(), 2);
 }
+
+#[test]
+fn a_host_claims_no_more_blocks_than_max_blocks() {
+    if !can_run("a_host_claims_no_more_blocks_than_max_blocks") {
+        return;
+    }
+    let etcd = EtcdCluster::start(1, false);
+    let agent = AgentProc::spawn_with(
+        etcd.netns(),
+        &etcd.endpoints().join(","),
+        "capped",
+        "192.168.250.1",
+        None,
+        &["--no-overlay", "--max-blocks", "2"],
+    );
+    agent.wait_registered();
+    // Annotations choose the subnets: each new one would cost a block.
+    let replies: Vec<Reply> = ["10.46.0.0/24", "10.46.1.0/24", "10.46.2.0/24"]
+        .iter()
+        .map(|s| claim_block(&agent, s))
+        .collect();
+    assert!(matches!(replies[0], Reply::Block { .. }), "{replies:?}");
+    assert!(matches!(replies[1], Reply::Block { .. }), "{replies:?}");
+    match &replies[2] {
+        Reply::Refused { reason } => assert!(
+            reason.contains("capped owns 2 blocks already") && reason.contains("--max-blocks"),
+            "{reason}"
+        ),
+        other => panic!("a third block was not refused: {other:?}"),
+    }
+    assert_eq!(agent.state().blocks.len(), 2);
+    let view = etcd.run_in(|| cluster_of(&etcd).snapshot().unwrap());
+    assert_eq!(
+        view.blocks.len(),
+        2,
+        "nothing claimed in etcd for the refusal"
+    );
+}

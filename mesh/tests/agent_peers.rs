@@ -61,6 +61,7 @@ fn peers_follow_registrations_and_a_silent_host_leaves_within_ttl_plus_5s() {
             state_dir: state.path().join("s"),
             lease_ttl: Duration::from_secs(2),
             reclaim_after: Duration::from_secs(3),
+            max_blocks: 64,
         },
         Box::new(recorder.clone()),
     ));
