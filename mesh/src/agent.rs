@@ -763,6 +763,7 @@ mod tests {
             state_dir: "/nonexistent".into(),
             lease_ttl: Duration::from_secs(ttl),
             reclaim_after: Duration::from_millis(grace_ms),
+            max_blocks: 64,
         }
     }
 
