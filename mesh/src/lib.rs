@@ -45,6 +45,7 @@ pub mod etcd;
 pub mod kernel;
 pub mod keys;
 pub mod local;
+pub mod names;
 pub mod server;
 pub mod status;
 pub mod view;
