@@ -715,7 +715,10 @@ pub(crate) mod tests {
         // A bad name in a mirror is left out; its good ones stay.
         names.apply_host(
             "hosty",
-            Some(&mirror("hosty", vec![remote("y", "10.32.5.2", &["Bad_", "ok"], 1)])),
+            Some(&mirror(
+                "hosty",
+                vec![remote("y", "10.32.5.2", &["Bad_", "ok"], 1)],
+            )),
         );
         let t = names.current();
         assert_eq!(t.names(ip("10.32.5.2")), ["ok"]);

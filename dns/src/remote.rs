@@ -180,7 +180,10 @@ mod tests {
     fn eventually(what: &str, f: impl Fn() -> bool) {
         let start = Instant::now();
         while !f() {
-            assert!(start.elapsed() < Duration::from_secs(5), "{what} not seen in 5 s");
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "{what} not seen in 5 s"
+            );
             thread::sleep(Duration::from_millis(2));
         }
     }
@@ -197,13 +200,24 @@ mod tests {
         std::fs::set_permissions(layout.mesh_dir(), std::fs::Permissions::from_mode(0o700))
             .unwrap();
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
-        put(&dir, &mirror("hostb", vec![remote("b1", "10.32.1.2", &["b"], 1)]));
+        put(
+            &dir,
+            &mirror("hostb", vec![remote("b1", "10.32.1.2", &["b"], 1)]),
+        );
         let b: Ipv4Addr = "10.32.1.2".parse().unwrap();
         eventually("host b's name", || names.current().addresses("b") == [b]);
-        put(&dir, &mirror("hostc", vec![remote("c1", "10.32.2.2", &["c"], 1)]));
-        eventually("host c's name", || !names.current().addresses("c").is_empty());
+        put(
+            &dir,
+            &mirror("hostc", vec![remote("c1", "10.32.2.2", &["c"], 1)]),
+        );
+        eventually("host c's name", || {
+            !names.current().addresses("c").is_empty()
+        });
         // A file that says it is another host's is not believed.
-        put(&dir, &mirror("hostb", vec![remote("x", "10.32.9.9", &["x"], 1)]));
+        put(
+            &dir,
+            &mirror("hostb", vec![remote("x", "10.32.9.9", &["x"], 1)]),
+        );
         std::fs::rename(dir.join("hostb.json"), dir.join("hostd.json")).unwrap();
         eventually("a lying file left out, host b gone", || {
             let t = names.current();
@@ -213,14 +227,22 @@ mod tests {
         eventually("host c gone", || names.current().addresses("c").is_empty());
         // The directory goes (weave-hook reset): nothing of the mesh is answered; it comes
         // back, and is read in full.
-        put(&dir, &mirror("hoste", vec![remote("e1", "10.32.3.2", &["e"], 1)]));
+        put(
+            &dir,
+            &mirror("hoste", vec![remote("e1", "10.32.3.2", &["e"], 1)]),
+        );
         eventually("host e", || !names.current().addresses("e").is_empty());
         std::fs::remove_dir_all(&dir).unwrap();
         eventually("no host", || names.current().hosts().is_empty());
         std::fs::create_dir(&dir).unwrap();
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
-        put(&dir, &mirror("hoste", vec![remote("e1", "10.32.3.2", &["e"], 1)]));
-        eventually("host e again", || !names.current().addresses("e").is_empty());
+        put(
+            &dir,
+            &mirror("hoste", vec![remote("e1", "10.32.3.2", &["e"], 1)]),
+        );
+        eventually("host e again", || {
+            !names.current().addresses("e").is_empty()
+        });
         // A directory others may write to is not believed.
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
         std::fs::remove_dir(tmp.path().join("nothing")).ok();

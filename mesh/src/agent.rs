@@ -190,6 +190,9 @@ impl Agent {
         fsutil::ensure_private_dir(layout.root())?;
         fsutil::ensure_private_dir(&layout.mesh_dir())?;
         fsutil::ensure_private_dir(&layout.mesh_names_dir())?;
+        // The hook's records directory, watched for the names to publish (the hook makes it
+        // the same way at its first attach).
+        fsutil::ensure_private_dir(&layout.records_dir())?;
         let first = !layout.mesh_state().exists();
         let started = self.start_here();
         if started.is_err() && first {
@@ -506,6 +509,10 @@ impl Agent {
             let text = serde_json::to_vec(mirror).expect("names always serialize");
             match fsutil::write_atomic(&path, &text, &WriteOptions::STATE) {
                 Ok(()) => {
+                    tracing::debug!(
+                        "weave DNS names of host {host}: {} containers",
+                        mirror.containers.len()
+                    );
                     written.insert(host.clone(), mirror.clone());
                 }
                 Err(e) => tracing::error!("cannot write {}: {e}", path.display()),
@@ -556,6 +563,7 @@ impl Agent {
             let value = serde_json::to_vec(&named).expect("names always serialize");
             match etcd.put(&keys.name(self.me(), &named.id), &value, Some(lease)) {
                 Ok(_) => {
+                    tracing::debug!("published weave DNS names of {}", named.id);
                     published.insert(named.id.clone(), named);
                 }
                 Err(e) => {
@@ -568,6 +576,7 @@ impl Agent {
             for id in deletes {
                 match etcd.delete(&keys.name(self.me(), &id), None) {
                     Ok(_) => {
+                        tracing::debug!("withdrew weave DNS names of {id}");
                         published.remove(&id);
                     }
                     Err(e) => {

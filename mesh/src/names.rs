@@ -103,7 +103,10 @@ mod tests {
             ..me
         };
         let c = named(&record("c1", &["web"], Some(me))).unwrap();
-        assert_eq!(c.addrs, ["10.32.0.2".parse::<std::net::Ipv4Addr>().unwrap()]);
+        assert_eq!(
+            c.addrs,
+            ["10.32.0.2".parse::<std::net::Ipv4Addr>().unwrap()]
+        );
         assert_eq!((c.pid, c.started_ms), (me.pid, started_ms(me).unwrap()));
         assert!(named(&record("c2", &[], Some(me))).is_none(), "no names");
         assert!(named(&record("c3", &["db"], Some(dead))).is_none(), "dead");
@@ -117,9 +120,13 @@ mod tests {
         let published: BTreeMap<_, _> = [("a", one("a", "x")), ("b", one("b", "y"))]
             .map(|(k, v)| (k.to_string(), v))
             .into();
-        let local: BTreeMap<_, _> = [("a", one("a", "x")), ("b", one("b", "z")), ("c", one("c", "w"))]
-            .map(|(k, v)| (k.to_string(), v))
-            .into();
+        let local: BTreeMap<_, _> = [
+            ("a", one("a", "x")),
+            ("b", one("b", "z")),
+            ("c", one("c", "w")),
+        ]
+        .map(|(k, v)| (k.to_string(), v))
+        .into();
         let (puts, deletes) = changes(&published, &local);
         let ids: Vec<&str> = puts.iter().map(|c| c.id.as_str()).collect();
         assert_eq!(ids, ["b", "c"]);

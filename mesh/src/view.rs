@@ -92,13 +92,15 @@ impl View {
                     });
                 self.addrs.insert(ip, at(info, rev));
             }
-            Some(Key::Name(host, id)) => match serde_json::from_slice::<NamedContainer>(&kv.value) {
-                Ok(mut named) => {
-                    named.id = id.clone();
-                    self.names.entry(host).or_default().insert(id, named);
+            Some(Key::Name(host, id)) => {
+                match serde_json::from_slice::<NamedContainer>(&kv.value) {
+                    Ok(mut named) => {
+                        named.id = id.clone();
+                        self.names.entry(host).or_default().insert(id, named);
+                    }
+                    Err(_) => self.delete_name(&host, &id),
                 }
-                Err(_) => self.delete_name(&host, &id),
-            },
+            }
             Some(Key::AddrClaims) | None => {}
         }
     }
@@ -286,9 +288,21 @@ mod tests {
             7,
         );
         let mirrors = view.mirrors("a");
-        assert_eq!(mirrors.keys().collect::<Vec<_>>(), ["b"], "not mine, not gone's");
-        let ids: Vec<&str> = mirrors["b"].containers.iter().map(|c| c.id.as_str()).collect();
-        assert_eq!(ids, ["cb", "cb2"], "the key's id; an unreadable value left out");
+        assert_eq!(
+            mirrors.keys().collect::<Vec<_>>(),
+            ["b"],
+            "not mine, not gone's"
+        );
+        let ids: Vec<&str> = mirrors["b"]
+            .containers
+            .iter()
+            .map(|c| c.id.as_str())
+            .collect();
+        assert_eq!(
+            ids,
+            ["cb", "cb2"],
+            "the key's id; an unreadable value left out"
+        );
         assert_eq!(view.names_of("a").len(), 1);
         // A container goes; then its host's key: the whole host goes.
         view.apply(
