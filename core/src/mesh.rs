@@ -199,7 +199,7 @@ pub fn started_ms(process: crate::process::ProcessId) -> Option<u64> {
     let ms = |c: ClockId| {
         clock_gettime(c)
             .ok()
-            .map(|t| t.tv_sec() as i64 * 1000 + t.tv_nsec() as i64 / 1_000_000)
+            .map(|t| t.tv_sec() * 1000 + t.tv_nsec() / 1_000_000)
     };
     // The start time counts CLOCK_BOOTTIME ticks; the wall clock at boot is the difference.
     let boot_wall = ms(ClockId::CLOCK_REALTIME)? - ms(ClockId::CLOCK_BOOTTIME)?;
