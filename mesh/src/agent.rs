@@ -15,22 +15,20 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use ipnet::Ipv4Net;
 use weave_core::fsutil::{self, WriteOptions};
 use weave_core::layout::StateDir;
-use weave_core::mesh::{
-    boottime_ms, names_file_host, MeshState, NamedContainer, Peers, RemoteNames, VERSION,
-};
+use weave_core::mesh::{boottime_ms, names_file_host, MeshState, NamedContainer, Peers, VERSION};
 
 use crate::cluster::{Claim, Cluster, MeshError};
 use crate::datapath::DataPath;
 use crate::etcd::{prefix_end, EtcdError, WatchEvent};
 use crate::local::local_addrs;
 use crate::names::{self, local_named};
-use crate::view::View;
+use crate::view::{remote_names, HostNames, View};
 
 /// A claim of an address the hook has not written to its store yet is not taken back by the
 /// publisher for this long.
@@ -107,7 +105,7 @@ struct Inner {
     names_published: Option<(i64, BTreeMap<String, NamedContainer>)>,
     /// The other hosts' containers as written to the mirror; `None` until the first write
     /// (which also removes the files a previous run left for hosts now gone).
-    mirrored: Option<BTreeMap<String, RemoteNames>>,
+    mirrored: Option<BTreeMap<String, Arc<HostNames>>>,
 }
 
 pub struct Agent {
@@ -501,19 +499,23 @@ impl Agent {
             }
             written.remove(host);
         }
-        for (host, mirror) in &wanted {
-            if before.get(host) == Some(mirror) {
+        for (host, named) in &wanted {
+            let unchanged = before
+                .get(host)
+                .is_some_and(|b| Arc::ptr_eq(b, named) || b == named);
+            if unchanged {
                 continue;
             }
             let path = layout.mesh_names(host);
-            let text = serde_json::to_vec(mirror).expect("names always serialize");
+            let mirror = remote_names(host, named);
+            let text = serde_json::to_vec(&mirror).expect("names always serialize");
             match fsutil::write_atomic(&path, &text, &WriteOptions::STATE) {
                 Ok(()) => {
                     tracing::debug!(
                         "weave DNS names of host {host}: {} containers",
                         mirror.containers.len()
                     );
-                    written.insert(host.clone(), mirror.clone());
+                    written.insert(host.clone(), named.clone());
                 }
                 Err(e) => tracing::error!("cannot write {}: {e}", path.display()),
             }
@@ -523,7 +525,7 @@ impl Agent {
 
     /// The hosts a previous run left mirror files for (their content does not matter: they
     /// are rewritten or removed).
-    fn mirror_files_on_disk(&self) -> BTreeMap<String, RemoteNames> {
+    fn mirror_files_on_disk(&self) -> BTreeMap<String, Arc<HostNames>> {
         let dir = self.cfg.layout().mesh_names_dir();
         let Ok(entries) = std::fs::read_dir(&dir) else {
             return BTreeMap::new();
@@ -531,7 +533,7 @@ impl Agent {
         entries
             .filter_map(|e| e.ok())
             .filter_map(|e| names_file_host(e.file_name().to_str()?).map(str::to_string))
-            .map(|host| (host, RemoteNames::default()))
+            .map(|host| (host, Arc::default()))
             .collect()
     }
 

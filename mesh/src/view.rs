@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use ipnet::Ipv4Net;
 use weave_core::mesh::{HeldAddr, NamedContainer, Peer, Peers, RemoteNames, VERSION};
@@ -17,6 +18,18 @@ pub struct At<T> {
     pub mod_revision: i64,
 }
 
+/// One host's weave DNS containers, by id.
+pub type HostNames = BTreeMap<String, NamedContainer>;
+
+/// The mirror file of `host`'s containers.
+pub fn remote_names(host: &str, named: &HostNames) -> RemoteNames {
+    RemoteNames {
+        version: VERSION,
+        host: host.to_string(),
+        containers: named.values().cloned().collect(),
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct View {
     /// The store's revision this view is as of.
@@ -27,8 +40,9 @@ pub struct View {
     pub blocks: BTreeMap<Ipv4Net, At<String>>,
     /// Every published address and its holder.
     pub addrs: BTreeMap<Ipv4Addr, At<AddrInfo>>,
-    /// Every host's weave DNS containers, by id.
-    pub names: BTreeMap<String, BTreeMap<String, NamedContainer>>,
+    /// Every host's weave DNS containers, by id (shared, so that a copy of the view costs
+    /// one reference per host, and an unchanged host compares by pointer).
+    pub names: BTreeMap<String, Arc<HostNames>>,
     /// The last underlay address seen of every host, also once its key is gone.
     pub last_advertise: BTreeMap<String, Ipv4Addr>,
     /// The last reclaim grace seen of every host (milliseconds), also once its key is gone.
@@ -96,7 +110,7 @@ impl View {
                 match serde_json::from_slice::<NamedContainer>(&kv.value) {
                     Ok(mut named) => {
                         named.id = id.clone();
-                        self.names.entry(host).or_default().insert(id, named);
+                        Arc::make_mut(self.names.entry(host).or_default()).insert(id, named);
                     }
                     Err(_) => self.delete_name(&host, &id),
                 }
@@ -107,7 +121,7 @@ impl View {
 
     fn delete_name(&mut self, host: &str, id: &str) {
         if let Some(named) = self.names.get_mut(host) {
-            named.remove(id);
+            Arc::make_mut(named).remove(id);
             if named.is_empty() {
                 self.names.remove(host);
             }
@@ -115,24 +129,20 @@ impl View {
     }
 
     /// The weave DNS containers `host` published.
-    pub fn names_of(&self, host: &str) -> BTreeMap<String, NamedContainer> {
-        self.names.get(host).cloned().unwrap_or_default()
+    pub fn names_of(&self, host: &str) -> HostNames {
+        self.names
+            .get(host)
+            .map(|n| n.as_ref().clone())
+            .unwrap_or_default()
     }
 
     /// What `me` mirrors for weave-dns: the weave DNS containers of every other host whose
     /// lease lives (a host whose key is gone is dropped whole, whatever keys remain).
-    pub fn mirrors(&self, me: &str) -> BTreeMap<String, RemoteNames> {
+    pub fn mirrors(&self, me: &str) -> BTreeMap<String, Arc<HostNames>> {
         self.names
             .iter()
             .filter(|(host, _)| host.as_str() != me && self.hosts.contains_key(*host))
-            .map(|(host, named)| {
-                let mirror = RemoteNames {
-                    version: VERSION,
-                    host: host.clone(),
-                    containers: named.values().cloned().collect(),
-                };
-                (host.clone(), mirror)
-            })
+            .map(|(host, named)| (host.clone(), named.clone()))
             .collect()
     }
 
@@ -293,11 +303,8 @@ mod tests {
             ["b"],
             "not mine, not gone's"
         );
-        let ids: Vec<&str> = mirrors["b"]
-            .containers
-            .iter()
-            .map(|c| c.id.as_str())
-            .collect();
+        let file = remote_names("b", &mirrors["b"]);
+        let ids: Vec<&str> = file.containers.iter().map(|c| c.id.as_str()).collect();
         assert_eq!(
             ids,
             ["cb", "cb2"],
@@ -313,7 +320,7 @@ mod tests {
                 prev: None,
             },
         );
-        assert_eq!(view.mirrors("a")["b"].containers.len(), 1);
+        assert_eq!(view.mirrors("a")["b"].len(), 1);
         view.apply(
             &keys,
             &Event {
