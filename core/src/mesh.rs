@@ -11,6 +11,10 @@
 //! <state-dir>/mesh/peers.json   Peers: the other hosts and the addresses they hold, for
 //!                               `weave-hook ps` (written atomically)
 //! <state-dir>/mesh/agent.sock   one request line (JSON), one reply line (JSON)
+//! <state-dir>/mesh/names/<host>.json
+//!                               RemoteNames: the weave DNS containers of another live host,
+//!                               mirrored from etcd by the agent (written atomically, deleted
+//!                               when the host goes); weave-dns follows the directory
 //! ```
 //! With no `mesh/state.json`, the hook is exactly the single-host hook: the only cost of the
 //! mesh on its attach path is one failed open(2).
@@ -121,6 +125,90 @@ pub enum Reply {
     Unreachable { reason: String },
 }
 
+/// One weave DNS container as the mesh knows it: published by its host's agent in etcd
+/// (`<prefix>names/<host>/<id>`), mirrored by the others into `mesh/names/<host>.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamedContainer {
+    pub id: String,
+    /// Lowercase labels (weave-dns checks them again).
+    pub names: Vec<String>,
+    pub addrs: Vec<Ipv4Addr>,
+    #[serde(default)]
+    pub shared: bool,
+    /// When its process started, in wall-clock milliseconds ([`started_ms`]): the order of
+    /// claimants across hosts.
+    pub started_ms: u64,
+    /// Its process id on its host: the tie-breaker after `started_ms`.
+    pub pid: i32,
+}
+
+/// The weave DNS containers of one other host (`mesh/names/<host>.json`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteNames {
+    pub version: u32,
+    pub host: String,
+    pub containers: Vec<NamedContainer>,
+}
+
+/// The suffix of a mirror file.
+pub const NAMES_SUFFIX: &str = ".json";
+/// At most this much is read of a mirror file (10,000 containers take about 1.5 MB).
+pub const MAX_NAMES_BYTES: u64 = 64 << 20;
+
+impl RemoteNames {
+    /// One mirror file: `None` when it is gone.
+    pub fn read(path: &std::path::Path) -> io::Result<Option<Self>> {
+        let text = match fsutil::read_small(path, MAX_NAMES_BYTES) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let names: Self = serde_json::from_slice(&text)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        if names.version != VERSION {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("version {} (this program reads {VERSION})", names.version),
+            ));
+        }
+        Ok(Some(names))
+    }
+}
+
+/// The host a mirror file's name stands for (`<host>.json`); `None` for temporary files and
+/// anything else.
+pub fn names_file_host(file_name: &str) -> Option<&str> {
+    let host = file_name.strip_suffix(NAMES_SUFFIX)?;
+    let ok = !host.is_empty()
+        && host.len() <= 63
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        && !host.starts_with('.');
+    ok.then_some(host)
+}
+
+/// When a process started, in wall-clock milliseconds since the epoch: comparable between
+/// hosts (as far as their clocks agree), unlike its start time in ticks after boot.
+/// `None` when the clocks cannot be read.
+pub fn started_ms(process: crate::process::ProcessId) -> Option<u64> {
+    use nix::time::{clock_gettime, ClockId};
+    // SAFETY: sysconf(3) has no memory-safety preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let hz = u64::try_from(hz).ok().filter(|h| *h > 0)?;
+    let ms = |c: ClockId| {
+        clock_gettime(c)
+            .ok()
+            .map(|t| t.tv_sec() * 1000 + t.tv_nsec() / 1_000_000)
+    };
+    // The start time counts CLOCK_BOOTTIME ticks; the wall clock at boot is the difference.
+    let boot_wall = ms(ClockId::CLOCK_REALTIME)? - ms(ClockId::CLOCK_BOOTTIME)?;
+    // Rounded to 10 ms, so that two reads a little apart agree.
+    let boot_wall = (boot_wall + 5) / 10 * 10;
+    let since_boot = process.start_time.checked_mul(1000)? / hz;
+    u64::try_from(boot_wall).ok()?.checked_add(since_boot)
+}
+
 /// How long the hook waits for the agent's reply: a claim is one etcd transaction, or a few.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -135,6 +223,15 @@ impl StateDir {
 
     pub fn mesh_peers(&self) -> PathBuf {
         self.mesh_dir().join("peers.json")
+    }
+
+    /// The mirror of the other hosts' weave DNS names (see [`RemoteNames`]).
+    pub fn mesh_names_dir(&self) -> PathBuf {
+        self.mesh_dir().join("names")
+    }
+
+    pub fn mesh_names(&self, host: &str) -> PathBuf {
+        self.mesh_names_dir().join(format!("{host}{NAMES_SUFFIX}"))
     }
 
     pub fn mesh_socket(&self) -> PathBuf {
@@ -349,6 +446,31 @@ mod tests {
         std::os::unix::fs::symlink(&real, dir.mesh_dir()).unwrap();
         let err = MeshState::read(&dir).unwrap_err();
         assert!(err.to_string().contains("symbolic link"), "{err}");
+    }
+
+    #[test]
+    fn mirror_files_are_named_by_valid_hosts_only() {
+        assert_eq!(names_file_host("hostb.json"), Some("hostb"));
+        for bad in [".tmpX", "hostb", ".json", "a b.json", "..json", "../x.json"] {
+            assert_eq!(names_file_host(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn start_times_in_wall_clock_follow_ticks() {
+        let me = crate::process::ProcessId::of(std::process::id() as i32).unwrap();
+        let ms = started_ms(me).unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        assert!(ms <= now + 20 && ms + 3_600_000 > now, "{ms} vs now {now}");
+        assert_eq!(started_ms(me), Some(ms), "stable between reads");
+        let later = crate::process::ProcessId {
+            start_time: me.start_time + 1,
+            ..me
+        };
+        assert!(started_ms(later).unwrap() > ms);
     }
 
     #[test]

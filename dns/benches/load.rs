@@ -6,7 +6,10 @@
 //! It builds a throwaway pair of network namespaces joined by a veth: a "host" (10.32.0.1,
 //! where the servers listen) and a "container" (10.32.0.5, where this program runs its
 //! client, as a second process). Servers, all answering the same 100 names with TTL 1:
-//! weave-dns (port 53, names from 100 weave-hook records), dnsmasq (port 5353, names from an
+//! weave-dns (port 53, names from 100 weave-hook records), weave-dns with 10,000 more names
+//! of other hosts of a mesh (port 5300: the same 100 records, and the mirror files a
+//! weave-mesh agent writes, 10 hosts of 1,000 containers; its clients ask for all 10,100
+//! names, so 99% of the answers are remote ones), dnsmasq (port 5353, names from an
 //! addn-hosts file, `weave.local` local-only) and podman's aardvark-dns (port 5533) when
 //! installed. Rounds alternate between them, so drift hits all alike. Everything it starts
 //! is stopped by pid, and the namespaces deleted, also on failure.
@@ -19,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Message, Query, ResponseCode};
 use hickory_proto::rr::{Name, RecordType};
+use weave_core::mesh::{NamedContainer, RemoteNames};
 use weave_core::process::ProcessId;
 use weave_core::store::Record;
 
@@ -26,6 +30,10 @@ const CLIENT_ENV: &str = "WEAVE_DNS_BENCH_CLIENT";
 const SERVER_IP: &str = "10.32.0.1";
 const CLIENT_IP: &str = "10.32.0.5";
 const NAMES: usize = 100;
+/// Other hosts' names in the mesh case: `REMOTE_HOSTS` mirror files of
+/// `REMOTE_NAMES / REMOTE_HOSTS` containers each.
+const REMOTE_NAMES: usize = 10_000;
+const REMOTE_HOSTS: usize = 10;
 const ROUNDS: usize = 3;
 const SECONDS: u64 = 5;
 /// Closed-loop clients: each sends a query, waits for its answer, sends the next.
@@ -42,7 +50,7 @@ fn main() {
         std::process::exit(1);
     }
     let lab = Lab::new();
-    let mut servers = vec![lab.weave_dns(), lab.dnsmasq()];
+    let mut servers = vec![lab.weave_dns(), lab.weave_dns_mesh(), lab.dnsmasq()];
     if Path::new(AARDVARK).exists() {
         servers.push(lab.aardvark());
     } else {
@@ -96,6 +104,8 @@ struct Server {
     port: u16,
     /// The domain its names are in: weave.local, or podman's dns.podman for aardvark-dns.
     domain: &'static str,
+    /// How many names (`c0`...) its clients ask for.
+    names: usize,
     process: Child,
 }
 
@@ -159,7 +169,51 @@ impl Lab {
     }
 
     fn weave_dns(&self) -> Server {
-        let state = self.dir.path().join("weave");
+        self.weave_dns_in("weave", "weave-dns", 53, NAMES)
+    }
+
+    /// weave-dns with the same records, and 10,000 names of other hosts in the mirror
+    /// directory of a mesh agent (`c100`... on 10 hosts).
+    fn weave_dns_mesh(&self) -> Server {
+        let state = self.dir.path().join("weave-mesh");
+        let mirror = state.join("mesh/names");
+        std::fs::create_dir_all(&mirror).unwrap();
+        let per_host = REMOTE_NAMES / REMOTE_HOSTS;
+        for h in 0..REMOTE_HOSTS {
+            let containers = (0..per_host)
+                .map(|j| {
+                    let i = NAMES + h * per_host + j;
+                    NamedContainer {
+                        id: format!("c{i}"),
+                        names: vec![format!("c{i}")],
+                        addrs: vec![Self::name_addr(i).parse().unwrap()],
+                        shared: false,
+                        started_ms: 1_700_000_000_000 + i as u64,
+                        pid: 1000 + i as i32,
+                    }
+                })
+                .collect();
+            let names = RemoteNames {
+                version: weave_core::mesh::VERSION,
+                host: format!("host{h}"),
+                containers,
+            };
+            std::fs::write(
+                mirror.join(format!("host{h}.json")),
+                serde_json::to_vec(&names).unwrap(),
+            )
+            .unwrap();
+        }
+        self.weave_dns_in(
+            "weave-mesh",
+            "weave-dns +10k remote",
+            5300,
+            NAMES + REMOTE_NAMES,
+        )
+    }
+
+    fn weave_dns_in(&self, dir: &str, name: &'static str, port: u16, names: usize) -> Server {
+        let state = self.dir.path().join(dir);
         let records = state.join("containers");
         std::fs::create_dir_all(&records).unwrap();
         let owner = ProcessId::of(std::process::id() as i32).ok();
@@ -184,16 +238,20 @@ impl Lab {
             .unwrap();
         }
         let state = state.display().to_string();
+        let port_arg = port.to_string();
         Server {
-            name: "weave-dns",
-            port: 53,
+            name,
+            port,
             domain: "weave.local",
+            names,
             process: self.spawn(&[
                 env!("CARGO_BIN_EXE_weave-dns"),
                 "--state-dir",
                 &state,
                 "--listen",
                 SERVER_IP,
+                "--port",
+                &port_arg,
                 "--upstream",
                 "127.0.0.1:9",
                 // All 16 clients share one address: a rate far above what they reach keeps
@@ -216,6 +274,7 @@ impl Lab {
             name: "dnsmasq",
             port: 5353,
             domain: "weave.local",
+            names: NAMES,
             process: self.spawn(&[
                 "dnsmasq",
                 "--keep-in-foreground",
@@ -250,6 +309,7 @@ impl Lab {
             name: "aardvark-dns",
             port: 5533,
             domain: "dns.podman",
+            names: NAMES,
             process: self.spawn(&[AARDVARK, "--config", &config, "--port", "5533", "run"]),
         }
     }
@@ -265,7 +325,10 @@ impl Lab {
             .arg(std::env::current_exe().unwrap())
             .env(
                 CLIENT_ENV,
-                format!("{SERVER_IP}:{} {seconds} {}", server.port, server.domain),
+                format!(
+                    "{SERVER_IP}:{} {seconds} {} {}",
+                    server.port, server.domain, server.names
+                ),
             )
             .output()
             .unwrap();
@@ -310,16 +373,17 @@ fn sh(script: &str) {
 /// table, for the given seconds. Prints queries/s, p50 and p99 latency in µs, and errors (timeouts and
 /// answers that are not NOERROR with an address).
 fn client(spec: &str) {
-    let [server, seconds, domain] = spec.split(' ').collect::<Vec<_>>()[..] else {
-        panic!("{CLIENT_ENV}={spec:?}: expected SERVER SECONDS DOMAIN");
+    let [server, seconds, domain, names] = spec.split(' ').collect::<Vec<_>>()[..] else {
+        panic!("{CLIENT_ENV}={spec:?}: expected SERVER SECONDS DOMAIN NAMES");
     };
+    let names: usize = names.parse().unwrap();
     let server: SocketAddr = server.parse().unwrap();
     let duration = Duration::from_secs(seconds.parse().unwrap());
     let start = Instant::now();
     let threads: Vec<_> = (0..CLIENTS)
         .map(|t| {
             let domain = domain.to_string();
-            std::thread::spawn(move || client_loop(server, &domain, start + duration, t))
+            std::thread::spawn(move || client_loop(server, &domain, names, start + duration, t))
         })
         .collect();
     let mut latencies = Vec::new();
@@ -347,6 +411,7 @@ fn client(spec: &str) {
 fn client_loop(
     server: SocketAddr,
     domain: &str,
+    names: usize,
     until: Instant,
     thread: usize,
 ) -> (Vec<Duration>, u64) {
@@ -360,7 +425,7 @@ fn client_loop(
     let mut buf = [0; 1500];
     let mut n = thread;
     while Instant::now() < until {
-        n = (n * 7 + 13) % NAMES;
+        n = (n * 7 + 13) % names;
         let mut q = Message::query();
         q.metadata.recursion_desired = true;
         let name = Name::from_ascii(format!("c{n}.{domain}.")).unwrap();

@@ -9,6 +9,7 @@ pub mod instance;
 pub mod limit;
 pub mod listen;
 pub mod records;
+pub mod remote;
 pub mod server;
 pub mod upstreams;
 pub mod watch;

@@ -21,7 +21,7 @@ use weave_dns::limit::{self, Clients, Limits, TcpSlots};
 use weave_dns::records::{Names, Table};
 use weave_dns::server::{self, Server};
 use weave_dns::upstreams::Upstreams;
-use weave_dns::{instance, listen, watch};
+use weave_dns::{instance, listen, remote, watch};
 
 /// UDP receive loops sharing the socket: one per core of these 2-core hosts.
 const UDP_TASKS: usize = 2;
@@ -127,6 +127,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     };
     // Names are read before the lock says "serving": a container's first query finds them.
     let names = Names::new(Table::empty());
+    remote::start(&cli.state_dir, names.clone()).context("follow the mesh's names")?;
     watch::start(store, names.clone())?;
     let Some(instance) = instance::claim(&cli.state_dir).context("claim the state directory")?
     else {

@@ -26,19 +26,23 @@ use std::time::{Duration, Instant};
 
 use weave_core::dns::label;
 use weave_core::layout::{self, RECORD_SUFFIX};
+use weave_core::mesh::{started_ms, NamedContainer, RemoteNames};
 use weave_core::process::ProcessId;
 use weave_core::store::{Record, Store, StoreError};
 
 /// How long a positive liveness check is trusted.
 pub const LIVENESS_CACHE: Duration = Duration::from_millis(250);
 
-/// Names and addresses of the attached containers.
+/// Names and addresses of the attached containers, this host's and (mirrored by the mesh
+/// agent) the other hosts'.
 pub struct Table {
     /// Each name's claimants, in attach order.
     by_name: HashMap<String, Vec<Arc<Claimant>>>,
     by_addr: HashMap<Ipv4Addr, Vec<(String, Arc<Claimant>)>>,
     /// What each record file put in, so that it can be taken out again.
     by_key: HashMap<String, Attached>,
+    /// What each other host's mirror file put in.
+    by_host: HashMap<String, Vec<Attached>>,
     born: Instant,
 }
 
@@ -47,11 +51,16 @@ struct Attached {
     names: Vec<String>,
 }
 
-/// One record's container, as a claimant of its names.
+/// One container, as a claimant of its names.
 struct Claimant {
     process: Option<ProcessId>,
     addrs: Vec<Ipv4Addr>,
     shared: bool,
+    /// Attach order, comparable between hosts: wall-clock start of its process in
+    /// milliseconds, its pid, its host (empty for this host's).
+    order: (u64, i32, String),
+    /// Another host's container: alive as long as its host's agent publishes it.
+    remote: bool,
     /// Milliseconds after the table's birth (plus one, so 0 means never) of the last check
     /// that found the process alive.
     alive_at: AtomicU64,
@@ -60,12 +69,52 @@ struct Claimant {
 }
 
 impl Claimant {
-    /// Attach order: the container's process started first, then the lower pid (a record
-    /// without a process is never alive, so its place does not matter).
-    fn order(&self) -> (u64, i32) {
-        self.process
-            .map_or((u64::MAX, i32::MAX), |p| (p.start_time, p.pid))
+    /// Attach order: the container's process started first (wall clock, so that claimants
+    /// of other hosts compare), then the lower pid, then the host's name (a record without a
+    /// process is never alive, so its place does not matter).
+    fn order(&self) -> (u64, i32, &str) {
+        (self.order.0, self.order.1, &self.order.2)
     }
+
+    fn local(record: &Record) -> Self {
+        let order = match record.owner {
+            Some(p) => (started_ms(p).unwrap_or(u64::MAX), p.pid, String::new()),
+            None => (u64::MAX, i32::MAX, String::new()),
+        };
+        Self {
+            process: record.owner,
+            addrs: record.addrs.iter().map(|net| net.addr()).collect(),
+            shared: record.shared,
+            order,
+            remote: false,
+            alive_at: AtomicU64::new(0),
+            dead: AtomicBool::new(false),
+        }
+    }
+
+    fn remote(host: &str, c: &NamedContainer) -> Self {
+        Self {
+            process: None,
+            addrs: c.addrs.clone(),
+            shared: c.shared,
+            order: (c.started_ms, c.pid, host.to_string()),
+            remote: true,
+            alive_at: AtomicU64::new(0),
+            dead: AtomicBool::new(false),
+        }
+    }
+}
+
+/// The valid names of a list, without duplicates: records and mirror files are weave's,
+/// but a hand-edited one must not put junk into answers.
+fn valid_names(names: &[String]) -> Vec<String> {
+    let mut valid: Vec<String> = Vec::new();
+    for name in names {
+        if label(name).is_ok_and(|l| l == *name) && !valid.contains(name) {
+            valid.push(name.clone());
+        }
+    }
+    valid
 }
 
 impl Table {
@@ -74,6 +123,7 @@ impl Table {
             by_name: HashMap::new(),
             by_addr: HashMap::new(),
             by_key: HashMap::new(),
+            by_host: HashMap::new(),
             born: Instant::now(),
         }
     }
@@ -101,25 +151,72 @@ impl Table {
     /// Puts in the names of one record file, replacing what that file put in before.
     fn insert(&mut self, key: String, record: &Record) {
         self.remove(&key);
-        // Records are the hook's, but a hand-edited one must not put junk into answers.
-        let mut names: Vec<String> = Vec::new();
-        for name in &record.names {
-            if label(name).is_ok_and(|l| l == *name) && !names.contains(name) {
-                names.push(name.clone());
-            }
-        }
+        let names = valid_names(&record.names);
         if names.is_empty() {
             return;
         }
-        let claimant = Arc::new(Claimant {
-            process: record.owner,
-            addrs: record.addrs.iter().map(|net| net.addr()).collect(),
-            shared: record.shared,
-            alive_at: AtomicU64::new(0),
-            dead: AtomicBool::new(false),
-        });
+        let attached = Attached {
+            claimant: Arc::new(Claimant::local(record)),
+            names,
+        };
+        self.link(&attached);
+        self.by_key.insert(key, attached);
+    }
+
+    /// Takes out the names of one record file.
+    fn remove(&mut self, key: &str) {
+        if let Some(gone) = self.by_key.remove(key) {
+            self.unlink(&gone);
+        }
+    }
+
+    /// Puts in another host's weave DNS containers (its mirror file), replacing what that
+    /// host had; `None` takes them all out (the file is gone: so is the host, or its agent).
+    pub fn set_host(&mut self, host: &str, mirror: Option<&RemoteNames>) {
+        for gone in self.by_host.remove(host).unwrap_or_default() {
+            self.unlink(&gone);
+        }
+        let Some(mirror) = mirror else {
+            return;
+        };
+        let mut attached = Vec::with_capacity(mirror.containers.len());
+        for container in &mirror.containers {
+            let names = valid_names(&container.names);
+            if names.is_empty() {
+                continue;
+            }
+            let one = Attached {
+                claimant: Arc::new(Claimant::remote(host, container)),
+                names,
+            };
+            self.link(&one);
+            attached.push(one);
+        }
+        if !attached.is_empty() {
+            self.by_host.insert(host.to_string(), attached);
+        }
+    }
+
+    /// The hosts whose containers the table holds.
+    pub fn hosts(&self) -> Vec<String> {
+        self.by_host.keys().cloned().collect()
+    }
+
+    /// Moves the other hosts' containers of `old` into this table (after a re-read of the
+    /// local records, which knows only this host's).
+    fn adopt_hosts(&mut self, old: &mut Table) {
+        for (host, attached) in old.by_host.drain() {
+            for one in &attached {
+                self.link(one);
+            }
+            self.by_host.insert(host, attached);
+        }
+    }
+
+    fn link(&mut self, attached: &Attached) {
+        let claimant = &attached.claimant;
         let order = claimant.order();
-        for name in &names {
+        for name in &attached.names {
             let claimants = self.by_name.entry(name.clone()).or_default();
             let at = claimants.partition_point(|c| c.order() <= order);
             claimants.insert(at, claimant.clone());
@@ -130,14 +227,9 @@ impl Table {
                     .push((name.clone(), claimant.clone()));
             }
         }
-        self.by_key.insert(key, Attached { claimant, names });
     }
 
-    /// Takes out the names of one record file.
-    fn remove(&mut self, key: &str) {
-        let Some(gone) = self.by_key.remove(key) else {
-            return;
-        };
+    fn unlink(&mut self, gone: &Attached) {
         for name in &gone.names {
             if let Some(claimants) = self.by_name.get_mut(name) {
                 claimants.retain(|c| !Arc::ptr_eq(c, &gone.claimant));
@@ -217,6 +309,9 @@ impl Table {
     }
 
     fn alive(&self, claimant: &Claimant) -> bool {
+        if claimant.remote {
+            return true;
+        }
         if claimant.dead.load(Ordering::Relaxed) {
             return false;
         }
@@ -261,9 +356,14 @@ impl Names {
         self.0.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Replaces the whole table (after a full re-read).
-    pub fn replace(&self, table: Table) {
-        let old = std::mem::replace(&mut *self.write(), table);
+    /// Replaces the local records (after a full re-read of them); the other hosts'
+    /// containers stay.
+    pub fn replace(&self, mut table: Table) {
+        let old = {
+            let mut current = self.write();
+            table.adopt_hosts(&mut current);
+            std::mem::replace(&mut *current, table)
+        };
         // Freed outside the lock: a big table takes a while to drop.
         drop(old);
     }
@@ -274,6 +374,25 @@ impl Names {
         match record {
             Some(record) => table.insert(key.to_string(), record),
             None => table.remove(key),
+        }
+    }
+
+    /// Applies one host's mirror file: `None` when it is gone or unreadable.
+    pub fn apply_host(&self, host: &str, mirror: Option<&RemoteNames>) {
+        self.write().set_host(host, mirror);
+    }
+
+    /// Replaces every other host's containers with these (after a full re-read of the
+    /// mirror directory).
+    pub fn replace_hosts(&self, mirrors: &[RemoteNames]) {
+        let mut table = self.write();
+        for host in table.hosts() {
+            if !mirrors.iter().any(|m| m.host == host) {
+                table.set_host(&host, None);
+            }
+        }
+        for mirror in mirrors {
+            table.set_host(&mirror.host, Some(mirror));
         }
     }
 
@@ -487,6 +606,122 @@ pub(crate) mod tests {
         // A record left with no valid name takes its old names out.
         names.apply("a", Some(&record("a", &["10.32.0.4/12"], &["Bad_"], me())));
         assert!(names.current().is_empty());
+    }
+
+    pub fn remote(id: &str, addr: &str, names: &[&str], started_ms: u64) -> NamedContainer {
+        NamedContainer {
+            id: id.into(),
+            names: names.iter().map(|n| n.to_string()).collect(),
+            addrs: vec![ip(addr)],
+            shared: false,
+            started_ms,
+            pid: 1,
+        }
+    }
+
+    pub fn mirror(host: &str, containers: Vec<NamedContainer>) -> RemoteNames {
+        RemoteNames {
+            version: weave_core::mesh::VERSION,
+            host: host.into(),
+            containers,
+        }
+    }
+
+    fn my_start() -> u64 {
+        started_ms(me().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn remote_claimants_are_ordered_with_local_ones_by_wall_clock_start() {
+        let names = Names::new(Table::from_records(&[record(
+            "local",
+            &["10.32.0.2/12"],
+            &["web", "mine"],
+            me(),
+        )]));
+        // Started before this process, on host b: it holds "web"; this host keeps "mine".
+        names.apply_host(
+            "hostb",
+            Some(&mirror(
+                "hostb",
+                vec![remote("b1", "10.32.1.2", &["web", "b"], my_start() - 1000)],
+            )),
+        );
+        let t = names.current();
+        assert_eq!(t.addresses("web"), [ip("10.32.1.2")]);
+        assert_eq!(t.addresses("b"), [ip("10.32.1.2")]);
+        assert_eq!(t.addresses("mine"), [ip("10.32.0.2")]);
+        // PTR of a remote address; the local one lost "web".
+        assert_eq!(t.names(ip("10.32.1.2")), ["web", "b"]);
+        assert_eq!(t.names(ip("10.32.0.2")), ["mine"]);
+        drop(t);
+        // Started later on host c: this host's container holds "mine" against it.
+        names.apply_host(
+            "hostc",
+            Some(&mirror(
+                "hostc",
+                vec![remote("c1", "10.32.2.2", &["mine"], my_start() + 1000)],
+            )),
+        );
+        assert_eq!(names.current().addresses("mine"), [ip("10.32.0.2")]);
+        // Host b's container goes: the name falls to the next claimant, here.
+        names.apply_host("hostb", Some(&mirror("hostb", vec![])));
+        let t = names.current();
+        assert_eq!(t.addresses("web"), [ip("10.32.0.2")]);
+        assert!(t.addresses("b").is_empty() && t.names(ip("10.32.1.2")).is_empty());
+        drop(t);
+        // A whole host goes at once.
+        names.apply_host("hostc", None);
+        assert!(names.current().hosts().is_empty());
+    }
+
+    #[test]
+    fn a_shared_name_is_answered_with_every_host_s_sharers() {
+        let mut b = remote("b1", "10.32.1.2", &["api"], my_start() + 10);
+        b.shared = true;
+        let mut c = remote("c1", "10.32.2.2", &["api"], my_start() + 20);
+        c.shared = true;
+        let names = Names::new(Table::from_records(&[sharing(
+            "local",
+            &["10.32.0.2/12"],
+            &["api"],
+            me(),
+        )]));
+        names.replace_hosts(&[mirror("hostb", vec![b]), mirror("hostc", vec![c])]);
+        assert_eq!(
+            names.current().addresses("api"),
+            [ip("10.32.0.2"), ip("10.32.1.2"), ip("10.32.2.2")]
+        );
+        // A re-read of the local records keeps the other hosts' containers.
+        names.replace(Table::empty());
+        assert_eq!(
+            names.current().addresses("api"),
+            [ip("10.32.1.2"), ip("10.32.2.2")]
+        );
+        assert_eq!(names.current().names(ip("10.32.2.2")), ["api"]);
+        // A full re-read of the mirrors drops the hosts it does not find.
+        names.replace_hosts(&[]);
+        assert!(names.current().is_empty());
+    }
+
+    #[test]
+    fn equal_start_times_on_two_hosts_are_ordered_the_same_everywhere() {
+        let names = Names::new(Table::empty());
+        names.replace_hosts(&[
+            mirror("hostz", vec![remote("z", "10.32.3.2", &["x"], 5)]),
+            mirror("hosta", vec![remote("a", "10.32.4.2", &["x"], 5)]),
+        ]);
+        assert_eq!(names.current().addresses("x"), [ip("10.32.4.2")]);
+        // A bad name in a mirror is left out; its good ones stay.
+        names.apply_host(
+            "hosty",
+            Some(&mirror(
+                "hosty",
+                vec![remote("y", "10.32.5.2", &["Bad_", "ok"], 1)],
+            )),
+        );
+        let t = names.current();
+        assert_eq!(t.names(ip("10.32.5.2")), ["ok"]);
     }
 
     #[test]

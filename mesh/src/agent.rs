@@ -15,19 +15,20 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use ipnet::Ipv4Net;
 use weave_core::fsutil::{self, WriteOptions};
 use weave_core::layout::StateDir;
-use weave_core::mesh::{boottime_ms, MeshState, Peers, VERSION};
+use weave_core::mesh::{boottime_ms, names_file_host, MeshState, NamedContainer, Peers, VERSION};
 
 use crate::cluster::{Claim, Cluster, MeshError};
 use crate::datapath::DataPath;
 use crate::etcd::{prefix_end, EtcdError, WatchEvent};
 use crate::local::local_addrs;
-use crate::view::View;
+use crate::names::{self, local_named};
+use crate::view::{remote_names, HostNames, View};
 
 /// A claim of an address the hook has not written to its store yet is not taken back by the
 /// publisher for this long.
@@ -104,6 +105,11 @@ struct Inner {
     last_repair_ms: u64,
     last_resync_ms: u64,
     warned: BTreeMap<Ipv4Addr, u64>,
+    /// This host's weave DNS containers as put in etcd, with the lease they were put with.
+    names_published: Option<(i64, BTreeMap<String, NamedContainer>)>,
+    /// The other hosts' containers as written to the mirror; `None` until the first write
+    /// (which also removes the files a previous run left for hosts now gone).
+    mirrored: Option<BTreeMap<String, Arc<HostNames>>>,
 }
 
 pub struct Agent {
@@ -116,6 +122,8 @@ pub struct Agent {
     claims: Mutex<()>,
     /// Data path calls one at a time.
     dp: Mutex<()>,
+    /// Publications of the names one at a time.
+    naming: Mutex<()>,
     /// Set by [`Agent::stop`]: the loops return.
     stop: AtomicBool,
     /// Set once registered and the data path is up: claims are served from then on.
@@ -155,6 +163,7 @@ impl Agent {
             files: Mutex::new(()),
             claims: Mutex::new(()),
             dp: Mutex::new(()),
+            naming: Mutex::new(()),
             stop: AtomicBool::new(false),
             ready: AtomicBool::new(false),
         }
@@ -182,6 +191,10 @@ impl Agent {
         let layout = self.cfg.layout();
         fsutil::ensure_private_dir(layout.root())?;
         fsutil::ensure_private_dir(&layout.mesh_dir())?;
+        fsutil::ensure_private_dir(&layout.mesh_names_dir())?;
+        // The hook's records directory, watched for the names to publish (the hook makes it
+        // the same way at its first attach).
+        fsutil::ensure_private_dir(&layout.records_dir())?;
         let first = !layout.mesh_state().exists();
         let started = self.start_here();
         if started.is_err() && first {
@@ -219,6 +232,7 @@ impl Agent {
             self.etcd_failed(e);
         }
         self.publish();
+        self.publish_names();
         self.write_state();
         self.ready.store(true, Ordering::Release);
         Ok(())
@@ -348,6 +362,11 @@ impl Agent {
         {
             let mut inner = lock(&self.inner);
             inner.last_resync_ms = boottime_ms();
+            // What etcd holds of this host's names, put with the lease it has now or not.
+            let lease = inner.lease;
+            if fresh.revision >= inner.view.as_ref().map_or(0, |v| v.revision) {
+                inner.names_published = Some((lease, fresh.names_of(self.me())));
+            }
             match inner.view.as_mut() {
                 Some(view) if view.revision > rev => {}
                 Some(view) => view.reset(fresh),
@@ -456,6 +475,175 @@ impl Agent {
         if let Some(file) = peers_file {
             self.write_peers(file);
         }
+        self.sync_mirror();
+    }
+
+    /// Brings the mirror of the other hosts' weave DNS names in step with the view: a file
+    /// per live host (written when it changed), none for the others.
+    fn sync_mirror(&self) {
+        let (wanted, before) = {
+            let inner = lock(&self.inner);
+            let Some(view) = inner.view.as_ref() else {
+                return;
+            };
+            (view.mirrors(self.me()), inner.mirrored.clone())
+        };
+        let layout = self.cfg.layout();
+        let before = before.unwrap_or_else(|| self.mirror_files_on_disk());
+        let _files = lock(&self.files);
+        let mut written = before.clone();
+        for host in before.keys().filter(|h| !wanted.contains_key(*h)) {
+            match std::fs::remove_file(layout.mesh_names(host)) {
+                Ok(()) => tracing::debug!("weave DNS names of host {host} dropped"),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::error!("cannot remove {}: {e}", layout.mesh_names(host).display());
+                    continue;
+                }
+            }
+            written.remove(host);
+        }
+        for (host, named) in &wanted {
+            let unchanged = before
+                .get(host)
+                .is_some_and(|b| Arc::ptr_eq(b, named) || b == named);
+            if unchanged {
+                continue;
+            }
+            let path = layout.mesh_names(host);
+            let mirror = remote_names(host, named);
+            let text = serde_json::to_vec(&mirror).expect("names always serialize");
+            match fsutil::write_atomic(&path, &text, &WriteOptions::STATE) {
+                Ok(()) => {
+                    tracing::debug!(
+                        "weave DNS names of host {host}: {} containers",
+                        mirror.containers.len()
+                    );
+                    written.insert(host.clone(), named.clone());
+                }
+                Err(e) => tracing::error!("cannot write {}: {e}", path.display()),
+            }
+        }
+        lock(&self.inner).mirrored = Some(written);
+    }
+
+    /// The hosts a previous run left mirror files for (their content does not matter: they
+    /// are rewritten or removed).
+    fn mirror_files_on_disk(&self) -> BTreeMap<String, Arc<HostNames>> {
+        let dir = self.cfg.layout().mesh_names_dir();
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return BTreeMap::new();
+        };
+        entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| names_file_host(e.file_name().to_str()?).map(str::to_string))
+            .map(|host| (host, Arc::default()))
+            .collect()
+    }
+
+    /// Puts this host's live weave DNS containers in etcd (with its lease, so they vanish
+    /// with the host) and deletes those that went.
+    pub fn publish_names(&self) {
+        let _one = lock(&self.naming);
+        let local = match local_named(&self.cfg.state_dir) {
+            Ok(local) => local,
+            Err(e) => {
+                tracing::error!("cannot read the records: {e}");
+                return;
+            }
+        };
+        let (lease, mut published) = {
+            let inner = lock(&self.inner);
+            let published = match &inner.names_published {
+                Some((lease, names)) if *lease == inner.lease => names.clone(),
+                // Put with a lease that is gone: etcd deleted them with it.
+                _ => BTreeMap::new(),
+            };
+            (inner.lease, published)
+        };
+        let (puts, deletes) = names::changes(&published, &local);
+        let etcd = &self.cfg.cluster.etcd;
+        let keys = &self.cfg.cluster.keys;
+        let mut failed = None;
+        for named in puts {
+            let value = serde_json::to_vec(&named).expect("names always serialize");
+            match etcd.put(&keys.name(self.me(), &named.id), &value, Some(lease)) {
+                Ok(_) => {
+                    tracing::debug!("published weave DNS names of {}", named.id);
+                    published.insert(named.id.clone(), named);
+                }
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        if failed.is_none() {
+            for id in deletes {
+                match etcd.delete(&keys.name(self.me(), &id), None) {
+                    Ok(_) => {
+                        tracing::debug!("withdrew weave DNS names of {id}");
+                        published.remove(&id);
+                    }
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+            }
+        }
+        {
+            let mut inner = lock(&self.inner);
+            if inner.lease == lease {
+                inner.names_published = Some((lease, published));
+            }
+        }
+        if let Some(e) = failed {
+            self.etcd_failed(MeshError::Etcd {
+                what: "cannot publish the weave DNS names".into(),
+                source: e,
+            });
+        }
+    }
+
+    /// Publishes the names within [`names::SETTLE`] of any change of the records (the
+    /// maintenance tick publishes them every second too: a killed container's record stays).
+    pub fn names_loop(&self) {
+        let dir = self.cfg.layout().records_dir();
+        let mut buffer = vec![0u8; 64 * 1024];
+        while !self.stopped() {
+            let mut inotify = match names::watch_records(&dir) {
+                Ok(inotify) => inotify,
+                Err(e) => {
+                    tracing::debug!("cannot watch {}: {e}", dir.display());
+                    std::thread::sleep(Duration::from_secs(1));
+                    continue;
+                }
+            };
+            self.publish_names();
+            loop {
+                match inotify.read_events_blocking(&mut buffer) {
+                    Ok(events) => {
+                        let gone = events.into_iter().any(|e| {
+                            e.mask.intersects(
+                                inotify::EventMask::DELETE_SELF
+                                    | inotify::EventMask::MOVE_SELF
+                                    | inotify::EventMask::IGNORED,
+                            )
+                        });
+                        if gone || self.stopped() {
+                            break;
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(_) => break,
+                }
+                std::thread::sleep(names::SETTLE);
+                // Drain what came meanwhile: one pass for the burst.
+                let _ = inotify.read_events(&mut buffer);
+                self.publish_names();
+            }
+        }
     }
 
     fn set_peers(&self, peers: Vec<Ipv4Addr>) {
@@ -532,6 +720,7 @@ impl Agent {
             }
         }
         self.publish();
+        self.publish_names();
         self.reclaim_gone();
         let (due, peers) = {
             let inner = lock(&self.inner);

@@ -9,6 +9,9 @@
 //! <prefix>addrs/<ip>             AddrInfo JSON {host, container}: an address held on a host
 //!                                (no lease: removed by its holder on release, by reclaim after
 //!                                the grace, or by `weave-mesh rmhost`)
+//! <prefix>names/<host>/<id>      NamedContainer JSON (weave-core's mesh): a weave DNS container
+//!                                of that host, put with the host's lease by its agent, so the
+//!                                names vanish with the host; deleted when the container goes
 //! <prefix>addr-claims            touched by every claim of an address outside the claiming
 //!                                host's blocks; a block claim compares its revision, so a block
 //!                                is never claimed over an address another host just took in it
@@ -51,6 +54,8 @@ pub enum Key {
     Host(String),
     Block(Ipv4Net),
     Addr(Ipv4Addr),
+    /// A weave DNS container: its host and its id.
+    Name(String, String),
     AddrClaims,
 }
 
@@ -101,6 +106,10 @@ impl Keys {
         format!("{}addrs/", self.prefix).into_bytes()
     }
 
+    pub fn name(&self, host: &str, id: &str) -> Vec<u8> {
+        format!("{}names/{host}/{id}", self.prefix).into_bytes()
+    }
+
     pub fn addr_claims(&self) -> Vec<u8> {
         format!("{}addr-claims", self.prefix).into_bytes()
     }
@@ -118,6 +127,12 @@ impl Keys {
             let (addr, len) = block.split_once('-')?;
             let net = Ipv4Net::new(addr.parse().ok()?, len.parse().ok()?).ok()?;
             return (net.trunc() == net).then_some(Key::Block(net));
+        }
+        if let Some(name) = rest.strip_prefix("names/") {
+            let (host, id) = name.split_once('/')?;
+            let host = parse_host_name(host).ok()?;
+            let id = weave_core::id::ContainerId::parse(id).ok()?;
+            return Some(Key::Name(host, id.as_str().to_string()));
         }
         rest.strip_prefix("addrs/")?.parse().ok().map(Key::Addr)
     }
@@ -198,6 +213,12 @@ mod tests {
         let ip: Ipv4Addr = "10.32.0.9".parse().unwrap();
         assert_eq!(keys.parse(&keys.addr(ip)), Some(Key::Addr(ip)));
         assert_eq!(keys.parse(&keys.addr_claims()), Some(Key::AddrClaims));
+        assert_eq!(
+            keys.parse(&keys.name("h1", "c1")),
+            Some(Key::Name("h1".into(), "c1".into()))
+        );
+        assert_eq!(keys.parse(b"/weave/names/h1/a/b"), None);
+        assert_eq!(keys.parse(b"/weave/names/../c1"), None);
         assert_eq!(keys.parse(b"/weave/blocks/10.32.0.65-26"), None);
         assert_eq!(keys.parse(b"/other/hosts/h1"), None);
         assert_eq!(keys.parse(b"/weave/hosts/a/b"), None);

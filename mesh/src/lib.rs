@@ -5,6 +5,9 @@
 //! - `view`: the mesh as read from etcd; `cluster`: the transactions on it.
 //! - `agent`, `server`, `local`, `datapath` (and `kernel`, the real one): `weave-mesh run`.
 //! - `status`: `weave-mesh status`.
+//! - `names`: weave DNS across hosts (issue 14): this host's weave DNS containers published
+//!   under `names/<host>/<id>` with its lease; the other live hosts' mirrored into
+//!   `<state-dir>/mesh/names/<host>.json`, which weave-dns follows (it never talks to etcd).
 //!
 //! **Timing.** A host registers with a lease of `--lease-ttl` (10 s) renewed every third of
 //! it; when its agent dies, its key vanishes within the TTL and every other agent drops it
@@ -45,6 +48,7 @@ pub mod etcd;
 pub mod kernel;
 pub mod keys;
 pub mod local;
+pub mod names;
 pub mod server;
 pub mod status;
 pub mod view;

@@ -233,6 +233,7 @@ fn run_agent(cluster: Cluster, args: RunArgs) -> anyhow::Result<()> {
     spawn("keepalive", &agent, |a| a.keepalive_loop());
     spawn("watch", &agent, |a| a.watch_loop());
     spawn("maintenance", &agent, |a| a.maintenance_loop());
+    spawn("names", &agent, |a| a.names_loop());
     tracing::info!("serving {}", socket_path.display());
     loop {
         std::thread::park();

@@ -3,9 +3,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use ipnet::Ipv4Net;
-use weave_core::mesh::{HeldAddr, Peer, Peers, VERSION};
+use weave_core::mesh::{HeldAddr, NamedContainer, Peer, Peers, RemoteNames, VERSION};
 
 use crate::etcd::{Event, EventKind, Kv};
 use crate::keys::{owner_name, AddrInfo, HostInfo, Key, Keys, UNREADABLE};
@@ -15,6 +16,18 @@ use crate::keys::{owner_name, AddrInfo, HostInfo, Key, Keys, UNREADABLE};
 pub struct At<T> {
     pub value: T,
     pub mod_revision: i64,
+}
+
+/// One host's weave DNS containers, by id.
+pub type HostNames = BTreeMap<String, NamedContainer>;
+
+/// The mirror file of `host`'s containers.
+pub fn remote_names(host: &str, named: &HostNames) -> RemoteNames {
+    RemoteNames {
+        version: VERSION,
+        host: host.to_string(),
+        containers: named.values().cloned().collect(),
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -27,6 +40,9 @@ pub struct View {
     pub blocks: BTreeMap<Ipv4Net, At<String>>,
     /// Every published address and its holder.
     pub addrs: BTreeMap<Ipv4Addr, At<AddrInfo>>,
+    /// Every host's weave DNS containers, by id (shared, so that a copy of the view costs
+    /// one reference per host, and an unchanged host compares by pointer).
+    pub names: BTreeMap<String, Arc<HostNames>>,
     /// The last underlay address seen of every host, also once its key is gone.
     pub last_advertise: BTreeMap<String, Ipv4Addr>,
     /// The last reclaim grace seen of every host (milliseconds), also once its key is gone.
@@ -90,8 +106,44 @@ impl View {
                     });
                 self.addrs.insert(ip, at(info, rev));
             }
+            Some(Key::Name(host, id)) => {
+                match serde_json::from_slice::<NamedContainer>(&kv.value) {
+                    Ok(mut named) => {
+                        named.id = id.clone();
+                        Arc::make_mut(self.names.entry(host).or_default()).insert(id, named);
+                    }
+                    Err(_) => self.delete_name(&host, &id),
+                }
+            }
             Some(Key::AddrClaims) | None => {}
         }
+    }
+
+    fn delete_name(&mut self, host: &str, id: &str) {
+        if let Some(named) = self.names.get_mut(host) {
+            Arc::make_mut(named).remove(id);
+            if named.is_empty() {
+                self.names.remove(host);
+            }
+        }
+    }
+
+    /// The weave DNS containers `host` published.
+    pub fn names_of(&self, host: &str) -> HostNames {
+        self.names
+            .get(host)
+            .map(|n| n.as_ref().clone())
+            .unwrap_or_default()
+    }
+
+    /// What `me` mirrors for weave-dns: the weave DNS containers of every other host whose
+    /// lease lives (a host whose key is gone is dropped whole, whatever keys remain).
+    pub fn mirrors(&self, me: &str) -> BTreeMap<String, Arc<HostNames>> {
+        self.names
+            .iter()
+            .filter(|(host, _)| host.as_str() != me && self.hosts.contains_key(*host))
+            .map(|(host, named)| (host.clone(), named.clone()))
+            .collect()
     }
 
     fn delete(&mut self, keys: &Keys, key: &[u8]) {
@@ -105,6 +157,7 @@ impl View {
             Some(Key::Addr(ip)) => {
                 self.addrs.remove(&ip);
             }
+            Some(Key::Name(host, id)) => self.delete_name(&host, &id),
             Some(Key::AddrClaims) | None => {}
         }
     }
@@ -214,6 +267,69 @@ mod tests {
             reclaim_after_ms: 9000,
         };
         kv(keys.host(name), &serde_json::to_vec(&info).unwrap(), rev)
+    }
+
+    fn named(keys: &Keys, host: &str, id: &str, name: &str, rev: i64) -> Kv {
+        let c = NamedContainer {
+            id: "ignored: the key says".into(),
+            names: vec![name.into()],
+            addrs: vec!["10.32.0.9".parse().unwrap()],
+            shared: false,
+            started_ms: 5,
+            pid: 9,
+        };
+        kv(keys.name(host, id), &serde_json::to_vec(&c).unwrap(), rev)
+    }
+
+    #[test]
+    fn mirrors_hold_the_names_of_live_other_hosts_only() {
+        let keys = Keys::new("/w/");
+        let mut view = View::from_kvs(
+            &keys,
+            &[
+                host(&keys, "a", "192.168.0.1", 1),
+                host(&keys, "b", "192.168.0.2", 2),
+                named(&keys, "a", "ca", "web", 3),
+                named(&keys, "b", "cb", "db", 4),
+                named(&keys, "b", "cb2", "db2", 5),
+                named(&keys, "gone", "cg", "old", 6),
+                kv(keys.name("b", "bad"), b"{", 7),
+            ],
+            7,
+        );
+        let mirrors = view.mirrors("a");
+        assert_eq!(
+            mirrors.keys().collect::<Vec<_>>(),
+            ["b"],
+            "not mine, not gone's"
+        );
+        let file = remote_names("b", &mirrors["b"]);
+        let ids: Vec<&str> = file.containers.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            ["cb", "cb2"],
+            "the key's id; an unreadable value left out"
+        );
+        assert_eq!(view.names_of("a").len(), 1);
+        // A container goes; then its host's key: the whole host goes.
+        view.apply(
+            &keys,
+            &Event {
+                kind: EventKind::Delete,
+                kv: kv(keys.name("b", "cb"), b"", 8),
+                prev: None,
+            },
+        );
+        assert_eq!(view.mirrors("a")["b"].len(), 1);
+        view.apply(
+            &keys,
+            &Event {
+                kind: EventKind::Delete,
+                kv: kv(keys.host("b"), b"", 9),
+                prev: None,
+            },
+        );
+        assert!(view.mirrors("a").is_empty());
     }
 
     #[test]
