@@ -123,7 +123,9 @@ fn assert_attached(cmd: &mut Command, addr: &str) {
 /// Where the binaries under test are: `WEAVE_BENCH_BIN_DIR` (scripts/bench.sh points it at
 /// the static release builds users install), else this build's.
 fn bin_dir() -> PathBuf {
-    std::env::var_os("WEAVE_BENCH_BIN_DIR").map_or_else(weave_e2e::bin_dir, PathBuf::from)
+    std::env::var_os("WEAVE_BENCH_BIN_DIR")
+        .filter(|d| !d.is_empty())
+        .map_or_else(weave_e2e::bin_dir, PathBuf::from)
 }
 
 /// weave-hook's default state directory, `/run/weave`, replaced in the daemon's private
