@@ -325,6 +325,7 @@ fn run(args: RunArgs) -> Result<()> {
     if wants(Part::Scale) {
         results.scale = scale::run(
             &hook,
+            &args.candidate,
             &work,
             (net("10.39.0.0/16"), net("10.44.0.0/16")),
             &args.scale,

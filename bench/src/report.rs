@@ -244,10 +244,11 @@ pub fn tables(results: &Results, shim: Option<&ShimCost>, plot: &str) -> Result<
     if let Some(base) = results.scale.first() {
         out.push_str("\n### Scale: attach with containers already attached (weave-hook, and the floor on the same bridge)\n\n");
         out.push_str("Counts measured in ascending order on one host (see above); the floor, interleaved with weave-hook at every count, shows what grows in the kernel.\n\n");
-        out.push_str("| already attached | weave-hook median ms | p90 ms | p99 ms | ÷ at 0 | floor median ms | ÷ at 0 | weave-hook ÷ floor | floor without gratuitous ARP, ms | ÷ at 0 |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
-        let base = [&base.hook, &base.floor, &base.floor_silent].map(|s| s.summary().median);
+        out.push_str("| already attached | weave-hook median ms | p90 ms | p99 ms | ÷ at 0 | floor median ms | ÷ at 0 | weave-hook ÷ floor | floor with the gratuitous ARP, ms | ÷ at 0 |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        let base = [&base.hook, &base.floor, &base.floor_announcing].map(|s| s.summary().median);
         for level in &results.scale {
-            let [h, f, q] = [&level.hook, &level.floor, &level.floor_silent].map(Series::summary);
+            let [h, f, q] =
+                [&level.hook, &level.floor, &level.floor_announcing].map(Series::summary);
             writeln!(
                 out,
                 "| {} | {:.2} | {:.2} | {:.2} | {:.2}x | {:.2} | {:.2}x | {:.2}x | {:.2} | {:.2}x |",
@@ -262,6 +263,28 @@ pub fn tables(results: &Results, shim: Option<&ShimCost>, plot: &str) -> Result<
                 q.median,
                 q.median / base[2],
             )?;
+        }
+    }
+    if results.scale.iter().any(|l| !l.candidates.is_empty()) {
+        out.push_str("\n#### Other builds at the same counts (`--candidate`), interleaved with the rows above\n\n");
+        out.push_str("| already attached | build | median ms | p90 ms | ÷ at the first count | ÷ weave-hook |\n|---:|---|---:|---:|---:|---:|\n");
+        let first = &results.scale[0];
+        for level in &results.scale {
+            let hook = level.hook.summary().median;
+            for (i, c) in level.candidates.iter().enumerate() {
+                let m = c.summary();
+                let base = first.candidates.get(i).map(|b| b.summary().median);
+                writeln!(
+                    out,
+                    "| {} | {} | {:.2} | {:.2} | {} | {:.2}x |",
+                    level.count,
+                    c.name,
+                    m.median,
+                    m.p90,
+                    x(base.map(|b| m.median / b)),
+                    m.median / hook
+                )?;
+            }
         }
     }
     if !results.concurrency.is_empty() {
