@@ -266,7 +266,7 @@ pub fn tables(results: &Results, shim: Option<&ShimCost>, plot: &str) -> Result<
         }
     }
     if results.scale.iter().any(|l| !l.candidates.is_empty()) {
-        out.push_str("\n#### Other builds at the same counts (`--candidate`), interleaved with the rows above\n\n");
+        out.push_str("\n#### weave-hook's attach code in-process, and other builds (`--candidate`), at the same counts, interleaved with the rows above\n\n");
         out.push_str("| already attached | build | median ms | p90 ms | ÷ at the first count | ÷ weave-hook |\n|---:|---|---:|---:|---:|---:|\n");
         let first = &results.scale[0];
         for level in &results.scale {

@@ -46,7 +46,8 @@ pub struct ScaleLevel {
     /// The floor with the gratuitous ARP (weave-hook sends it for second addresses and
     /// addresses once held under another MAC).
     pub floor_announcing: Series,
-    /// Other weave-hook builds (`--candidate`), interleaved with the rest.
+    /// Other weave-hook builds (`--candidate`) and weave-hook's attach code in-process,
+    /// interleaved with the rest.
     #[serde(default)]
     pub candidates: Vec<Series>,
 }

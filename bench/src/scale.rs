@@ -15,6 +15,7 @@ use ipnet::Ipv4Net;
 
 use crate::methods::floor::Floor;
 use crate::methods::hook::{Cidr, DetachWhen, WeaveHook};
+use crate::methods::library::InProcess;
 use crate::methods::{Method, Role};
 use crate::results::{ScaleLevel, Series};
 use crate::sandbox::{Container, Host};
@@ -27,7 +28,8 @@ const FIRST_SAMPLE: usize = 1_000_000;
 const SETTLE: Duration = Duration::from_secs(10);
 
 /// `candidates` (label, binary): other weave-hook builds, measured interleaved at every
-/// count beside the real one, on the same bridge and store.
+/// count beside the real one, on the same bridge and store, as is weave-hook's attach code
+/// called in-process (both reported in `ScaleLevel::candidates`).
 #[allow(clippy::too_many_arguments)]
 pub fn run(
     binary: &Path,
@@ -95,12 +97,19 @@ pub fn run(
             Series::new(floor.name(), Role::Floor),
             Series::new(announcing.name(), Role::Probe),
         ];
+        // weave-hook's attach code called in-process: splits its growth between the code
+        // (store, netlink, firewall) and the process.
+        let mut inproc = InProcess {
+            hook: hook_of(binary, "inproc", String::new()),
+        };
         series.extend(others.iter().map(|c| Series::new(c.name(), Role::Probe)));
+        series.push(Series::new(inproc.name(), Role::Probe));
         host.in_it(|| -> Result<()> {
             floor.prepare()?;
             announcing.prepare()?;
             let mut methods: Vec<&mut dyn Method> = vec![&mut hook, &mut floor, &mut announcing];
             methods.extend(others.iter_mut().map(|c| c as &mut dyn Method));
+            methods.push(&mut inproc);
             for round in 0..warmup + samples {
                 let n = FIRST_SAMPLE + round;
                 // Rotate the order, so each method follows each other alike.
