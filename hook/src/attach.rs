@@ -400,6 +400,7 @@ fn wire(
         }
     }
     port_without_ipv6(&record.veth)?;
+    let announce = reserved.announce || !forwarded_to_port(&mut host, record, index);
     failpoint::hit("veth");
     store.set_veth_index(target.id, index)?;
     let gateway = match record.route {
@@ -412,7 +413,7 @@ fn wire(
     target
         .container_ns
         .run_in(target.host_ns, || {
-            configure_inside(record, dns_route, gateway, reserved.announce)
+            configure_inside(record, dns_route, gateway, announce)
         })
         .map_err(Error::io("enter the container's network namespace"))??;
     wait_until_forwarding(&mut host, index, &record.veth)
@@ -432,6 +433,23 @@ fn port_without_ipv6(veth: &str) -> Result<()> {
             Ok(())
         }
         other => other.map_err(Error::io(format!("turn IPv6 off on {veth}: write {path}"))),
+    }
+}
+
+/// Without an announcement the bridge would learn the new port from the container's first
+/// frame; until then an earlier holder's port, which detach deletes in the background, may
+/// still hold the MAC's forwarding entry. The hook points the entry at the new port itself
+/// (one request, no broadcast). When the kernel refuses, the caller announces instead.
+fn forwarded_to_port(host: &mut Netlink, record: &Record, index: u32) -> bool {
+    let Some(mac) = record.mac else {
+        return false;
+    };
+    match host.forward_mac_to(index, mac) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::debug!(veth = %record.veth, error = %e, "cannot set the port's forwarding entry; announcing instead");
+            false
+        }
     }
 }
 

@@ -757,6 +757,12 @@ fn a_neighbour_with_a_stale_entry_reaches_a_reused_first_address_without_an_anno
     attach(&s, &second.state("10.2.0.31/24")).unwrap();
     assert_eq!(second.ethwe_mac(), old_mac);
     assert!(!announces(&second), "no gratuitous ARP for a derived MAC");
+    // The bridge forwards the MAC to the new port before the container sends anything.
+    let veth = host_veth_name(&second.id);
+    assert!(
+        sh(&format!("bridge fdb show dev {veth}")).contains(&old_mac),
+        "the bridge's entry for {old_mac} points at {veth}"
+    );
     // The watcher's entry, learned from the old holder, takes it to the new one at once.
     assert!(watcher.run("ip neigh show 10.2.0.31").contains(&old_mac));
     assert!(watcher.pings("10.2.0.31"), "the new holder answers");

@@ -112,16 +112,21 @@ impl Method for Floor {
         let container_ns = Netns::open(Path::new(&container.netns_path()))?;
         let bridge = host.link_by_name(&self.bridge)?.context("bridge is gone")?;
         host.delete_link(&veth)?;
-        host.create_veth(&VethRequest {
+        let mac = weave_core::mac::Mac::for_address(addr.addr());
+        let index = host.create_veth(&VethRequest {
             host_name: &veth,
             bridge_index: bridge.index,
             peer_name: "ethwe",
             peer_netns: container_ns.file().as_fd(),
-            peer_mac: Some(weave_core::mac::Mac::for_address(addr.addr())),
+            peer_mac: Some(mac),
             mtu: None,
         })?;
-        // As weave-hook: no IPv6 on the bridge port.
+        // As weave-hook: no IPv6 on the bridge port, and without an announcement the
+        // bridge's entry for ethwe's MAC set to the port.
         std::fs::write(format!("/proc/sys/net/ipv6/conf/{veth}/disable_ipv6"), b"1")?;
+        if !announce {
+            host.forward_mac_to(index, mac)?;
+        }
         container_ns.run_in(home, || configure_inside(addr, announce))??;
         Ok(millis(start.elapsed()))
     }
