@@ -120,14 +120,16 @@ impl Netlink {
         self.request(RouteNetlinkMessage::SetLink(msg), 0).map(drop)
     }
 
-    /// Points the bridge's forwarding entry for `mac` at its port `index`, as if the bridge
-    /// had learnt it there (a dynamic entry, aged out as learnt ones are): frames for the MAC
+    /// Points the bridge's forwarding entry for `mac` at its port `index`: frames for the MAC
     /// go to the new port at once, even where an earlier holder's port still has the entry.
+    /// A static entry (`NUD_NOARP`): the kernel takes a learnt-like (dynamic) one only on a
+    /// port that already forwards, and the port forwards only once the container's end is
+    /// up; the entry goes with the port.
     pub fn forward_mac_to(&mut self, index: u32, mac: Mac) -> io::Result<()> {
         let mut msg = NeighbourMessage::default();
         msg.header.family = AddressFamily::Bridge;
         msg.header.ifindex = index;
-        msg.header.state = NeighbourState::Reachable;
+        msg.header.state = NeighbourState::Noarp;
         msg.header.flags = NeighbourFlags::Controller;
         msg.attributes
             .push(NeighbourAttribute::LinkLocalAddress(mac.0.to_vec()));
