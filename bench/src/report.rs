@@ -245,23 +245,25 @@ pub fn tables(results: &Results, shim: Option<&ShimCost>, plot: &str) -> Result<
         out.push_str("\n### Scale: attach with containers already attached (weave-hook, and the floor on the same bridge)\n\n");
         out.push_str("Counts measured in ascending order on one host (see above); the floor, interleaved with weave-hook at every count, shows what grows in the kernel.\n\n");
         out.push_str("| already attached | weave-hook median ms | p90 ms | p99 ms | ÷ at 0 | floor median ms | ÷ at 0 | weave-hook ÷ floor | floor with the gratuitous ARP, ms | ÷ at 0 |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
-        let base = [&base.hook, &base.floor, &base.floor_announcing].map(|s| s.summary().median);
+        let median = |s: &Series| Summary::of(&s.ms).map(|m| m.median);
+        let base_announcing = median(&base.floor_announcing);
+        let [base_hook, base_floor] = [&base.hook, &base.floor].map(|s| s.summary().median);
         for level in &results.scale {
-            let [h, f, q] =
-                [&level.hook, &level.floor, &level.floor_announcing].map(Series::summary);
+            let [h, f] = [&level.hook, &level.floor].map(Series::summary);
+            let q = median(&level.floor_announcing);
             writeln!(
                 out,
-                "| {} | {:.2} | {:.2} | {:.2} | {:.2}x | {:.2} | {:.2}x | {:.2}x | {:.2} | {:.2}x |",
+                "| {} | {:.2} | {:.2} | {:.2} | {:.2}x | {:.2} | {:.2}x | {:.2}x | {} | {} |",
                 level.count,
                 h.median,
                 h.p90,
                 h.p99,
-                h.median / base[0],
+                h.median / base_hook,
                 f.median,
-                f.median / base[1],
+                f.median / base_floor,
                 h.median / f.median,
-                q.median,
-                q.median / base[2],
+                q.map_or("n/a".into(), |q| format!("{q:.2}")),
+                x(q.zip(base_announcing).map(|(q, b)| q / b)),
             )?;
         }
     }

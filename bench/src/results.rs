@@ -44,12 +44,18 @@ pub struct ScaleLevel {
     pub hook: Series,
     pub floor: Series,
     /// The floor with the gratuitous ARP (weave-hook sends it for second addresses and
-    /// addresses once held under another MAC).
+    /// addresses once held under another MAC). Empty in results of earlier versions, which
+    /// measured the floor without it instead.
+    #[serde(default = "no_series")]
     pub floor_announcing: Series,
     /// Other weave-hook builds (`--candidate`) and weave-hook's attach code in-process,
     /// interleaved with the rest.
     #[serde(default)]
     pub candidates: Vec<Series>,
+}
+
+fn no_series() -> Series {
+    Series::new(String::new(), Role::Probe)
 }
 
 /// Peak RSS of one kind of process, measured under /usr/bin/time.
