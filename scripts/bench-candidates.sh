@@ -68,4 +68,4 @@ benchmark built against the patched (dynamically linked) weave-hook.
 <!-- weave-bench:end -->
 MD
 "$CARGO_TARGET_DIR/release/weave-bench" report --results "$out" "${shim_cost[@]}" \
-	--benchmarks "$out/README.md" --readme-section "$bench_work/readme-section.md"
+	--benchmarks "$out/README.md"

@@ -61,7 +61,7 @@ bench_shim_cost() {
 	exe=$(cd "$src" && CARGO_TARGET_DIR=$target cargo bench -p weave-runtime --bench shim_cost --no-run --message-format=json 2>/dev/null |
 		jq -r 'select(.reason == "compiler-artifact" and .target.name == "shim_cost") | .executable')
 	[ -x "$exe" ] || { echo "bench: cannot build weave-runtime's benchmark in $src" >&2; return 1; }
-	TMPDIR=$bench_work "$exe" --bench "${@:4}" >"$out" &
+	TMPDIR=$bench_work WEAVE_BENCH_BIN_DIR=${WEAVE_BENCH_BIN_DIR:-} "$exe" --bench "${@:4}" >"$out" &
 	bench_shim_pid=$!
 	wait "$bench_shim_pid"
 	bench_shim_pid=

@@ -7,10 +7,12 @@
 #      (scripts/build-release.sh: release, statically linked);
 #   3. weave-bench run: attach/detach latency of weave-hook vs the CNI bridge plugin, netavark,
 #      a pipework-style script and the netlink floor; scale; concurrency; peak RSS;
-#   4. weave-runtime's own benchmark (cargo bench -p weave-runtime): per-call passthrough
-#      cost and `docker run --rm` with --runtime weave vs runc;
-#   5. weave-bench report: BENCHMARKS.md's tables, bench/README-section.md and
-#      bench/results/latency.png.
+#   4. weave-runtime's own benchmark (cargo bench -p weave-runtime), on the static builds:
+#      per-call passthrough cost; `docker run --rm --network none` with weave at Docker's
+#      default settings vs runc (and via runtimeArgs, and vs Docker's default bridge);
+#      `podman run --rm --network none` with weave's hooks.d file vs without vs netavark;
+#   5. weave-bench report: BENCHMARKS.md's tables, the README's generated block (Benchmarks)
+#      and bench/results/latency.png.
 #
 # SAMPLES=N (default 200) sets the samples per method; BENCH_SKIP_DOCKER=1 skips step 4.
 # weave-bench works only in anonymous network namespaces that die with its processes.
@@ -35,7 +37,7 @@ bench_start
 echo "bench: building (release)"
 cargo build --release --quiet -p weave-bench
 # What users install: the static builds of scripts/build-release.sh.
-static=$(scripts/build-release.sh weave-hook weave-runtime | tail -n 1)
+static=$(scripts/build-release.sh weave-hook weave-runtime weave-setup | tail -n 1)
 mkdir -p bench/results
 echo "bench: load before: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores"
 
@@ -45,10 +47,10 @@ TMPDIR=$bench_work "$bin/weave-bench" run --work "$bench_work/run" --out bench/r
 shim_cost=()
 if [ "${BENCH_SKIP_DOCKER:-0}" != 1 ]; then
 	echo "bench: weave-runtime's benchmark (cargo bench -p weave-runtime)"
-	bench_shim_cost "$CARGO_TARGET_DIR" "$PWD" bench/results/shim-cost.txt
+	WEAVE_BENCH_BIN_DIR=$static bench_shim_cost "$CARGO_TARGET_DIR" "$PWD" bench/results/shim-cost.txt
 	shim_cost=(--shim-cost bench/results/shim-cost.txt)
 fi
 
 "$bin/weave-bench" report --results bench/results "${shim_cost[@]}" \
-	--benchmarks BENCHMARKS.md --readme-section bench/README-section.md
+	--benchmarks BENCHMARKS.md --readme README.md
 echo "bench: load after: $(cut -d' ' -f1-3 /proc/loadavg)"

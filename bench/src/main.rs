@@ -121,9 +121,9 @@ struct ReportArgs {
     /// The markdown file whose generated block is replaced.
     #[arg(long, default_value = "BENCHMARKS.md")]
     benchmarks: PathBuf,
-    /// Where the README paragraph with the headline ratios goes.
-    #[arg(long, default_value = "bench/README-section.md")]
-    readme_section: PathBuf,
+    /// A markdown file (the README) whose generated block gets the headline figures.
+    #[arg(long)]
+    readme: Option<PathBuf>,
     /// A TrueType font for the plot's text (Debian: fonts-dejavu-core).
     #[arg(
         long,
@@ -325,6 +325,7 @@ fn run(args: RunArgs) -> Result<()> {
     if wants(Part::Scale) {
         results.scale = scale::run(
             &hook,
+            &args.candidate,
             &work,
             (net("10.39.0.0/16"), net("10.44.0.0/16")),
             &args.scale,
@@ -412,13 +413,15 @@ fn report(args: ReportArgs) -> Result<()> {
         &results,
         shim.as_ref(),
         &args.benchmarks,
-        &args.readme_section,
+        args.readme.as_deref(),
         &link,
     )?;
     eprintln!(
-        "weave-bench: wrote {}, {} and {}",
+        "weave-bench: wrote {}{} and {}",
         args.benchmarks.display(),
-        args.readme_section.display(),
+        args.readme
+            .as_ref()
+            .map_or(String::new(), |r| format!(", {}", r.display())),
         png.display()
     );
     Ok(())

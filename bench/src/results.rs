@@ -43,8 +43,19 @@ pub struct ScaleLevel {
     pub count: usize,
     pub hook: Series,
     pub floor: Series,
-    /// The floor without the gratuitous ARP that weave-hook sends.
-    pub floor_silent: Series,
+    /// The floor with the gratuitous ARP (weave-hook sends it for second addresses and
+    /// addresses once held under another MAC). Empty in results of earlier versions, which
+    /// measured the floor without it instead.
+    #[serde(default = "no_series")]
+    pub floor_announcing: Series,
+    /// Other weave-hook builds (`--candidate`) and weave-hook's attach code in-process,
+    /// interleaved with the rest.
+    #[serde(default)]
+    pub candidates: Vec<Series>,
+}
+
+fn no_series() -> Series {
+    Series::new(String::new(), Role::Probe)
 }
 
 /// Peak RSS of one kind of process, measured under /usr/bin/time.
@@ -136,7 +147,10 @@ impl Results {
             let phase = format!("scale-{}", level.count);
             rows(&phase, &level.hook);
             rows(&phase, &level.floor);
-            rows(&phase, &level.floor_silent);
+            rows(&phase, &level.floor_announcing);
+            for c in &level.candidates {
+                rows(&phase, c);
+            }
         }
         for s in &self.runtime_calls {
             rows("runtime-call", s);

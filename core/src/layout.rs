@@ -29,6 +29,9 @@ pub const DEFAULT_STATE_DIR: &str = "/run/weave";
 pub const TEMP_PREFIX: &str = ".tmp";
 /// Suffix of a record file.
 pub const RECORD_SUFFIX: &str = ".json";
+/// In the announce directory: every address is to be announced (the store held addresses
+/// before it tracked which MAC they were held under).
+pub const ANNOUNCE_ALL: &str = "all";
 /// Suffix of a resolv.conf file.
 pub const RESOLV_SUFFIX: &str = ".conf";
 
@@ -75,6 +78,17 @@ impl StateDir {
 
     pub fn released(&self, id: &ContainerId) -> PathBuf {
         self.released_dir().join(id.as_str())
+    }
+
+    /// Addresses a neighbour may know under another MAC than the one derived from them
+    /// (see [`crate::store::Reserved::announce`]): one empty file per address, and
+    /// [`ANNOUNCE_ALL`] when the store is older than this directory.
+    pub fn announce_dir(&self) -> PathBuf {
+        self.root.join("announce")
+    }
+
+    pub fn announce(&self, ip: Ipv4Addr) -> PathBuf {
+        self.announce_dir().join(ip.to_string())
     }
 
     pub fn netns_dir(&self) -> PathBuf {

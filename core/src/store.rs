@@ -213,6 +213,14 @@ pub struct Reserved {
     /// The namespace was wired already: the record shares that interface, nothing is to
     /// be created.
     pub joined: bool,
+    /// Whether a neighbour may still know one of the addresses under another MAC than the
+    /// one ethwe gets, so that the new interface must announce them (gratuitous ARP).
+    /// ethwe's MAC is derived from its first address, and every holder of that address as
+    /// its first had the same MAC: a neighbour's entry, stale or not, is already right.
+    /// Not so for a second address (its holder's MAC is derived from another address), nor
+    /// for an address that some holder had as a second one (marked when claimed, kept until
+    /// the state directory goes, at reboot), nor in a store older than those marks.
+    pub announce: bool,
 }
 
 /// The records of a store, read leniently: one file that cannot be read does not hide the
@@ -251,10 +259,72 @@ impl Store {
     /// and refused when someone else could change them.
     pub fn open(root: &Path) -> Result<Self, StoreError> {
         let dir = StateDir::new(root);
+        // Only the first open of a store (or of one from before the directory) finds it
+        // missing: one stat otherwise.
+        let announce = dir.announce_dir();
+        let new_announce = !announce.exists();
+        let older = new_announce && dir.addrs_dir().exists();
         for path in dir.store_dirs() {
             fsutil::ensure_private_dir(&path)?;
         }
-        Ok(Self { dir })
+        let store = Self { dir };
+        if new_announce {
+            store.make_announce_dir(older)?;
+        }
+        Ok(store)
+    }
+
+    /// Makes the announce directory, with the mark that every address is to be announced
+    /// when the store held addresses before it had one: in one rename, so no attach sees
+    /// the directory without the mark.
+    fn make_announce_dir(&self, older: bool) -> Result<(), StoreError> {
+        let path = self.dir.announce_dir();
+        // Unique to this process and call: threads of one process may race here too.
+        static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let temp = self.dir.root().join(format!(
+            "{}announce-{}-{call}",
+            layout::TEMP_PREFIX,
+            std::process::id()
+        ));
+        let _ = fs::remove_dir_all(&temp);
+        fsutil::ensure_private_dir(&temp)?;
+        if older {
+            let all = temp.join(layout::ANNOUNCE_ALL);
+            File::create(&all).map_err(io_err("create", &all))?;
+        }
+        match fs::rename(&temp, &path) {
+            Ok(()) => Ok(()),
+            // Another attach made it first.
+            Err(_) if path.is_dir() => {
+                let _ = fs::remove_dir_all(&temp);
+                Ok(())
+            }
+            Err(e) => {
+                let _ = fs::remove_dir_all(&temp);
+                Err(io_err("rename", &path)(e))
+            }
+        }
+    }
+
+    /// Whether neighbours may know `claimed` under another MAC than ethwe's (see
+    /// [`Reserved::announce`]); marks the second and later addresses as such for their
+    /// next holders. When in doubt (a file that cannot be read), announce.
+    fn announce(&self, claimed: &[Ipv4Net]) -> bool {
+        let mut announce = claimed.len() != 1;
+        for net in claimed.iter().skip(1) {
+            let path = self.dir.announce(net.addr());
+            if let Err(e) = File::create(&path) {
+                tracing::warn!(path = %path.display(), error = %e, "cannot mark an address for announcement");
+            }
+        }
+        let marked = |path: PathBuf| !matches!(fs::symlink_metadata(path), Err(e) if e.kind() == io::ErrorKind::NotFound);
+        if let Some(first) = claimed.first() {
+            announce = announce
+                || marked(self.dir.announce_dir().join(layout::ANNOUNCE_ALL))
+                || marked(self.dir.announce(first.addr()));
+        }
+        announce
     }
 
     /// A handle for reading only: nothing is created.
@@ -369,6 +439,7 @@ impl Store {
             }
         }
         Ok(Reserved {
+            announce: self.announce(&claimed),
             record,
             previous,
             joined: false,
@@ -1330,6 +1401,67 @@ mod tests {
         let mac = Some(Mac::for_address(first.addr()));
         assert_eq!(reserved.mac, mac);
         assert_eq!(store.records().unwrap().records[0].mac, mac);
+    }
+
+    fn announces(store: &Store, c: &str, reqs: &[AddrRequest]) -> bool {
+        store
+            .reserve(&holder(&id(c), me()), reqs, net(RANGE), &NOTHING)
+            .unwrap()
+            .announce
+    }
+
+    #[test]
+    fn an_address_is_announced_only_where_its_derived_mac_may_not_be_known() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let exact = |s: &str| AddrRequest::Exact(net(s));
+        // A first address never held under another MAC: neighbours know it right.
+        assert!(!announces(&store, "a", &[exact("10.2.0.5/24")]));
+        store.release(&id("a")).unwrap();
+        assert!(!announces(&store, "b", &[exact("10.2.0.5/24")]));
+        store.release(&id("b")).unwrap();
+        // Two addresses: the second goes under the first's MAC.
+        assert!(announces(
+            &store,
+            "c",
+            &[exact("10.2.0.6/24"), exact("10.2.0.7/24")]
+        ));
+        store.release(&id("c")).unwrap();
+        // An address once held second is announced whenever it comes back, first or not.
+        assert!(announces(&store, "d", &[exact("10.2.0.7/24")]));
+        store.release(&id("d")).unwrap();
+        assert!(announces(&store, "e", &[exact("10.2.0.7/24")]));
+        // The other one of the pair was first: its MAC was its own.
+        assert!(!announces(&store, "f", &[exact("10.2.0.6/24")]));
+    }
+
+    #[test]
+    fn a_store_older_than_the_marks_announces_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        // A store of an earlier version: addresses, no announce directory.
+        fs::create_dir_all(dir.path().join("addrs")).unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert!(announces(
+            &store,
+            "a",
+            &[AddrRequest::Exact(net("10.2.0.5/24"))]
+        ));
+        // And stays so for its life (until the state directory goes, at reboot).
+        let again = Store::open(dir.path()).unwrap();
+        again.release(&id("a")).unwrap();
+        assert!(announces(
+            &again,
+            "b",
+            &[AddrRequest::Exact(net("10.2.0.8/24"))]
+        ));
+        let names: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            !names.iter().any(|n| n.starts_with(layout::TEMP_PREFIX)),
+            "no temporary directory left: {names:?}"
+        );
     }
 
     #[test]

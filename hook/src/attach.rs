@@ -120,6 +120,12 @@ pub fn attach(settings: &Settings, state: &State) -> Result<Option<Record>> {
     );
     let reserved = reserved.inspect_err(|_| claimed.release())?;
     failpoint::hit("reserved");
+    // In a mesh an address may have been held on another host, whose store's marks this
+    // one does not see: announce.
+    let reserved = Reserved {
+        announce: reserved.announce || claimed.mesh.is_some(),
+        ..reserved
+    };
     let record = &reserved.record;
     let mut created = None;
     let wired = match reserved.joined {
@@ -393,14 +399,8 @@ fn wire(
             firewall::own_change(store.layout(), &settings.bridge, generation);
         }
     }
-    // A bridge port has no use for IPv6: without an address of its own (and before ethwe
-    // is up, so before it has a carrier) it never gets one, and no container reaches the
-    // host on it.
-    host.no_ipv6_addresses(index)
-        .map_err(Error::netlink(format!(
-            "turn IPv6 addresses off on {}",
-            record.veth
-        )))?;
+    port_without_ipv6(&record.veth)?;
+    let announce = reserved.announce || !forwarded_to_port(&mut host, record, index);
     failpoint::hit("veth");
     store.set_veth_index(target.id, index)?;
     let gateway = match record.route {
@@ -413,10 +413,44 @@ fn wire(
     target
         .container_ns
         .run_in(target.host_ns, || {
-            configure_inside(record, dns_route, gateway)
+            configure_inside(record, dns_route, gateway, announce)
         })
         .map_err(Error::io("enter the container's network namespace"))??;
     wait_until_forwarding(&mut host, index, &record.veth)
+}
+
+/// A bridge port has no use for IPv6: with IPv6 off (before ethwe is up, so before the
+/// port has a carrier) it never gets an address, link-local included, so no container
+/// reaches the host on it, and it never gets the multicast route every IPv6 interface with
+/// a carrier gets: with one per port, every later link change on the host walks a routing
+/// table as long as the bridge has ports. A kernel without IPv6 has nothing to turn off.
+fn port_without_ipv6(veth: &str) -> Result<()> {
+    let path = format!("/proc/sys/net/ipv6/conf/{veth}/disable_ipv6");
+    match fs::write(&path, b"1") {
+        Err(e)
+            if e.kind() == io::ErrorKind::NotFound && !Path::new("/proc/sys/net/ipv6").exists() =>
+        {
+            Ok(())
+        }
+        other => other.map_err(Error::io(format!("turn IPv6 off on {veth}: write {path}"))),
+    }
+}
+
+/// Without an announcement the bridge would learn the new port from the container's first
+/// frame; until then an earlier holder's port, which detach deletes in the background, may
+/// still hold the MAC's forwarding entry. The hook points the entry at the new port itself
+/// (one request, no broadcast). When the kernel refuses, the caller announces instead.
+fn forwarded_to_port(host: &mut Netlink, record: &Record, index: u32) -> bool {
+    let Some(mac) = record.mac else {
+        return false;
+    };
+    match host.forward_mac_to(index, mac) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::debug!(veth = %record.veth, error = %e, "cannot set the port's forwarding entry; announcing instead");
+            false
+        }
+    }
 }
 
 /// How long the hook waits for the bridge to forward the new port.
@@ -447,19 +481,25 @@ fn wait_until_forwarding(host: &mut Netlink, index: u32, veth: &str) -> Result<(
     }
 }
 
-/// Inside the container's namespace: addresses on ethwe, ethwe and lo up, neighbours told,
-/// and a route to weave DNS when no subnet of the container holds its address.
+/// Inside the container's namespace: addresses on ethwe, ethwe and lo up, neighbours told
+/// when `announce`, and a route to weave DNS when no subnet of the container holds its
+/// address.
 fn configure_inside(
     record: &Record,
     dns_route: Option<Ipv4Addr>,
     gateway: Option<(Ipv4Addr, bool)>,
+    announce: bool,
 ) -> Result<()> {
     let mut nl = Netlink::open().map_err(Error::netlink("open netlink socket in the container"))?;
     let ethwe = ethwe_of(&mut nl)?;
     // With arp_notify the kernel sends a gratuitous ARP for every address when the link
-    // comes up, so neighbours drop a stale entry for a reused address.
-    let sysctl = format!("/proc/sys/net/ipv4/conf/{CONTAINER_IFNAME}/arp_notify");
-    fs::write(&sysctl, b"1").map_err(Error::io(format!("write {sysctl}")))?;
+    // comes up, so neighbours drop a stale entry for a reused address. Not needed when
+    // every earlier holder of the address had ethwe's MAC (derived from it): the broadcast
+    // goes to every port of the bridge, and costs milliseconds on a full one.
+    if announce {
+        let sysctl = format!("/proc/sys/net/ipv4/conf/{CONTAINER_IFNAME}/arp_notify");
+        fs::write(&sysctl, b"1").map_err(Error::io(format!("write {sysctl}")))?;
+    }
     for addr in &record.addrs {
         nl.add_address(ethwe, *addr)
             .map_err(Error::netlink(format!("add {addr} to ethwe")))?;

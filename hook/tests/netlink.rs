@@ -728,6 +728,111 @@ fn two_ids_with_one_veth_name_do_not_hurt_each_other() {
     assert!(!dir.path().join("addrs/10.2.0.81").exists());
 }
 
+/// ethwe's `arp_notify`, inside the container: whether the kernel announces its addresses.
+fn announces(c: &Container) -> bool {
+    c.run("cat /proc/sys/net/ipv4/conf/ethwe/arp_notify").trim() == "1"
+}
+
+#[test]
+fn a_neighbour_with_a_stale_entry_reaches_a_reused_first_address_without_an_announcement() {
+    if !root_or_skip(
+        "a_neighbour_with_a_stale_entry_reaches_a_reused_first_address_without_an_announcement",
+    ) {
+        return;
+    }
+    docker_host();
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(dir.path());
+    let watcher = Container::start("watcher");
+    attach(&s, &watcher.state("10.2.0.30/24")).unwrap();
+    let mut first = Container::start("first");
+    attach(&s, &first.state("10.2.0.31/24")).unwrap();
+    watcher.run("busybox ping -c 1 -W 2 10.2.0.31");
+    let old_mac = first.ethwe_mac();
+    assert!(watcher.run("ip neigh show 10.2.0.31").contains(&old_mac));
+    first.kill();
+    detach(&s, &first.id).unwrap();
+    // The reused address comes first: ethwe gets the same MAC, and nothing is broadcast.
+    let second = Container::start("second");
+    attach(&s, &second.state("10.2.0.31/24")).unwrap();
+    assert_eq!(second.ethwe_mac(), old_mac);
+    assert!(!announces(&second), "no gratuitous ARP for a derived MAC");
+    // The bridge forwards the MAC to the new port before the container sends anything.
+    let veth = host_veth_name(&second.id);
+    assert!(
+        sh(&format!("bridge fdb show dev {veth}")).contains(&old_mac),
+        "the bridge's entry for {old_mac} points at {veth}"
+    );
+    // The watcher's entry, learned from the old holder, takes it to the new one at once.
+    assert!(watcher.run("ip neigh show 10.2.0.31").contains(&old_mac));
+    assert!(watcher.pings("10.2.0.31"), "the new holder answers");
+}
+
+#[test]
+fn an_address_once_held_second_is_announced_when_it_comes_back_first() {
+    if !root_or_skip("an_address_once_held_second_is_announced_when_it_comes_back_first") {
+        return;
+    }
+    docker_host();
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(dir.path());
+    let watcher = Container::start("watcher");
+    attach(&s, &watcher.state("10.2.0.40/24")).unwrap();
+    let mut pair = Container::start("pair");
+    attach(&s, &pair.state("10.2.0.41/24 10.2.0.42/24")).unwrap();
+    assert!(announces(&pair), "a second address is announced");
+    watcher.run("busybox ping -c 1 -W 2 10.2.0.42");
+    let old_mac = pair.ethwe_mac();
+    assert!(watcher.run("ip neigh show 10.2.0.42").contains(&old_mac));
+    pair.kill();
+    detach(&s, &pair.id).unwrap();
+    // 10.2.0.42 now comes first, under its own derived MAC: neighbours must be told.
+    let alone = Container::start("alone");
+    attach(&s, &alone.state("10.2.0.42/24")).unwrap();
+    let new_mac = alone.ethwe_mac();
+    assert_ne!(new_mac, old_mac);
+    assert!(
+        announces(&alone),
+        "an address once held under another MAC is announced"
+    );
+    let mut neigh = String::new();
+    for _ in 0..100 {
+        neigh = watcher.run("ip neigh show 10.2.0.42");
+        if neigh.contains(&new_mac) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    panic!("watcher still has {neigh:?}, expected {new_mac}");
+}
+
+#[test]
+fn bridge_ports_have_no_ipv6() {
+    if !root_or_skip("bridge_ports_have_no_ipv6") {
+        return;
+    }
+    docker_host();
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(dir.path());
+    let c = Container::start("nov6");
+    let record = attach(&s, &c.state("10.2.0.50/24")).unwrap().unwrap();
+    let disabled = std::fs::read_to_string(format!(
+        "/proc/sys/net/ipv6/conf/{}/disable_ipv6",
+        record.veth
+    ))
+    .unwrap();
+    assert_eq!(disabled.trim(), "1");
+    // With a carrier (ethwe is up) still no IPv6 address and no route on the port.
+    assert!(sh(&format!("ip -6 addr show dev {}", record.veth))
+        .trim()
+        .is_empty());
+    assert!(
+        sh(&format!("ip -6 route show table all dev {}", record.veth))
+            .trim()
+            .is_empty()
+    );
+}
+
 #[test]
 fn ethwe_gets_the_mac_of_its_first_address_and_the_record_keeps_it() {
     if !root_or_skip("ethwe_gets_the_mac_of_its_first_address_and_the_record_keeps_it") {

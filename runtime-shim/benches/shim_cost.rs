@@ -1,20 +1,38 @@
 //! What weave-runtime costs, measured against runc in one run on one machine:
 //! - per call, when it only passes through: `--version` and `state` via the shim vs runc;
-//! - per `docker run --rm bb true`: `--runtime runc` vs `--runtime weave` without weave
-//!   options (passthrough) vs `--runtime weave --annotation weave.cidr=...` (hook attached).
+//! - per `docker run --rm bb true`, one daemon: `--runtime runc --network none` vs
+//!   `--runtime weave --network none` with an address, at Docker's default settings
+//!   (daemon.json `runtimes.weave.path` only), without weave options (passthrough), and
+//!   declared with `runtimeArgs` (how the end-to-end tests declare it: dockerd then runs it
+//!   through a generated shell script), and vs Docker's default bridge network;
+//! - per `podman run --rm bb true`: `--network none` vs the same with an address through
+//!   the hooks.d file `weave-setup podman` writes vs podman's default network (netavark).
 //!
-//! Run as root: `cargo build --release -p weave-hook && cargo bench -p weave-runtime`.
+//! Run as root: `cargo build --release -p weave-hook -p weave-setup && cargo bench -p
+//! weave-runtime [passthrough|docker|podman]`; `WEAVE_BENCH_BIN_DIR` names another directory
+//! holding weave-runtime, weave-hook and weave-setup (scripts/bench.sh: the static builds).
+//! `WEAVE_BENCH_RUNS=N`: runs per engine row (default 20).
 //! Calls alternate between the variants so drift affects all of them alike.
 
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use weave_e2e::docker::{Dockerd, IMAGE};
+use weave_e2e::podman::{Podman, IMAGE as PODMAN_IMAGE};
 use weave_e2e::{Rootfs, TestHost};
 
 const SHIM: &str = env!("CARGO_BIN_EXE_weave-runtime");
 const CALLS: usize = 300;
-const DOCKER_RUNS: usize = 20;
+/// `docker run` / `podman run` per row, unless `WEAVE_BENCH_RUNS` says otherwise.
+const ENGINE_RUNS: usize = 20;
+
+fn engine_runs() -> usize {
+    std::env::var("WEAVE_BENCH_RUNS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(ENGINE_RUNS)
+}
 
 fn time(cmd: &mut Command) -> Duration {
     let start = Instant::now();
@@ -46,7 +64,7 @@ fn compare(title: &str, n: usize, variants: &mut [(&str, &mut dyn FnMut() -> Dur
     let medians: Vec<Duration> = samples.into_iter().map(median).collect();
     for ((name, _), m) in variants.iter().zip(&medians) {
         println!(
-            "  {name:<55} {:>8.2} ms   x{:.2}",
+            "  {name:<60} {:>8.2} ms   x{:.2}",
             ms(*m),
             m.as_secs_f64() / medians[0].as_secs_f64()
         );
@@ -87,46 +105,204 @@ fn passthrough() {
     );
 }
 
+/// Runs `cmd` (an engine's `run ... IMAGE`, completed here with a command that lists
+/// ethwe's addresses) and panics unless ethwe carries `addr`.
+fn assert_attached(cmd: &mut Command, addr: &str) {
+    let out = cmd
+        .args(["ip", "-o", "-4", "addr", "show", "ethwe"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("inet {addr} ")),
+        "the container has no {addr} on ethwe: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Where the binaries under test are: `WEAVE_BENCH_BIN_DIR` (scripts/bench.sh points it at
+/// the static release builds users install), else this build's.
+fn bin_dir() -> PathBuf {
+    std::env::var_os("WEAVE_BENCH_BIN_DIR")
+        .filter(|d| !d.is_empty())
+        .map_or_else(weave_e2e::bin_dir, PathBuf::from)
+}
+
+/// weave-hook's default state directory, `/run/weave`, replaced in the daemon's private
+/// mount namespace by a tmpfs (as `/run` is on a systemd host): a daemon.json with the
+/// runtime's path only uses the defaults, and the machine's own `/run/weave` stays as it
+/// was. The mount point is made if missing, and removed again if it was made here.
+struct DefaultStateDir {
+    made: bool,
+}
+
+impl DefaultStateDir {
+    const PATH: &'static str = "/run/weave";
+
+    fn new() -> Self {
+        let made = !Path::new(Self::PATH).exists();
+        if made {
+            std::fs::create_dir_all(Self::PATH).unwrap();
+        }
+        Self { made }
+    }
+
+    /// The mount, for [`Dockerd::start_with_setup`].
+    fn setup(&self) -> String {
+        format!("mount -t tmpfs -o mode=0755 weave-bench {}", Self::PATH)
+    }
+}
+
+impl Drop for DefaultStateDir {
+    fn drop(&mut self) {
+        if self.made {
+            // Empty on the machine's side: the tmpfs was mounted only in the daemon's namespace.
+            let _ = std::fs::remove_dir(Self::PATH);
+        }
+    }
+}
+
+/// Rows of `docker run --rm`, all against one daemon: runc and weave with `--network none`,
+/// weave at Docker's default settings (daemon.json `runtimes.weave.path` only) and, labelled,
+/// through `runtimeArgs` (dockerd then runs the runtime via a generated shell script), and
+/// runc on Docker's default bridge network.
 fn docker_runs() {
+    let bins = bin_dir();
     let host = TestHost::new();
     let state = tempfile::tempdir().unwrap();
-    let dockerd = Dockerd::start(
-        &host,
-        &[
-            "--weave-bridge=wvbench".to_owned(),
-            format!("--weave-state-dir={}", state.path().display()),
-        ],
-    );
+    let default_state = DefaultStateDir::new();
+    let dir = Dockerd::new_dir();
+    let runtime = bins.join("weave-runtime");
+    let config = serde_json::json!({
+        "runtimes": {
+            "weave": {"path": runtime},
+            "weave-args": {"path": runtime, "runtimeArgs": [
+                "--weave-bridge=wvbench".to_owned(),
+                format!("--weave-state-dir={}", state.path().display()),
+            ]},
+        },
+        // docker0 inside the throwaway host, in the project's test range.
+        "bip": "10.2.250.1/24",
+        "storage-driver": "vfs",
+    });
+    std::fs::write(Dockerd::config_path(dir.path()), config.to_string()).unwrap();
+    let dockerd = Dockerd::start_with_setup(&host, dir, Some(&default_state.setup()));
     dockerd.import(&Rootfs::busybox());
     let run = |extra: &[&str]| {
         let mut cmd = dockerd.docker();
         cmd.args(["run", "--rm"]).args(extra).args([IMAGE, "true"]);
         time(&mut cmd)
     };
-    let runc = ["--runtime", "runc"];
-    let passthrough = ["--runtime", "weave"];
+    let none = ["--network", "none"];
+    let runc = [&["--runtime", "runc"][..], &none].concat();
+    let passthrough = [&["--runtime", "weave"][..], &none].concat();
     let attach = [
-        "--runtime",
-        "weave",
-        "--annotation",
-        "weave.cidr=10.2.0.5/24",
-    ];
-    // One warm-up of each, so first-use costs (bridge creation) are not in the samples.
-    run(&runc);
-    run(&attach);
+        &[
+            "--runtime",
+            "weave",
+            "--annotation",
+            "weave.cidr=10.2.0.5/24",
+        ][..],
+        &none,
+    ]
+    .concat();
+    let attach_args = [
+        &[
+            "--runtime",
+            "weave-args",
+            "--annotation",
+            "weave.cidr=10.2.0.6/24",
+        ][..],
+        &none,
+    ]
+    .concat();
+    let bridge = ["--runtime", "runc"];
+    // One warm-up of each, so first-use costs (bridges, firewall rules) are not in the samples.
+    for extra in [&runc[..], &passthrough, &attach, &attach_args, &bridge] {
+        run(extra);
+    }
+    // The weave rows measure an attach: the container's first instruction sees its address.
+    for (extra, addr) in [(&attach, "10.2.0.5/24"), (&attach_args, "10.2.0.6/24")] {
+        let mut cmd = dockerd.docker();
+        cmd.args(["run", "--rm"]).args(extra).args([IMAGE]);
+        assert_attached(&mut cmd, addr);
+    }
     compare(
         "docker run --rm bb true",
-        DOCKER_RUNS,
+        engine_runs(),
         &mut [
-            ("--runtime runc", &mut || run(&runc)),
-            (
-                "--runtime weave, no weave options (passthrough)",
-                &mut || run(&passthrough),
-            ),
-            (
-                "--runtime weave --annotation weave.cidr=10.2.0.5/24",
-                &mut || run(&attach),
-            ),
+            (DOCKER_RUNC, &mut || run(&runc)),
+            (DOCKER_WEAVE, &mut || run(&attach)),
+            (DOCKER_PASSTHROUGH, &mut || run(&passthrough)),
+            (DOCKER_RUNTIME_ARGS, &mut || run(&attach_args)),
+            (DOCKER_BRIDGE, &mut || run(&bridge)),
+        ],
+    );
+}
+
+const DOCKER_RUNC: &str = "--runtime runc --network none";
+const DOCKER_WEAVE: &str = "--runtime weave --network none + weave.cidr (path only)";
+const DOCKER_PASSTHROUGH: &str = "--runtime weave --network none, no weave options";
+const DOCKER_RUNTIME_ARGS: &str = "same, runtimeArgs (dockerd's wrapper script)";
+const DOCKER_BRIDGE: &str = "--runtime runc, Docker's default bridge network";
+
+const PODMAN_NONE: &str = "--network none";
+const PODMAN_WEAVE: &str = "--network none + weave.cidr (hooks.d)";
+const PODMAN_NETAVARK: &str = "podman's default network (netavark)";
+
+/// Rows of `podman run --rm`: `--network none` alone, with weave through the hooks.d file
+/// `weave-setup podman` writes, and on podman's default network (netavark).
+fn podman_runs() {
+    let bins = bin_dir();
+    let host = TestHost::new();
+    let state = tempfile::tempdir().unwrap();
+    let hooks = tempfile::tempdir().unwrap();
+    // The hook's flags cost nothing per call (podman runs the hook directly, no wrapper).
+    let setup = Command::new(bins.join("weave-setup"))
+        .arg("podman")
+        .arg("--hooks-dir")
+        .arg(hooks.path())
+        .arg("--hook-path")
+        .arg(bins.join("weave-hook"))
+        .args(["--bridge", "wvbench"])
+        .arg("--state-dir")
+        .arg(state.path())
+        .output()
+        .unwrap();
+    assert!(
+        setup.status.success(),
+        "weave-setup podman failed: {}",
+        String::from_utf8_lossy(&setup.stderr)
+    );
+    let podman = Podman::new(&host, hooks.path());
+    podman.import(&Rootfs::busybox());
+    let run = |extra: &[&str]| {
+        let mut cmd = podman.command();
+        cmd.args(["run", "--rm"])
+            .args(extra)
+            .args([PODMAN_IMAGE, "true"]);
+        time(&mut cmd)
+    };
+    let none = ["--network", "none"];
+    let attach = [
+        "--network",
+        "none",
+        "--annotation",
+        "weave.cidr=10.2.0.7/24",
+    ];
+    for extra in [&none[..], &attach, &[]] {
+        run(extra);
+    }
+    let mut cmd = podman.command();
+    cmd.args(["run", "--rm"]).args(attach).args([PODMAN_IMAGE]);
+    assert_attached(&mut cmd, "10.2.0.7/24");
+    compare(
+        "podman run --rm bb true",
+        engine_runs(),
+        &mut [
+            (PODMAN_NONE, &mut || run(&none)),
+            (PODMAN_WEAVE, &mut || run(&attach)),
+            (PODMAN_NETAVARK, &mut || run(&[])),
         ],
     );
 }
@@ -143,5 +319,8 @@ fn main() {
     }
     if wants("docker") {
         docker_runs();
+    }
+    if wants("podman") {
+        podman_runs();
     }
 }

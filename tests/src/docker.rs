@@ -56,11 +56,29 @@ impl<'h> Dockerd<'h> {
 
     /// Starts dockerd on `dir`/daemon.json, which the caller wrote; waits until it answers.
     pub fn start_with_config(host: &'h TestHost, dir: tempfile::TempDir) -> Self {
+        Self::start_with_setup(host, dir, None)
+    }
+
+    /// As [`Dockerd::start_with_config`], with `setup` (a shell command, e.g. a mount) run
+    /// first in the daemon's private mount namespace: what it mounts only the daemon and
+    /// what it starts (containerd, runc, hooks) see, and it goes away with them.
+    pub fn start_with_setup(
+        host: &'h TestHost,
+        dir: tempfile::TempDir,
+        setup: Option<&str>,
+    ) -> Self {
         let log = fs::File::create(dir.path().join("dockerd.log")).unwrap();
-        // nsenter and unshare (without --fork) exec in place: the child's pid is dockerd's.
-        let daemon = host
-            .command("unshare")
-            .args(["--mount", "--propagation", "private", "--", "dockerd"])
+        // nsenter, unshare (without --fork) and sh's exec run in place: the child's pid is
+        // dockerd's.
+        let mut daemon = host.command("unshare");
+        daemon.args(["--mount", "--propagation", "private", "--"]);
+        match setup {
+            Some(setup) => {
+                daemon.args(["sh", "-c", &format!("{setup} && exec dockerd \"$@\""), "sh"])
+            }
+            None => daemon.arg("dockerd"),
+        };
+        let daemon = daemon
             .arg("--config-file")
             .arg(Self::config_path(dir.path()))
             .arg("--data-root")

@@ -1,5 +1,6 @@
-//! The floor: the netlink requests weave-hook's attach makes, in the same order, from this
-//! already-running process: no spawn, no argument or state parsing, no store, no logging.
+//! The floor: the netlink requests (and sysctl writes) weave-hook's attach makes, in the
+//! same order, from this already-running process: no spawn, no argument or state parsing,
+//! no store, no logging.
 //! The host-side socket is opened once; the container-side one cannot be (it belongs to the
 //! container's new namespace).
 
@@ -28,20 +29,24 @@ pub struct Floor {
 }
 
 impl Floor {
+    /// As weave-hook attaches one address: ethwe's MAC is derived from it, and no
+    /// gratuitous ARP is sent.
     pub fn new(bridge: &str, subnet: Ipv4Net, label: &str) -> Self {
         Self {
             bridge: bridge.to_string(),
             subnet,
             label: label.to_string(),
-            announce: true,
+            announce: false,
             host: None,
         }
     }
 
-    /// The same without the gratuitous ARP: shows what the broadcast costs on a busy bridge.
-    pub fn silent(bridge: &str, subnet: Ipv4Net, label: &str) -> Self {
+    /// The same with the gratuitous ARP (arp_notify), as weave-hook sends it for second
+    /// addresses and addresses once held under another MAC: shows what the broadcast costs
+    /// on a busy bridge.
+    pub fn announcing(bridge: &str, subnet: Ipv4Net, label: &str) -> Self {
         Self {
-            announce: false,
+            announce: true,
             ..Self::new(bridge, subnet, label)
         }
     }
@@ -107,14 +112,21 @@ impl Method for Floor {
         let container_ns = Netns::open(Path::new(&container.netns_path()))?;
         let bridge = host.link_by_name(&self.bridge)?.context("bridge is gone")?;
         host.delete_link(&veth)?;
-        host.create_veth(&VethRequest {
+        let mac = weave_core::mac::Mac::for_address(addr.addr());
+        let index = host.create_veth(&VethRequest {
             host_name: &veth,
             bridge_index: bridge.index,
             peer_name: "ethwe",
             peer_netns: container_ns.file().as_fd(),
-            peer_mac: Some(weave_core::mac::Mac::for_address(addr.addr())),
+            peer_mac: Some(mac),
             mtu: None,
         })?;
+        // As weave-hook: no IPv6 on the bridge port, and without an announcement the
+        // bridge's entry for ethwe's MAC set to the port.
+        std::fs::write(format!("/proc/sys/net/ipv6/conf/{veth}/disable_ipv6"), b"1")?;
+        if !announce {
+            host.forward_mac_to(index, mac)?;
+        }
         container_ns.run_in(home, || configure_inside(addr, announce))??;
         Ok(millis(start.elapsed()))
     }

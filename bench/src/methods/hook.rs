@@ -142,7 +142,31 @@ impl Method for WeaveHook {
             }
         }
         let (mut cmd, input) = self.command(false, container, n);
-        timing::time(&mut cmd, &input).map(Some)
+        let took = timing::time(&mut cmd, &input)?;
+        self.wait_for_deletion(n)?;
+        Ok(Some(took))
+    }
+}
+
+/// How long a detach's background deletion of the host veth may take before the harness
+/// goes on anyway.
+const DELETION_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl WeaveHook {
+    /// Waits, untimed, until the veth that detach deletes in a background child is gone:
+    /// the next sample's attach would otherwise meet that deletion in the kernel (it holds
+    /// the RTNL lock for longer the more ports the bridge has), which the floor's
+    /// synchronous deletion never leaves behind, and measure it as its own.
+    fn wait_for_deletion(&self, n: usize) -> Result<()> {
+        let id = weave_core::id::ContainerId::parse(&container_id(&self.tag, n))
+            .context("a benchmark container id")?;
+        let veth = weave_core::settings::host_veth_name(&id);
+        let mut nl = weave_hook::netlink::Netlink::open().context("open netlink socket")?;
+        let deadline = std::time::Instant::now() + DELETION_PATIENCE;
+        while nl.link_by_name(&veth)?.is_some() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        Ok(())
     }
 }
 

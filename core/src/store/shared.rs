@@ -142,6 +142,8 @@ impl Store {
             record,
             previous: None,
             joined: true,
+            // No new interface: nothing to announce.
+            announce: false,
         }))
     }
 
