@@ -28,12 +28,16 @@ samples=${SAMPLES:-200}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
 bin=$CARGO_TARGET_DIR/release
 . scripts/bench-lib.sh
+. scripts/bench-mesh.sh
 
 bench_deps
+bench_mesh_deps
 bench_start
+# The mesh benchmark's leftovers first, then the rest (with the exit status kept).
+trap 'st=$?; bench_mesh_cleanup; (exit $st); bench_cleanup' EXIT
 
 echo "bench: building (release)"
-cargo build --release --quiet -p weave-bench
+cargo build --release --quiet -p weave-bench -p weave-mesh
 # What users install: the static builds of scripts/build-release.sh.
 static=$(scripts/build-release.sh weave-hook weave-runtime | tail -n 1)
 mkdir -p bench/results
@@ -41,6 +45,9 @@ echo "bench: load before: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores"
 
 TMPDIR=$bench_work "$bin/weave-bench" run --work "$bench_work/run" --out bench/results --samples "$samples" \
 	--hook "$static/weave-hook" --runtime "$static/weave-runtime"
+
+echo "bench: the mesh (weave-bench mesh: simulated hosts, real weave-mesh agents and etcd)"
+bench_mesh "$bin/weave-bench" "$static/weave-hook" "$bin/weave-mesh" bench/results
 
 shim_cost=()
 if [ "${BENCH_SKIP_DOCKER:-0}" != 1 ]; then

@@ -153,17 +153,26 @@ pub fn run(args: MeshArgs, hook: PathBuf, mesh_bin: PathBuf) -> Result<()> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("run as root: the mesh benchmark creates network namespaces and starts etcd");
     }
-    for tool in ["etcd", "etcdctl", "iperf3", "ping", "openssl", "nsenter", "bridge"] {
+    for tool in [
+        "etcd", "etcdctl", "iperf3", "ping", "openssl", "nsenter", "bridge",
+    ] {
         if !on_path(tool) {
-            bail!("{tool} is not installed (scripts/bench.sh installs what the mesh benchmark needs)");
+            bail!(
+                "{tool} is not installed (scripts/bench.sh installs what the mesh benchmark needs)"
+            );
         }
     }
     let wants = |p| args.only.is_empty() || args.only.contains(&p);
     let scratch = tempfile::Builder::new().prefix("wvbmesh").tempdir()?;
-    let work = args.work.clone().unwrap_or_else(|| scratch.path().to_path_buf());
+    let work = args
+        .work
+        .clone()
+        .unwrap_or_else(|| scratch.path().to_path_buf());
     std::fs::create_dir_all(&work).with_context(|| format!("create {}", work.display()))?;
     let mut results = MeshResults {
-        started: super::command_output(std::process::Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"])),
+        started: super::command_output(
+            std::process::Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]),
+        ),
         load_before: super::loadavg(),
         load_after: String::new(),
         nproc: std::thread::available_parallelism().map_or(0, usize::from),
@@ -175,7 +184,10 @@ pub fn run(args: MeshArgs, hook: PathBuf, mesh_bin: PathBuf) -> Result<()> {
         results.pair = Some(pair(&args, &hook, &mesh_bin, &work.join("pair"))?);
     }
     if wants(MeshPart::Scale) {
-        eprintln!("weave-bench mesh: {} hosts x {} containers", args.hosts, args.per_host);
+        eprintln!(
+            "weave-bench mesh: {} hosts x {} containers",
+            args.hosts, args.per_host
+        );
         let mut world = World::new(&mesh_bin, &work.join("scale-logs"))?;
         let c = measure::many_hosts(
             &mut world,
@@ -232,9 +244,18 @@ fn pair(args: &MeshArgs, hook: &Path, mesh_bin: &Path, work: &Path) -> Result<Pa
     let (rtt_same, rtt_cross, pings_sent) =
         measure::rtt_same_and_cross(&a1, a2.addr, b1.addr, args.pings, args.ping_rounds)?;
     let (overlay, underlay) = throughput(&world, (a, b), (&a1, &b1), args)?;
-    let mut join_ready = Series::new("agent start to state.json (etcd reachable)".into(), crate::methods::Role::Probe);
-    let mut join_first = Series::new("first attach on a new host (block claim)".into(), crate::methods::Role::Ours);
-    let mut join_reach = Series::new("agent start to first ping reply from an existing host".into(), crate::methods::Role::Ours);
+    let mut join_ready = Series::new(
+        "agent start to state.json (etcd reachable)".into(),
+        crate::methods::Role::Probe,
+    );
+    let mut join_first = Series::new(
+        "first attach on a new host (block claim)".into(),
+        crate::methods::Role::Ours,
+    );
+    let mut join_reach = Series::new(
+        "agent start to first ping reply from an existing host".into(),
+        crate::methods::Role::Ours,
+    );
     let mut joined: Vec<Attached> = Vec::new();
     for j in 0..args.joins {
         let n = FIRST_JOINER + u8::try_from(j).context("at most 100 joining hosts")?;
@@ -271,14 +292,23 @@ fn throughput(
     let mut overlay = Vec::new();
     let mut underlay = Vec::new();
     for _ in 0..args.iperf_rounds {
-        overlay.push(measure::iperf(&cb.netns_path(), cb.addr, &ca.netns_path(), args.iperf_secs)?);
-        underlay.push(measure::iperf(&ns(b), world.nodes[b].sim.addr(), &ns(a), args.iperf_secs)?);
+        overlay.push(measure::iperf(
+            &cb.netns_path(),
+            cb.addr,
+            &ca.netns_path(),
+            args.iperf_secs,
+        )?);
+        underlay.push(measure::iperf(
+            &ns(b),
+            world.nodes[b].sim.addr(),
+            &ns(a),
+            args.iperf_secs,
+        )?);
     }
     Ok((overlay, underlay))
 }
 
 fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|paths| {
-        std::env::split_paths(&paths).any(|dir| dir.join(program).is_file())
-    })
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
 }

@@ -23,6 +23,8 @@ use crate::timing::millis;
 const REACH_WITHIN: Duration = Duration::from_secs(30);
 /// How long a many-host mesh may take to converge.
 const CONVERGE_WITHIN: Duration = Duration::from_secs(120);
+/// Longer than the agents' publication period (1 s).
+const PUBLISH_SETTLE: Duration = Duration::from_secs(3);
 /// The port of the throughput measurement's iperf3 server.
 const IPERF_PORT: &str = "5201";
 
@@ -64,7 +66,11 @@ pub fn attach_on(node: &Node, hook: &mut WeaveHook, n: usize) -> Result<Attached
     let container = Container::start()?;
     let ms = in_netns(node.netns(), || hook.attach(&container, n))?;
     let addr = node.address_of(&container_id(&hook.tag, n))?;
-    Ok(Attached { container, addr, ms })
+    Ok(Attached {
+        container,
+        addr,
+        ms,
+    })
 }
 
 fn detach_on(node: &Node, hook: &mut WeaveHook, mut c: Attached, n: usize) -> Result<()> {
@@ -82,7 +88,10 @@ pub fn attach_with_and_without(
 ) -> Result<(Series, Series)> {
     let mut hm = hook_on(hook_bin, mesh.state_dir(), work, "mesh");
     let mut hs = hook_on(hook_bin, single.state_dir(), work, "single");
-    let mut with = Series::new("attach, weave-mesh running (blocks owned)".into(), Role::Ours);
+    let mut with = Series::new(
+        "attach, weave-mesh running (blocks owned)".into(),
+        Role::Ours,
+    );
     let mut without = Series::new("attach, single host (no agent)".into(), Role::Floor);
     for n in 0..warmup + samples {
         let one = |node: &Node, hook: &mut WeaveHook| -> Result<f64> {
@@ -158,7 +167,11 @@ pub fn rtt_same_and_cross(
     }
     let sent = per_round * rounds.max(1);
     if s.ms.is_empty() || x.ms.is_empty() {
-        bail!("no ping got an answer (same host {}, across {})", s.ms.len(), x.ms.len());
+        bail!(
+            "no ping got an answer (same host {}, across {})",
+            s.ms.len(),
+            x.ms.len()
+        );
     }
     Ok((s, x, sent))
 }
@@ -229,9 +242,20 @@ pub struct Join {
 
 /// Part 2 and 5: adds a host, starts its agent, attaches a container as soon as the agent is
 /// ready, and pings it from `from` (every 10 ms) until it answers.
-pub fn join(world: &mut World, n: u8, hook_bin: &Path, work: &Path, from: &Attached) -> Result<Join> {
+pub fn join(
+    world: &mut World,
+    n: u8,
+    hook_bin: &Path,
+    work: &Path,
+    from: &Attached,
+) -> Result<Join> {
     let i = world.add_host(n);
-    let mut hook = hook_on(hook_bin, world.nodes[i].state_dir(), work, &format!("join{n}"));
+    let mut hook = hook_on(
+        hook_bin,
+        world.nodes[i].state_dir(),
+        work,
+        &format!("join{n}"),
+    );
     let container = Container::start()?;
     let t0 = Instant::now();
     world.start_agent(i)?;
@@ -262,7 +286,10 @@ fn first_attach(node: &Node, hook: &mut WeaveHook, container: &Container, n: usi
     loop {
         match in_netns(node.netns(), || hook.attach(container, n)) {
             Ok(ms) => return Ok(ms),
-            Err(e) if format!("{e:#}").contains("is starting") && start.elapsed() < Duration::from_secs(1) => {
+            Err(e)
+                if format!("{e:#}").contains("is starting")
+                    && start.elapsed() < Duration::from_secs(1) =>
+            {
                 std::thread::sleep(Duration::from_millis(1));
             }
             Err(e) => return Err(e),
@@ -337,7 +364,10 @@ pub fn many_hosts(
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let mut first = Series::new(format!("first attach on a host ({hosts}-host mesh)"), Role::Ours);
+    let mut first = Series::new(
+        format!("first attach on a host ({hosts}-host mesh)"),
+        Role::Ours,
+    );
     let mut rest = Series::new(format!("attach ({hosts}-host mesh)"), Role::Ours);
     let mut firsts: Vec<Attached> = Vec::new();
     let mut keep: Vec<Attached> = Vec::new();
@@ -350,7 +380,11 @@ pub fn many_hosts(
                 let ms = first_attach(node, &mut hook, &container, n)?;
                 let addr = node.address_of(&container_id(&hook.tag, n))?;
                 first.push(ms);
-                firsts.push(Attached { container, addr, ms });
+                firsts.push(Attached {
+                    container,
+                    addr,
+                    ms,
+                });
             } else {
                 let c = attach_on(node, &mut hook, n)?;
                 rest.push(c.ms);
@@ -363,11 +397,15 @@ pub fn many_hosts(
         .iter()
         .filter(|c| ping(&from, c.addr, 1, 0.2).is_ok_and(|r| !r.is_empty()))
         .count();
+    // The agents publish new addresses within a second: let the last ones land first.
+    std::thread::sleep(PUBLISH_SETTLE);
     let (_, rev0, _) = world.etcd_load()?;
     std::thread::sleep(idle);
     let (keys, rev1, db) = world.etcd_load()?;
+    let mut converged_ms: Vec<f64> = converged.into_iter().flatten().collect();
+    converged_ms.sort_by(f64::total_cmp);
     Ok(Converged {
-        converged_ms: converged.into_iter().flatten().collect(),
+        converged_ms,
         first_attach: first,
         attach: rest,
         reachable,

@@ -18,7 +18,13 @@ const FONT: &str = "sans-serif";
 
 /// Writes the mesh block into `benchmarks` (appended with a heading the first time) and
 /// the plot to `png`, linked as `link`.
-pub fn write(results: &MeshResults, benchmarks: &Path, font: &Path, png: &Path, link: &str) -> Result<()> {
+pub fn write(
+    results: &MeshResults,
+    benchmarks: &Path,
+    font: &Path,
+    png: &Path,
+    link: &str,
+) -> Result<()> {
     draw(results, font, png)?;
     let markdown = std::fs::read_to_string(benchmarks)
         .with_context(|| format!("read {}", benchmarks.display()))?;
@@ -27,8 +33,13 @@ pub fn write(results: &MeshResults, benchmarks: &Path, font: &Path, png: &Path, 
         (Some(b), Some(e)) if b < e => {
             format!("{}{BEGIN}\n{block}{}", &markdown[..b], &markdown[e..])
         }
-        (None, None) => format!("{markdown}\n## The mesh (weave-mesh, simulated hosts)\n\n{BEGIN}\n{block}{END}\n"),
-        _ => bail!("{}: the markers {BEGIN} and {END} are broken", benchmarks.display()),
+        (None, None) => format!(
+            "{markdown}\n## The mesh (weave-mesh, simulated hosts)\n\n{BEGIN}\n{block}{END}\n"
+        ),
+        _ => bail!(
+            "{}: the markers {BEGIN} and {END} are broken",
+            benchmarks.display()
+        ),
     };
     std::fs::write(benchmarks, new).with_context(|| format!("write {}", benchmarks.display()))
 }
@@ -110,7 +121,12 @@ fn pair(out: &mut String, p: &Pair) {
         row(out, s);
     }
     let lost = |s: &Series| p.pings_sent.saturating_sub(s.ms.len());
-    let gbps = |v: &[f64]| v.iter().map(|g| format!("{g:.2}")).collect::<Vec<_>>().join(", ");
+    let gbps = |v: &[f64]| {
+        v.iter()
+            .map(|g| format!("{g:.2}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let _ = writeln!(
         out,
         "\nAttach rows: interleaved, alternating order, each followed by its detach; the mesh \
@@ -192,11 +208,16 @@ pub fn draw(r: &MeshResults, font: &Path, png: &Path) -> Result<()> {
             let n = sorted.len() as f64;
             chart
                 .draw_series(LineSeries::new(
-                    sorted.into_iter().enumerate().map(|(k, x)| (x, (k + 1) as f64 / n)),
+                    sorted
+                        .into_iter()
+                        .enumerate()
+                        .map(|(k, x)| (x, (k + 1) as f64 / n)),
                     color.stroke_width(2),
                 ))?
                 .label(s.name.clone())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3)));
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3))
+                });
         }
         chart
             .configure_series_labels()
@@ -231,7 +252,8 @@ pub fn draw(r: &MeshResults, font: &Path, png: &Path) -> Result<()> {
         }
         chart.draw_series(LineSeries::new(steps, RED.stroke_width(2)))?;
     }
-    root.present().with_context(|| format!("write {}", png.display()))?;
+    root.present()
+        .with_context(|| format!("write {}", png.display()))?;
     Ok(())
 }
 

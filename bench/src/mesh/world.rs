@@ -7,6 +7,7 @@
 //! /proc/PID/cmdline), hosts, etcd, its namespace, the underlay.
 
 use std::net::Ipv4Addr;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -75,7 +76,8 @@ impl Agent {
     /// still names its state directory.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let cmdline = std::fs::read(format!("/proc/{}/cmdline", child.id())).unwrap_or_default();
+            let cmdline =
+                std::fs::read(format!("/proc/{}/cmdline", child.id())).unwrap_or_default();
             if String::from_utf8_lossy(&cmdline).contains(&*self.state_dir.to_string_lossy()) {
                 let _ = child.kill();
             }
@@ -141,9 +143,22 @@ impl Node {
             .unwrap_or_default()
     }
 
-    /// The remote VTEPs in this host's VXLAN FDB.
+    /// The remote VTEPs in this host's VXLAN FDB (none while the agent has not made the
+    /// device yet).
     pub fn fdb_peers(&self) -> Result<usize> {
-        let out = output(self.sim.host.command("bridge").args(["fdb", "show", "dev", "vx-weave"]))?;
+        let out = self
+            .sim
+            .host
+            .command("bridge")
+            .args(["fdb", "show", "dev", "vx-weave"])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .context("run bridge fdb show")?;
+        if !out.status.success() {
+            return Ok(0);
+        }
+        let out = String::from_utf8_lossy(&out.stdout);
         let mut dsts: Vec<&str> = out
             .lines()
             .filter_map(|l| l.split(" dst ").nth(1))
@@ -210,12 +225,22 @@ impl World {
     pub fn start_agent(&mut self, i: usize) -> Result<()> {
         let node = &self.nodes[i];
         let log = self.logs.join(format!("{}.log", node.name));
-        let file = std::fs::File::create(&log).with_context(|| format!("create {}", log.display()))?;
+        let file =
+            std::fs::File::create(&log).with_context(|| format!("create {}", log.display()))?;
         let (ca, cert, key) = self.etcd.client_tls();
-        let child = node
-            .sim
-            .host
-            .command(&self.mesh_bin)
+        let mut cmd = node.sim.host.command(&self.mesh_bin);
+        // SAFETY: only an async-signal-safe syscall between fork and exec. The agent (nsenter
+        // execs it in place) dies with weave-bench even when weave-bench is killed; the
+        // signal follows the thread that spawned it, the main thread here.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd
             .arg("--etcd")
             .arg(self.etcd.endpoints().join(","))
             .arg("--etcd-cacert")
@@ -244,16 +269,20 @@ impl World {
 
     /// etcd's view: (keys under /weave/, revision, database bytes).
     pub fn etcd_load(&self) -> Result<(usize, u64, u64)> {
-        let keys = output(self.etcdctl().args(["get", "--prefix", "/weave/", "--keys-only"]))?
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .count();
+        let keys = output(
+            self.etcdctl()
+                .args(["get", "--prefix", "/weave/", "--keys-only"]),
+        )?
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .count();
         let status = output(
             self.etcdctl()
                 .arg(format!("--endpoints={}", self.etcd.endpoint(0)))
                 .args(["endpoint", "status", "-w", "json"]),
         )?;
-        let v: serde_json::Value = serde_json::from_str(&status).context("etcdctl endpoint status")?;
+        let v: serde_json::Value =
+            serde_json::from_str(&status).context("etcdctl endpoint status")?;
         let first = &v[0]["Status"];
         let revision = first["header"]["revision"].as_u64().unwrap_or(0);
         let db = first["dbSize"].as_u64().unwrap_or(0);
