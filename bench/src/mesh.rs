@@ -88,11 +88,12 @@ pub struct Pair {
     pub rtt_cross: Series,
     /// Pings sent on each side (lost ones have no RTT).
     pub pings_sent: usize,
-    pub tcp_overlay_gbps: Vec<f64>,
-    pub tcp_underlay_gbps: Vec<f64>,
+    pub tcp: Tcp,
     pub iperf_secs: u32,
     /// Each joining host: agent start until state.json says etcd is reachable.
     pub join_ready: Series,
+    /// Each joining host: agent start until host A's FDB had it.
+    pub join_in_fdb: Series,
     /// Each joining host's first attach (a block claim through the agent and etcd).
     pub join_first_attach: Series,
     /// Each joining host: agent start until a container on host A gets a ping reply from
@@ -243,7 +244,7 @@ fn pair(args: &MeshArgs, hook: &Path, mesh_bin: &Path, work: &Path) -> Result<Pa
     let b1 = measure::attach_on(&world.nodes[b], &mut hb, 0)?;
     let (rtt_same, rtt_cross, pings_sent) =
         measure::rtt_same_and_cross(&a1, a2.addr, b1.addr, args.pings, args.ping_rounds)?;
-    let (overlay, underlay) = throughput(&world, (a, b), (&a1, &b1), args)?;
+    let tcp = throughput(&world, (a, b), (&a1, &b1), args)?;
     let mut join_ready = Series::new(
         "agent start to state.json (etcd reachable)".into(),
         crate::methods::Role::Probe,
@@ -256,11 +257,16 @@ fn pair(args: &MeshArgs, hook: &Path, mesh_bin: &Path, work: &Path) -> Result<Pa
         "agent start to first ping reply from an existing host".into(),
         crate::methods::Role::Ours,
     );
+    let mut join_in_fdb = Series::new(
+        "agent start to the new host in an existing host's FDB".into(),
+        crate::methods::Role::Probe,
+    );
     let mut joined: Vec<Attached> = Vec::new();
     for j in 0..args.joins {
         let n = FIRST_JOINER + u8::try_from(j).context("at most 100 joining hosts")?;
-        let join = measure::join(&mut world, n, hook, work, &a1)?;
+        let join = measure::join(&mut world, n, (a, &a1), hook, work)?;
         join_ready.push(join.ready_ms);
+        join_in_fdb.push(join.in_fdb_ms);
         join_first.push(join.first_attach_ms);
         join_reach.push(join.reachable_ms);
         joined.push(join.container);
@@ -271,13 +277,20 @@ fn pair(args: &MeshArgs, hook: &Path, mesh_bin: &Path, work: &Path) -> Result<Pa
         rtt_same,
         rtt_cross,
         pings_sent,
-        tcp_overlay_gbps: overlay,
-        tcp_underlay_gbps: underlay,
+        tcp,
         iperf_secs: args.iperf_secs,
         join_ready,
+        join_in_fdb,
         join_first_attach: join_first,
         join_reachable: join_reach,
     })
+}
+
+/// TCP throughput runs, Gbit/s.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Tcp {
+    pub overlay: Vec<f64>,
+    pub underlay: Vec<f64>,
 }
 
 /// Part 4: TCP from a container on A to one on B vs from host A to host B on the underlay,
@@ -287,25 +300,24 @@ fn throughput(
     (a, b): (usize, usize),
     (ca, cb): (&Attached, &Attached),
     args: &MeshArgs,
-) -> Result<(Vec<f64>, Vec<f64>)> {
+) -> Result<Tcp> {
     let ns = |i: usize| PathBuf::from(format!("/run/netns/{}", world.nodes[i].netns()));
-    let mut overlay = Vec::new();
-    let mut underlay = Vec::new();
+    let mut tcp = Tcp::default();
     for _ in 0..args.iperf_rounds {
-        overlay.push(measure::iperf(
+        tcp.overlay.push(measure::iperf(
             &cb.netns_path(),
             cb.addr,
             &ca.netns_path(),
             args.iperf_secs,
         )?);
-        underlay.push(measure::iperf(
+        tcp.underlay.push(measure::iperf(
             &ns(b),
             world.nodes[b].sim.addr(),
             &ns(a),
             args.iperf_secs,
         )?);
     }
-    Ok((overlay, underlay))
+    Ok(tcp)
 }
 
 fn on_path(program: &str) -> bool {

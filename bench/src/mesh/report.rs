@@ -100,7 +100,7 @@ pub fn render(r: &MeshResults, link: &str) -> String {
 fn pair(out: &mut String, p: &Pair) {
     let attach = median(&p.attach_mesh) / median(&p.attach_single);
     let rtt = median(&p.rtt_cross) / median(&p.rtt_same);
-    let tcp = mean(&p.tcp_overlay_gbps) / mean(&p.tcp_underlay_gbps);
+    let tcp = mean(&p.tcp.overlay) / mean(&p.tcp.underlay);
     let _ = writeln!(
         out,
         "**Headline (one run):** attach with weave-mesh running ×{attach:.2} the single-host \
@@ -114,6 +114,7 @@ fn pair(out: &mut String, p: &Pair) {
         &p.attach_single,
         &p.join_first_attach,
         &p.join_ready,
+        &p.join_in_fdb,
         &p.join_reachable,
         &p.rtt_same,
         &p.rtt_cross,
@@ -129,26 +130,28 @@ fn pair(out: &mut String, p: &Pair) {
     };
     let _ = writeln!(
         out,
-        "\nAttach rows: interleaved, alternating order, each followed by its detach; the mesh \
-         host owns its block already. Joining hosts: one after the other, each a new host whose \
+        "\nAttach rows: interleaved, alternating order, each followed by its detach; one \
+         other container stays attached on each side; the mesh host owns its block already. Joining hosts: one after the other, each a new host whose \
          agent starts at 0; its first attach claims a block through the agent and etcd; \
          \"reachable\" is the first reply to pings every 10 ms from a container on an existing \
          host. Pings: {} per side in alternating rounds, {} and {} lost (same host, across).\n\n\
          TCP (iperf3, {} s per run, alternating): container→container across hosts {} Gbit/s; \
-         host→host on the underlay {} Gbit/s. Both cross the same underlay veths and bridge; \
-         the overlay adds VXLAN encapsulation, the weave bridge and the containers' veths, all \
-         on the same CPUs.\n",
+         host→host on the underlay {} Gbit/s. Both cross the same underlay veths and bridge; the \
+         overlay adds VXLAN encapsulation and decapsulation, the weave bridges (with a Docker \
+         host's firewall: bridged traffic through iptables) and the containers' veths, all on \
+         the same CPUs; the underlay's TCP crosses the veths as 64 KiB segments end to end.\n",
         p.pings_sent,
         lost(&p.rtt_same),
         lost(&p.rtt_cross),
         p.iperf_secs,
-        gbps(&p.tcp_overlay_gbps),
-        gbps(&p.tcp_underlay_gbps),
+        gbps(&p.tcp.overlay),
+        gbps(&p.tcp.underlay),
     );
 }
 
 fn scale(out: &mut String, s: &Scale) {
     let last = s.converged_ms.iter().copied().fold(0.0, f64::max);
+    let first = s.converged_ms.iter().copied().fold(f64::INFINITY, f64::min);
     let _ = writeln!(
         out,
         "**{} hosts × {} containers:** all {} agents started at once; every host had the {} \
@@ -161,7 +164,7 @@ fn scale(out: &mut String, s: &Scale) {
         s.hosts,
         s.hosts.saturating_sub(1),
         ms(last),
-        ms(s.converged_ms.first().copied().unwrap_or(0.0)),
+        ms(first),
         s.reachable,
         s.hosts.saturating_sub(1),
         s.etcd_keys,
@@ -242,11 +245,14 @@ pub fn draw(r: &MeshResults, font: &Path, png: &Path) -> Result<()> {
             .configure_mesh()
             .x_desc("seconds since the agents started")
             .y_desc("hosts with every peer in their FDB")
+            .y_label_formatter(&|v| format!("{v:.0}"))
             .label_style((FONT, 15))
             .axis_desc_style((FONT, 16))
             .draw()?;
+        let mut times = s.converged_ms.clone();
+        times.sort_by(f64::total_cmp);
         let mut steps = vec![(0.0, 0.0)];
-        for (k, t) in s.converged_ms.iter().enumerate() {
+        for (k, t) in times.iter().enumerate() {
             steps.push((t / 1e3, k as f64));
             steps.push((t / 1e3, (k + 1) as f64));
         }
@@ -283,10 +289,13 @@ mod tests {
                 rtt_same: series("rs", &[0.05]),
                 rtt_cross: series("rx", &[0.10]),
                 pings_sent: 2,
-                tcp_overlay_gbps: vec![8.0],
-                tcp_underlay_gbps: vec![10.0],
+                tcp: super::super::Tcp {
+                    overlay: vec![8.0],
+                    underlay: vec![10.0],
+                },
                 iperf_secs: 1,
                 join_ready: series("jr", &[100.0]),
+                join_in_fdb: series("jd", &[150.0]),
                 join_first_attach: series("jf", &[20.0]),
                 join_reachable: series("jx", &[300.0]),
             }),

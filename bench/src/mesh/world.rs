@@ -145,7 +145,7 @@ impl Node {
 
     /// The remote VTEPs in this host's VXLAN FDB (none while the agent has not made the
     /// device yet).
-    pub fn fdb_peers(&self) -> Result<usize> {
+    pub fn fdb_dsts(&self) -> Result<Vec<Ipv4Addr>> {
         let out = self
             .sim
             .host
@@ -156,17 +156,39 @@ impl Node {
             .output()
             .context("run bridge fdb show")?;
         if !out.status.success() {
-            return Ok(0);
+            return Ok(Vec::new());
         }
-        let out = String::from_utf8_lossy(&out.stdout);
-        let mut dsts: Vec<&str> = out
+        let mut dsts: Vec<Ipv4Addr> = String::from_utf8_lossy(&out.stdout)
             .lines()
             .filter_map(|l| l.split(" dst ").nth(1))
             .filter_map(|rest| rest.split_whitespace().next())
+            .filter_map(|ip| ip.parse().ok())
             .collect();
         dsts.sort_unstable();
         dsts.dedup();
-        Ok(dsts.len())
+        Ok(dsts)
+    }
+
+    /// How many remote VTEPs this host's VXLAN FDB has.
+    pub fn fdb_peers(&self) -> Result<usize> {
+        self.fdb_dsts().map(|d| d.len())
+    }
+
+    /// Polls this host's FDB every 10 ms until it has `peer`; the instant it did.
+    pub fn wait_fdb_has(&self, peer: Ipv4Addr, within: Duration) -> Result<Instant> {
+        let start = Instant::now();
+        loop {
+            if self.fdb_dsts()?.contains(&peer) {
+                return Ok(Instant::now());
+            }
+            if start.elapsed() > within {
+                bail!(
+                    "{} never had {peer} in its FDB within {within:?}",
+                    self.name
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// The first address weave-hook gave container `id` on this host.
