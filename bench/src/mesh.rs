@@ -113,6 +113,9 @@ pub struct Scale {
     pub reachable: usize,
     pub etcd_keys: usize,
     pub idle_writes_per_s: f64,
+    /// etcd revisions from before the first attach until the last address was published,
+    /// per container (block claims and address publications).
+    pub writes_per_attach: f64,
     pub etcd_db_bytes: u64,
 }
 
@@ -207,6 +210,7 @@ pub fn run(args: MeshArgs, hook: PathBuf, mesh_bin: PathBuf) -> Result<()> {
             reachable: c.reachable,
             etcd_keys: c.etcd_keys,
             idle_writes_per_s: c.idle_writes_per_s,
+            writes_per_attach: c.writes_per_attach,
             etcd_db_bytes: c.etcd_db_bytes,
         });
     }
@@ -246,7 +250,7 @@ fn pair(args: &MeshArgs, hook: &Path, mesh_bin: &Path, work: &Path) -> Result<Pa
         measure::rtt_same_and_cross(&a1, a2.addr, b1.addr, args.pings, args.ping_rounds)?;
     let tcp = throughput(&world, (a, b), (&a1, &b1), args)?;
     let mut join_ready = Series::new(
-        "agent start to state.json (etcd reachable)".into(),
+        "agent start to ready (state.json complete)".into(),
         crate::methods::Role::Probe,
     );
     let mut join_first = Series::new(

@@ -354,6 +354,7 @@ pub struct Converged {
     pub etcd_keys: usize,
     /// etcd revisions per second while the mesh idles (writes), and the database size.
     pub idle_writes_per_s: f64,
+    pub writes_per_attach: f64,
     pub etcd_db_bytes: u64,
 }
 
@@ -390,6 +391,7 @@ pub fn many_hosts(
         Role::Ours,
     );
     let mut rest = Series::new(format!("attach ({hosts}-host mesh)"), Role::Ours);
+    let (_, rev_before, _) = world.etcd_load()?;
     let mut firsts: Vec<Attached> = Vec::new();
     let mut keep: Vec<Attached> = Vec::new();
     for node in &world.nodes {
@@ -432,6 +434,7 @@ pub fn many_hosts(
         reachable,
         etcd_keys: keys,
         idle_writes_per_s: rev1.saturating_sub(rev0) as f64 / idle.as_secs_f64(),
+        writes_per_attach: rev0.saturating_sub(rev_before) as f64 / (hosts * per_host) as f64,
         etcd_db_bytes: db,
     })
 }

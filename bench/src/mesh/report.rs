@@ -157,8 +157,9 @@ fn scale(out: &mut String, s: &Scale) {
         "**{} hosts × {} containers:** all {} agents started at once; every host had the {} \
          others in its VXLAN FDB after {} ms (first host {} ms). From the first host's first \
          container, {} of {} other hosts' first containers answered a ping. etcd: {} keys \
-         under the prefix, {:.1} writes/s while the mesh idles (revisions; lease renewals do \
-         not count), database {} KiB.\n",
+         under the prefix, {:.2} writes per attach (block claims and address publications), \
+         {:.1} writes/s while the mesh idles (revisions; lease renewals do not count), \
+         database {} KiB.\n",
         s.hosts,
         s.per_host,
         s.hosts,
@@ -168,6 +169,7 @@ fn scale(out: &mut String, s: &Scale) {
         s.reachable,
         s.hosts.saturating_sub(1),
         s.etcd_keys,
+        s.writes_per_attach,
         s.idle_writes_per_s,
         s.etcd_db_bytes / 1024,
     );
