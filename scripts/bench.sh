@@ -7,6 +7,8 @@
 #      (scripts/build-release.sh: release, statically linked);
 #   3. weave-bench run: attach/detach latency of weave-hook vs the CNI bridge plugin, netavark,
 #      a pipework-style script and the netlink floor; scale; concurrency; peak RSS;
+#   3b. weave-bench mesh: the weave mesh on simulated hosts with real weave-mesh agents and
+#      etcd (attach with vs without the agent, joining hosts, RTT and TCP across hosts, 20 hosts);
 #   4. weave-runtime's own benchmark (cargo bench -p weave-runtime): per-call passthrough
 #      cost and `docker run --rm` with --runtime weave vs runc;
 #   5. weave-bench report: BENCHMARKS.md's tables, bench/README-section.md and
