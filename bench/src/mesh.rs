@@ -24,6 +24,8 @@ const HOST_A: u8 = 1;
 const HOST_B: u8 = 2;
 const SINGLE: u8 = 100;
 const FIRST_JOINER: u8 = 10;
+/// Hosts without an agent whose first attach is compared with a joining host's.
+const FIRST_NEW_SINGLE: u8 = 110;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum MeshPart {
@@ -96,6 +98,8 @@ pub struct Pair {
     pub join_in_fdb: Series,
     /// Each joining host's first attach (a block claim through the agent and etcd).
     pub join_first_attach: Series,
+    /// The first attach on a fresh host without an agent, one before each joining host.
+    pub first_attach_single: Series,
     /// Each joining host: agent start until a container on host A gets a ping reply from
     /// a container on it.
     pub join_reachable: Series,
@@ -265,10 +269,23 @@ fn pair(args: &MeshArgs, hook: &Path, mesh_bin: &Path, work: &Path) -> Result<Pa
         "agent start to the new host in an existing host's FDB".into(),
         crate::methods::Role::Probe,
     );
+    let mut first_single = Series::new(
+        "first attach on a new host without agent".into(),
+        crate::methods::Role::Floor,
+    );
     let mut joined: Vec<Attached> = Vec::new();
     for j in 0..args.joins {
-        let n = FIRST_JOINER + u8::try_from(j).context("at most 100 joining hosts")?;
-        let join = measure::join(&mut world, n, (a, &a1), hook, work)?;
+        let j8 = u8::try_from(j)
+            .ok()
+            .filter(|j| *j < 80)
+            .context("at most 80 joining hosts")?;
+        // The same first attach on a fresh host without an agent: what the claim adds.
+        let fresh = world.add_host(FIRST_NEW_SINGLE + j8);
+        let mut hf = hook_on(hook, world.nodes[fresh].state_dir(), work, "fresh");
+        let c = measure::attach_on(&world.nodes[fresh], &mut hf, 0)?;
+        first_single.push(c.ms);
+        joined.push(c);
+        let join = measure::join(&mut world, FIRST_JOINER + j8, (a, &a1), hook, work)?;
         join_ready.push(join.ready_ms);
         join_in_fdb.push(join.in_fdb_ms);
         join_first.push(join.first_attach_ms);
@@ -286,6 +303,7 @@ fn pair(args: &MeshArgs, hook: &Path, mesh_bin: &Path, work: &Path) -> Result<Pa
         join_ready,
         join_in_fdb,
         join_first_attach: join_first,
+        first_attach_single: first_single,
         join_reachable: join_reach,
     })
 }

@@ -113,6 +113,7 @@ fn pair(out: &mut String, p: &Pair) {
         &p.attach_mesh,
         &p.attach_single,
         &p.join_first_attach,
+        &p.first_attach_single,
         &p.join_ready,
         &p.join_in_fdb,
         &p.join_reachable,
@@ -132,7 +133,8 @@ fn pair(out: &mut String, p: &Pair) {
         out,
         "\nAttach rows: interleaved, alternating order, each followed by its detach; one \
          other container stays attached on each side; the mesh host owns its block already. Joining hosts: one after the other, each a new host whose \
-         agent starts at 0; its first attach claims a block through the agent and etcd; \
+         agent starts at 0; its first attach claims a block through the agent and etcd (compared with \
+         the first attach on a fresh host without an agent, just before); \
          \"reachable\" is the first reply to pings every 10 ms from a container on an existing \
          host. Pings: {} per side in alternating rounds, {} and {} lost (same host, across).\n\n\
          TCP (iperf3, {} s per run, alternating): container→container across hosts {} Gbit/s; \
@@ -299,6 +301,7 @@ mod tests {
                 join_ready: series("jr", &[100.0]),
                 join_in_fdb: series("jd", &[150.0]),
                 join_first_attach: series("jf", &[20.0]),
+                first_attach_single: series("fs", &[10.0]),
                 join_reachable: series("jx", &[300.0]),
             }),
             scale: None,
