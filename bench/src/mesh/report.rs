@@ -141,7 +141,7 @@ fn pair(out: &mut String, p: &Pair) {
          host→host on the underlay {} Gbit/s. Both cross the same underlay veths and bridge; the \
          overlay adds VXLAN encapsulation and decapsulation, the weave bridges (with a Docker \
          host's firewall: bridged traffic through iptables) and the containers' veths, all on \
-         the same CPUs; the underlay's TCP crosses the veths as 64 KiB segments end to end.\n",
+         the same CPUs; the underlay's TCP crosses nothing else.\n",
         p.pings_sent,
         lost(&p.rtt_same),
         lost(&p.rtt_cross),
