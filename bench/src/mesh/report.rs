@@ -181,6 +181,22 @@ fn scale(out: &mut String, s: &Scale) {
     out.push('\n');
 }
 
+/// 1-2-5 steps from `lo` to `hi`, for a log axis.
+fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
+    let mut ticks = Vec::new();
+    let mut exp = lo.log10().floor() as i32;
+    while 10f64.powi(exp) <= hi {
+        ticks.extend(
+            [1.0, 2.0, 5.0]
+                .iter()
+                .map(|m| m * 10f64.powi(exp))
+                .filter(|t| (lo..=hi).contains(t)),
+        );
+        exp += 1;
+    }
+    ticks
+}
+
 /// Two panels: RTT CDFs, and hosts converged over time.
 pub fn draw(r: &MeshResults, font: &Path, png: &Path) -> Result<()> {
     let bytes = std::fs::read(font).with_context(|| format!("read font {}", font.display()))?;
@@ -191,20 +207,22 @@ pub fn draw(r: &MeshResults, font: &Path, png: &Path) -> Result<()> {
     let (left, right) = root.split_horizontally(700);
     if let Some(p) = &r.pair {
         let series = [&p.rtt_same, &p.rtt_cross];
-        let hi = series
-            .iter()
-            .flat_map(|s| s.ms.iter().copied())
-            .fold(0.0, f64::max)
-            .max(0.01);
+        let all = || series.iter().flat_map(|s| s.ms.iter().copied());
+        let lo = all().fold(f64::INFINITY, f64::min).max(0.001) * 0.8;
+        let hi = all().fold(0.0, f64::max).max(lo * 2.0) * 1.25;
         let mut chart = ChartBuilder::on(&left)
             .caption("Ping RTT between containers", (FONT, 22))
             .margin(15)
             .x_label_area_size(45)
             .y_label_area_size(60)
-            .build_cartesian_2d(0f64..hi * 1.05, 0f64..1f64)?;
+            .build_cartesian_2d(
+                (lo..hi).log_scale().with_key_points(log_ticks(lo, hi)),
+                0f64..1f64,
+            )?;
         chart
             .configure_mesh()
-            .x_desc("milliseconds")
+            .x_desc("milliseconds (log scale)")
+            .x_label_formatter(&|v| format!("{v:.2}"))
             .y_desc("fraction of pings ≤ x")
             .label_style((FONT, 15))
             .axis_desc_style((FONT, 16))
@@ -278,6 +296,12 @@ mod tests {
             role: Role::Ours,
             ms: ms.to_vec(),
         }
+    }
+
+    #[test]
+    fn log_ticks_step_one_two_five() {
+        assert_eq!(log_ticks(0.05, 2.5), vec![0.05, 0.1, 0.2, 0.5, 1.0, 2.0]);
+        assert_eq!(log_ticks(0.07, 0.3), vec![0.1, 0.2]);
     }
 
     #[test]
