@@ -7,6 +7,8 @@
 #      (scripts/build-release.sh: release, statically linked);
 #   3. weave-bench run: attach/detach latency of weave-hook vs the CNI bridge plugin, netavark,
 #      a pipework-style script and the netlink floor; scale; concurrency; peak RSS;
+#   3b. weave-bench mesh: the weave mesh on simulated hosts with real weave-mesh agents and
+#      etcd (attach with vs without the agent, joining hosts, RTT and TCP across hosts, 20 hosts);
 #   4. weave-runtime's own benchmark (cargo bench -p weave-runtime), on the static builds:
 #      per-call passthrough cost; `docker run --rm --network none` with weave at Docker's
 #      default settings vs runc (and via runtimeArgs, and vs Docker's default bridge);
@@ -30,12 +32,16 @@ samples=${SAMPLES:-200}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
 bin=$CARGO_TARGET_DIR/release
 . scripts/bench-lib.sh
+. scripts/bench-mesh.sh
 
 bench_deps
+bench_mesh_deps
 bench_start
+# The mesh benchmark's leftovers first, then the rest (with the exit status kept).
+trap 'st=$?; bench_mesh_cleanup; (exit $st); bench_cleanup' EXIT
 
 echo "bench: building (release)"
-cargo build --release --quiet -p weave-bench
+cargo build --release --quiet -p weave-bench -p weave-mesh
 # What users install: the static builds of scripts/build-release.sh.
 static=$(scripts/build-release.sh weave-hook weave-runtime weave-setup | tail -n 1)
 mkdir -p bench/results
@@ -43,6 +49,9 @@ echo "bench: load before: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores"
 
 TMPDIR=$bench_work "$bin/weave-bench" run --work "$bench_work/run" --out bench/results --samples "$samples" \
 	--hook "$static/weave-hook" --runtime "$static/weave-runtime"
+
+echo "bench: the mesh (weave-bench mesh: simulated hosts, real weave-mesh agents and etcd)"
+bench_mesh "$bin/weave-bench" "$static/weave-hook" "$bin/weave-mesh" bench/results
 
 shim_cost=()
 if [ "${BENCH_SKIP_DOCKER:-0}" != 1 ]; then

@@ -7,6 +7,7 @@
 mod concurrency;
 mod latency;
 mod memory;
+mod mesh;
 mod methods;
 mod plot;
 mod report;
@@ -58,6 +59,8 @@ enum Cmd {
     Run(RunArgs),
     /// Write BENCHMARKS.md's tables, the README section and the plot from results.json.
     Report(ReportArgs),
+    /// Measure the weave mesh on simulated hosts with real agents and etcd; writes mesh.json.
+    Mesh(mesh::MeshArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -137,6 +140,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Cmd::Run(args) => run(args),
         Cmd::Report(args) => report(args),
+        Cmd::Mesh(args) => mesh_run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -397,6 +401,23 @@ fn run(args: RunArgs) -> Result<()> {
     Ok(())
 }
 
+fn mesh_run(args: mesh::MeshArgs) -> Result<()> {
+    let hook = sibling(args.hook.clone(), "weave-hook")?;
+    let agent = sibling(args.mesh.clone(), "weave-mesh")?;
+    mesh::run(args, hook, agent)
+}
+
+/// The mesh block of BENCHMARKS.md and mesh.png, when the results hold a mesh.json.
+fn mesh_report(args: &ReportArgs) -> Result<()> {
+    let Some(results) = mesh::MeshResults::load(&args.results)? else {
+        return Ok(());
+    };
+    let png = args.results.join("mesh.png");
+    let base = args.benchmarks.parent().unwrap_or(Path::new(""));
+    let link = png.strip_prefix(base).unwrap_or(&png).display().to_string();
+    mesh::report::write(&results, &args.benchmarks, &args.font, &png, &link)
+}
+
 fn report(args: ReportArgs) -> Result<()> {
     let results = Results::load(&args.results)?;
     let shim = args
@@ -416,6 +437,7 @@ fn report(args: ReportArgs) -> Result<()> {
         args.readme.as_deref(),
         &link,
     )?;
+    mesh_report(&args)?;
     eprintln!(
         "weave-bench: wrote {}{} and {}",
         args.benchmarks.display(),

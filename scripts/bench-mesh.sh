@@ -1,0 +1,48 @@
+# Sourced by scripts/bench.sh: the mesh benchmark (`weave-bench mesh`), its dependencies
+# (etcd, openssl, iperf3) and its cleanup.
+#
+# weave-bench mesh removes everything it made when it ends, also on an error or a panic.
+# Killed (Ctrl-C reaches bench.sh, not a background job), it cannot: bench_mesh_cleanup then
+# stops it (it is still this shell's unwaited child), every process it left (agents, etcd
+# members: each names the scratch directory in its command line), and deletes the named
+# network namespaces it made, which all carry its pid (wvt<pid>x<n>, wvul..., wvbme...).
+
+bench_mesh_pid=
+
+bench_mesh_deps() {
+	scripts/deps-etcd.sh
+	. scripts/apt-lib.sh
+	apt_install_missing bench-mesh iperf3 iproute2 iputils-ping
+}
+
+bench_mesh_cleanup() {
+	local ns pid
+	[ -n "$bench_mesh_pid" ] || return 0
+	kill "$bench_mesh_pid" 2>/dev/null || true
+	wait "$bench_mesh_pid" 2>/dev/null || true
+	for _ in 1 2; do
+		for pid in $(grep -l -s -F "$bench_work" /proc/[0-9]*/cmdline | cut -d/ -f3 | sort -u); do
+			[ "$pid" = $$ ] || kill -KILL "$pid" 2>/dev/null || true
+		done
+		sleep 1
+	done
+	for ns in $(ip netns list | awk '{print $1}' | grep -E "^(wvt|wvul|wvbme|wvbmp|wve|wvu)${bench_mesh_pid}x[0-9]+$" || true); do
+		ip netns del "$ns" || true
+	done
+	bench_mesh_pid=
+}
+
+# bench_mesh WEAVE-BENCH WEAVE-HOOK WEAVE-MESH OUT [ARGS...]: runs `weave-bench mesh` with
+# results in OUT/mesh.json.
+bench_mesh() {
+	local bench=$1 hook=$2 mesh=$3 out=$4
+	shift 4
+	TMPDIR=$bench_work "$bench" mesh --work "$bench_work/mesh" --out "$out" \
+		--hook "$hook" --mesh "$mesh" "$@" &
+	bench_mesh_pid=$!
+	local status=0
+	wait "$bench_mesh_pid" || status=$?
+	# Waited for: its pid may be reused from now on.
+	bench_mesh_pid=
+	return "$status"
+}
