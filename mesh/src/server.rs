@@ -7,7 +7,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use weave_core::id::ContainerId;
 use weave_core::mesh::{Reply, Request};
@@ -99,7 +99,7 @@ fn serve_one(agent: &Agent, stream: UnixStream) -> io::Result<()> {
 
 /// The answer to one request.
 pub fn handle(agent: &Agent, request: &Request) -> Reply {
-    if !agent.is_ready() {
+    if !wait_ready(agent) {
         return not_ready(agent);
     }
     match request {
@@ -125,6 +125,24 @@ pub fn handle(agent: &Agent, request: &Request) -> Reply {
             Err(e) => failed(e),
         },
     }
+}
+
+/// How long a claim waits for a start that is under way (registered with etcd, setting the
+/// overlay up: tens of milliseconds) rather than be turned away: the hook's attach is not
+/// retried by any runtime, and a host's first attach may come right after the agent's start.
+const START_PATIENCE: Duration = Duration::from_secs(5);
+
+/// Whether the agent is ready, waiting up to [`START_PATIENCE`] while etcd answers (with
+/// etcd out of reach the start may take any time: the claim is answered at once).
+fn wait_ready(agent: &Agent) -> bool {
+    let deadline = Instant::now() + START_PATIENCE;
+    while !agent.is_ready() {
+        if !agent.etcd_reachable() || Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    true
 }
 
 /// The answer while the agent starts: it has not registered this host yet (etcd is out of
