@@ -2,7 +2,8 @@
 //! the `weave.cidr` syntax, container ids, the options a container asks with, the settings and
 //! their validators, weave-runtime's flags, the state directory's layout, records and the
 //! address store, process identity, weave DNS's name rules, its one-server protocol and its
-//! containers' resolv.conf, atomic writes.
+//! containers' resolv.conf, atomic writes; with the `watch` feature, following a directory by
+//! inotify (weave-dns, weave-mesh).
 
 pub mod cidr;
 pub mod dns;
@@ -22,3 +23,5 @@ pub mod resolv;
 pub mod runtime_flags;
 pub mod settings;
 pub mod store;
+#[cfg(feature = "watch")]
+pub mod watch;

@@ -13,85 +13,57 @@ use std::ffi::OsStr;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::thread;
-use std::time::Duration;
 
-use inotify::{EventMask, Inotify, WatchMask};
 use weave_core::fsutil;
 use weave_core::layout::StateDir;
 use weave_core::mesh::{names_file_host, RemoteNames};
+use weave_core::watch::{follow, DirWatch, Follower};
 
 use crate::records::Names;
-
-/// How often a missing mirror directory is looked for.
-const LOOK_AGAIN: Duration = Duration::from_secs(1);
-const EVENT_BUFFER: usize = 64 * 1024;
 
 /// Follows the mirror directory of `state_dir` on a thread of its own, for as long as the
 /// process runs.
 pub fn start(state_dir: &Path, names: Names) -> io::Result<()> {
-    let dir = StateDir::new(state_dir).mesh_names_dir();
+    let mut mirror = Mirror {
+        dir: StateDir::new(state_dir).mesh_names_dir(),
+        names,
+    };
     // The first read happens before this returns: a restarted weave-dns answers the other
     // hosts' names from its first query.
-    let inotify = watch(&dir).ok();
-    reload(&dir, &names);
+    let watch = mirror.rewatch();
     thread::Builder::new()
         .name("remote-names".into())
-        .spawn(move || follow(dir, names, inotify))?;
+        .spawn(move || follow(watch, &mut mirror))?;
     Ok(())
 }
 
-fn follow(dir: PathBuf, names: Names, mut inotify: Option<Inotify>) {
-    loop {
-        match inotify.take() {
-            Some(inotify) => follow_events(inotify, &dir, &names),
-            None => thread::sleep(LOOK_AGAIN),
-        }
-        inotify = watch(&dir).ok();
+/// The mirror directory, followed into the other hosts' names. While it is missing, its
+/// absence is checked every second (the default [`Follower::LOOK_AGAIN`]).
+struct Mirror {
+    dir: PathBuf,
+    names: Names,
+}
+
+impl Follower for Mirror {
+    fn rewatch(&mut self) -> Option<DirWatch> {
+        let watch = watch(&self.dir).ok();
         // Whatever was missed meanwhile, and nothing at all when the directory is gone.
-        reload(&dir, &names);
+        reload(&self.dir, &self.names);
+        watch
+    }
+
+    fn reload(&mut self) {
+        reload(&self.dir, &self.names);
+    }
+
+    fn changed(&mut self, file_name: &OsStr) {
+        apply(&self.dir, file_name, &self.names);
     }
 }
 
-fn watch(dir: &Path) -> io::Result<Inotify> {
+fn watch(dir: &Path) -> io::Result<DirWatch> {
     fsutil::check_private_dir(dir).map_err(|e| io::Error::other(e.to_string()))?;
-    let inotify = Inotify::init()?;
-    inotify.watches().add(
-        dir,
-        WatchMask::MOVED_TO
-            | WatchMask::MOVED_FROM
-            | WatchMask::CLOSE_WRITE
-            | WatchMask::DELETE
-            | WatchMask::DELETE_SELF
-            | WatchMask::MOVE_SELF,
-    )?;
-    Ok(inotify)
-}
-
-fn follow_events(mut inotify: Inotify, dir: &Path, names: &Names) {
-    let mut buffer = vec![0u8; EVENT_BUFFER];
-    loop {
-        let events = match inotify.read_events_blocking(&mut buffer) {
-            Ok(events) => events,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                tracing::warn!(error = %e, "inotify on the mesh's names");
-                return;
-            }
-        };
-        for event in events {
-            if event
-                .mask
-                .intersects(EventMask::DELETE_SELF | EventMask::MOVE_SELF | EventMask::IGNORED)
-            {
-                return;
-            }
-            if event.mask.contains(EventMask::Q_OVERFLOW) {
-                reload(dir, names);
-            } else if let Some(name) = event.name {
-                apply(dir, name, names);
-            }
-        }
-    }
+    DirWatch::new(dir)
 }
 
 /// Reads one host's file again (it changed, or went away) and applies just that.
@@ -169,7 +141,7 @@ mod tests {
     use crate::records::Table;
     use std::net::Ipv4Addr;
     use std::os::unix::fs::PermissionsExt;
-    use std::time::Instant;
+    use std::time::{Duration, Instant};
 
     fn put(dir: &Path, m: &RemoteNames) {
         let tmp = dir.join(".tmpX");

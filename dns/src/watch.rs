@@ -13,18 +13,11 @@ use std::path::Path;
 use std::thread;
 use std::time::Duration;
 
-use inotify::{EventMask, Inotify, WatchMask};
 use thiserror::Error;
 use weave_core::store::{Store, StoreError};
+use weave_core::watch::{follow, DirWatch, Follower};
 
 use crate::records::{read_record, record_key, Names, Table};
-
-/// Re-read period when inotify is not available.
-const POLL: Duration = Duration::from_secs(1);
-/// Pause before watching again after the directory went away.
-const REWATCH: Duration = Duration::from_millis(100);
-/// Room for a few hundred events per read (each is 16 bytes and its name).
-const EVENT_BUFFER: usize = 64 * 1024;
 
 #[derive(Debug, Error)]
 pub enum WatchError {
@@ -38,89 +31,58 @@ pub enum WatchError {
 /// changes on a thread of its own, for as long as the process runs.
 pub fn start(store: Store, names: Names) -> Result<(), WatchError> {
     // Watched before the first read, so that no change falls between the two.
-    let inotify = watch_or_warn(&store.records_dir());
+    let watch = watch_or_warn(&store.records_dir());
     let (table, unreadable) = Table::load(&store).map_err(WatchError::Records)?;
     warn_unreadable(&unreadable);
     names.replace(table);
     thread::Builder::new()
         .name("records".into())
-        .spawn(move || follow(store, names, inotify))
+        .spawn(move || follow(watch, &mut Records { store, names }))
         .map_err(WatchError::Thread)?;
     Ok(())
 }
 
-fn follow(mut store: Store, names: Names, mut inotify: Option<Inotify>) {
-    loop {
-        match inotify.take() {
-            Some(inotify) => {
-                follow_events(inotify, &store, &names);
-                thread::sleep(REWATCH);
-            }
-            None => thread::sleep(POLL),
-        }
+/// The records directory, followed into the name table.
+struct Records {
+    store: Store,
+    names: Names,
+}
+
+impl Follower for Records {
+    /// Without inotify, a full re-read every second.
+    const LOOK_AGAIN: Duration = Duration::from_secs(1);
+    /// Lets the directory's removal end before it is made again.
+    const REWATCH_PAUSE: Duration = Duration::from_millis(100);
+
+    fn rewatch(&mut self) -> Option<DirWatch> {
         // The directory may have gone away (`weave-hook reset`): make it again.
-        match Store::open(store.root()) {
-            Ok(reopened) => store = reopened,
+        match Store::open(self.store.root()) {
+            Ok(reopened) => self.store = reopened,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot open the state directory; retrying");
-                continue;
+                return None;
             }
         }
-        inotify = watch_or_warn(&store.records_dir());
-        reload(&store, &names);
+        let watch = watch_or_warn(&self.store.records_dir());
+        reload(&self.store, &self.names);
+        watch
+    }
+
+    fn reload(&mut self) {
+        reload(&self.store, &self.names);
+    }
+
+    fn changed(&mut self, file_name: &OsStr) {
+        apply(&self.store.records_dir(), file_name, &self.names);
     }
 }
 
-fn watch_or_warn(dir: &Path) -> Option<Inotify> {
-    watch(dir)
+fn watch_or_warn(dir: &Path) -> Option<DirWatch> {
+    DirWatch::new(dir)
         .inspect_err(|e| {
             tracing::warn!(dir = %dir.display(), error = %e, "cannot watch; re-reading every second")
         })
         .ok()
-}
-
-fn watch(dir: &Path) -> io::Result<Inotify> {
-    let inotify = Inotify::init()?;
-    inotify.watches().add(
-        dir,
-        WatchMask::MOVED_TO
-            | WatchMask::MOVED_FROM
-            | WatchMask::CLOSE_WRITE
-            | WatchMask::DELETE
-            | WatchMask::DELETE_SELF
-            | WatchMask::MOVE_SELF,
-    )?;
-    Ok(inotify)
-}
-
-/// Applies every change to a record; returns when the directory itself goes away.
-fn follow_events(mut inotify: Inotify, store: &Store, names: &Names) {
-    let dir = store.records_dir();
-    let mut buffer = vec![0u8; EVENT_BUFFER];
-    loop {
-        let events = match inotify.read_events_blocking(&mut buffer) {
-            Ok(events) => events,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                tracing::warn!(error = %e, "inotify");
-                return;
-            }
-        };
-        for event in events {
-            if event
-                .mask
-                .intersects(EventMask::DELETE_SELF | EventMask::MOVE_SELF | EventMask::IGNORED)
-            {
-                return;
-            }
-            if event.mask.contains(EventMask::Q_OVERFLOW) {
-                tracing::info!("inotify queue overflow; re-reading every record");
-                reload(store, names);
-            } else if let Some(name) = event.name {
-                apply(&dir, name, names);
-            }
-        }
-    }
 }
 
 /// Reads one record file again (it changed, or went away) and applies just that.

@@ -12,6 +12,7 @@
 //! unless the agent is started again before.
 
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,6 +23,7 @@ use ipnet::Ipv4Net;
 use weave_core::fsutil::{self, WriteOptions};
 use weave_core::layout::StateDir;
 use weave_core::mesh::{boottime_ms, names_file_host, MeshState, NamedContainer, Peers, VERSION};
+use weave_core::watch::{follow, DirWatch, Follower};
 
 use crate::cluster::{Claim, Cluster, MeshError};
 use crate::datapath::DataPath;
@@ -609,41 +611,14 @@ impl Agent {
     /// Publishes the names within [`names::SETTLE`] of any change of the records (the
     /// maintenance tick publishes them every second too: a killed container's record stays).
     pub fn names_loop(&self) {
-        let dir = self.cfg.layout().records_dir();
-        let mut buffer = vec![0u8; 64 * 1024];
-        while !self.stopped() {
-            let mut inotify = match names::watch_records(&dir) {
-                Ok(inotify) => inotify,
-                Err(e) => {
-                    tracing::debug!("cannot watch {}: {e}", dir.display());
-                    std::thread::sleep(Duration::from_secs(1));
-                    continue;
-                }
-            };
-            self.publish_names();
-            loop {
-                match inotify.read_events_blocking(&mut buffer) {
-                    Ok(events) => {
-                        let gone = events.into_iter().any(|e| {
-                            e.mask.intersects(
-                                inotify::EventMask::DELETE_SELF
-                                    | inotify::EventMask::MOVE_SELF
-                                    | inotify::EventMask::IGNORED,
-                            )
-                        });
-                        if gone || self.stopped() {
-                            break;
-                        }
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(_) => break,
-                }
-                std::thread::sleep(names::SETTLE);
-                // Drain what came meanwhile: one pass for the burst.
-                let _ = inotify.read_events(&mut buffer);
-                self.publish_names();
-            }
+        if self.stopped() {
+            return;
         }
+        let mut records = NamesOfRecords {
+            agent: self,
+            dir: self.cfg.layout().records_dir(),
+        };
+        follow(records.rewatch(), &mut records);
     }
 
     fn set_peers(&self, peers: Vec<Ipv4Addr>) {
@@ -923,6 +898,45 @@ impl Agent {
             }
             Err(_) => {}
         }
+    }
+}
+
+/// The records directory, followed for [`Agent::names_loop`]: each burst of changes, however
+/// many files it touched, is one pass that publishes every name.
+struct NamesOfRecords<'a> {
+    agent: &'a Agent,
+    dir: PathBuf,
+}
+
+impl Follower for NamesOfRecords<'_> {
+    fn rewatch(&mut self) -> Option<DirWatch> {
+        match DirWatch::new(&self.dir) {
+            Ok(watch) => {
+                self.agent.publish_names();
+                Some(watch)
+            }
+            Err(e) => {
+                tracing::debug!("cannot watch {}: {e}", self.dir.display());
+                None
+            }
+        }
+    }
+
+    /// Nothing here: the pass after the batch reads every record.
+    fn reload(&mut self) {}
+
+    /// Nothing here: the pass after the batch reads every record.
+    fn changed(&mut self, _file_name: &OsStr) {}
+
+    fn settle(&mut self, watch: &mut DirWatch) {
+        std::thread::sleep(names::SETTLE);
+        // Drop what came meanwhile: one pass for the burst.
+        watch.discard_queued();
+        self.agent.publish_names();
+    }
+
+    fn stopped(&self) -> bool {
+        self.agent.stopped()
     }
 }
 

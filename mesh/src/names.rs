@@ -9,7 +9,6 @@ use std::io;
 use std::path::Path;
 use std::time::Duration;
 
-use inotify::{Inotify, WatchMask};
 use weave_core::mesh::{started_ms, NamedContainer};
 use weave_core::store::{Record, Store};
 
@@ -64,21 +63,6 @@ pub fn changes(
         .cloned()
         .collect();
     (puts, deletes)
-}
-
-/// An inotify watch of the records directory: every way a record comes, changes or goes.
-pub fn watch_records(dir: &Path) -> io::Result<Inotify> {
-    let inotify = Inotify::init()?;
-    inotify.watches().add(
-        dir,
-        WatchMask::MOVED_TO
-            | WatchMask::MOVED_FROM
-            | WatchMask::CLOSE_WRITE
-            | WatchMask::DELETE
-            | WatchMask::DELETE_SELF
-            | WatchMask::MOVE_SELF,
-    )?;
-    Ok(inotify)
 }
 
 #[cfg(test)]
