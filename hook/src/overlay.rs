@@ -522,40 +522,12 @@ fn sync_tables(settings: &Settings, overlay: &Overlay, peers: &BTreeSet<Ipv4Addr
         )?;
         tracing::info!(bridge = %overlay.bridge, "wrote nftables tables inet and bridge {TABLE}");
     }
-    let want_peers: BTreeSet<Vec<u8>> = peers.iter().map(|p| peer_key(overlay.port, *p)).collect();
-    let port = port_field(overlay.port);
-    let have_peers: BTreeSet<Vec<u8>> = dump(FAMILY_INET, "peers")?
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|k| k.starts_with(&port))
-        .collect();
+    let want_peers: Keys = peers.iter().map(|p| peer_key(overlay.port, *p)).collect();
+    let have_peers = present(FAMILY_INET, "peers", &port_field(overlay.port))?;
     let (want_local, have_local) = host_local_sets(&device, &local)?;
-    let changes = [
-        change(
-            FAMILY_INET,
-            "peers",
-            ElementOp::Add,
-            diff(&want_peers, &have_peers),
-        ),
-        change(
-            FAMILY_INET,
-            "peers",
-            ElementOp::Delete,
-            diff(&have_peers, &want_peers),
-        ),
-        change(
-            FAMILY_BRIDGE,
-            "host_local",
-            ElementOp::Add,
-            diff(&want_local, &have_local),
-        ),
-        change(
-            FAMILY_BRIDGE,
-            "host_local",
-            ElementOp::Delete,
-            diff(&have_local, &want_local),
-        ),
-    ];
+    let [add_peers, delete_peers] = in_step(FAMILY_INET, "peers", &want_peers, &have_peers);
+    let [add_local, delete_local] = in_step(FAMILY_BRIDGE, "host_local", &want_local, &have_local);
+    let changes = [add_peers, delete_peers, add_local, delete_local];
     if changes.iter().any(|c| !c.keys.is_empty()) {
         nftgen::apply(&changes).map_err(mesh_nft("update the mesh's nftables sets"))?;
         tracing::info!(bridge = %overlay.bridge, peers = peers.len(), host_local = local.len(), "updated the mesh's nftables sets");
@@ -574,33 +546,38 @@ pub fn sync_host_local(settings: &Settings) -> Result<()> {
     if have.is_empty() {
         return Ok(()); // no overlay on this bridge (ensure always adds weave DNS's address)
     }
-    let changes = [
-        change(
-            FAMILY_BRIDGE,
-            "host_local",
-            ElementOp::Add,
-            diff(&want, &have),
-        ),
-        change(
-            FAMILY_BRIDGE,
-            "host_local",
-            ElementOp::Delete,
-            diff(&have, &want),
-        ),
-    ];
+    let changes = in_step(FAMILY_BRIDGE, "host_local", &want, &have);
     nftgen::apply(&changes).map_err(mesh_nft("update the mesh's host-local addresses"))
 }
 
 /// The host-local keys of `device` wanted and in place.
 fn host_local_sets(device: &str, local: &BTreeSet<Ipv4Addr>) -> Result<(Keys, Keys)> {
     let want = local.iter().map(|a| local_key(device, *a)).collect();
-    let prefix = ifname_key(device);
-    let have = dump(FAMILY_BRIDGE, "host_local")?
+    let have = present(FAMILY_BRIDGE, "host_local", &ifname_key(device))?;
+    Ok((want, have))
+}
+
+/// The keys of a set that start with `prefix` (this overlay's); none when the set does not
+/// exist.
+fn present(family: u8, set: &str, prefix: &[u8]) -> Result<Keys> {
+    Ok(dump(family, set)?
         .unwrap_or_default()
         .into_iter()
-        .filter(|k| k.starts_with(&prefix))
-        .collect();
-    Ok((want, have))
+        .filter(|k| k.starts_with(prefix))
+        .collect())
+}
+
+/// What brings a set from the keys it has to the keys wanted: the keys to add, those to
+/// delete.
+fn in_step<'a>(family: u8, set: &'a str, want: &Keys, have: &Keys) -> [SetChange<'a>; 2] {
+    [
+        change(family, set, ElementOp::Add, diff(want, have)),
+        change(family, set, ElementOp::Delete, diff(have, want)),
+    ]
+}
+
+fn diff(a: &Keys, b: &Keys) -> Vec<Vec<u8>> {
+    a.difference(b).cloned().collect()
 }
 
 fn change(family: u8, set: &str, op: ElementOp, keys: Vec<Vec<u8>>) -> SetChange<'_> {
@@ -615,10 +592,6 @@ fn change(family: u8, set: &str, op: ElementOp, keys: Vec<Vec<u8>>) -> SetChange
 
 /// Set element keys, as nf_tables stores them.
 type Keys = BTreeSet<Vec<u8>>;
-
-fn diff(a: &Keys, b: &Keys) -> Vec<Vec<u8>> {
-    a.difference(b).cloned().collect()
-}
 
 /// The addresses of this host's bridge: weave DNS's and the exposed ones.
 fn host_local(settings: &Settings) -> Result<BTreeSet<Ipv4Addr>> {
