@@ -12,6 +12,7 @@ pub mod runc_env;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
@@ -101,6 +102,35 @@ pub fn run_ok(cmd: &mut Command) -> String {
 
 pub fn sh(cmd: &str) -> String {
     run_ok(Command::new("sh").arg("-c").arg(cmd))
+}
+
+/// A command's stdout then stderr, as text (for assertions and their messages).
+pub fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Polls `cond` every 10 ms, up to `limit`; returns how long it took to hold, or `None`.
+pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    loop {
+        if cond() {
+            return Some(start.elapsed());
+        }
+        if start.elapsed() > limit {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// `runc run --detach` of `bundle` as container `id`; panics with runc's words on failure.
+pub fn start(runc: &Runc, id: &str, bundle: &Bundle) {
+    let out = runc.run_detached(id, bundle);
+    assert!(out.status.success(), "{id}: {}", text(&out));
 }
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);

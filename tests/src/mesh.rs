@@ -9,9 +9,10 @@
 use std::fs::File;
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
-use std::path::Path;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 
+use crate::etcd::EtcdCluster;
 use crate::{bin, run_ok, sh, unique, Runc, TestHost};
 
 /// The underlay network of the simulated hosts: 192.168.251.0/24, inside these namespaces
@@ -133,6 +134,21 @@ impl SimHost {
         self.host.sh(script)
     }
 
+    /// The first address of container `id`'s record on this host.
+    pub fn address_of(&self, id: &str) -> Ipv4Addr {
+        let path = self.state_dir().join(format!("containers/{id}.json"));
+        let record: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let net = record["addrs"][0].as_str().unwrap();
+        net.split('/').next().unwrap().parse().unwrap()
+    }
+
+    /// The agent's state.json on this host, as JSON (`None` while absent).
+    pub fn mesh_state(&self) -> Option<serde_json::Value> {
+        let text = std::fs::read(self.state_dir().join("mesh/state.json")).ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+
     /// Runs `f` on a thread inside this host's network namespace (netlink sockets,
     /// /proc/sys/net and processes it starts are the host's), and returns its result.
     pub fn in_netns<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
@@ -157,4 +173,118 @@ pub fn in_netns<T: Send>(netns: &str, f: impl FnOnce() -> T + Send) -> T {
             Err(panic) => std::panic::resume_unwind(panic),
         }
     })
+}
+
+/// A network namespace of the test's own for the etcd members, on the underlay: `eth0`
+/// with one address per member.
+pub struct EtcdNetns {
+    pub name: String,
+    /// The members' addresses, in the order given.
+    pub ips: Vec<Ipv4Addr>,
+}
+
+impl EtcdNetns {
+    /// `hosts`: the members' host numbers on the underlay (`192.168.251.N`).
+    pub fn new(underlay: &Underlay, hosts: &[u8]) -> Self {
+        let name = unique("wvetc");
+        sh(&format!("ip netns add {name}"));
+        let ips = hosts
+            .iter()
+            .map(|n| format!("{UNDERLAY_NET}.{n}").parse().unwrap())
+            .collect();
+        let ns = Self { name, ips };
+        let port = unique("wve");
+        let addrs: String = ns
+            .ips
+            .iter()
+            .map(|ip| format!(" && ip -n {} addr add {ip}/24 dev eth0", ns.name))
+            .collect();
+        sh(&format!(
+            "ip -n {ul} link add {port} type veth peer name eth0 netns {h} && \
+             ip -n {ul} link set {port} master {b} up && \
+             ip -n {h} link set lo up && ip -n {h} link set eth0 up{addrs}",
+            ul = underlay.netns,
+            h = ns.name,
+            b = Underlay::BRIDGE,
+        ));
+        ns
+    }
+}
+
+impl Drop for EtcdNetns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// A `weave-mesh run` of a simulated host, stopped by its (unreaped, so never reused) pid.
+pub struct Agent {
+    pub name: String,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Agent {
+    /// `weave-mesh run` on `sim` as host `name`, a TLS client of `etcd`, on the host's state
+    /// directory, with `run_flags` after those, logging at debug level to `<logs>/<name>.log`.
+    pub fn start(
+        sim: &SimHost,
+        name: &str,
+        etcd: &EtcdCluster,
+        logs: &Path,
+        run_flags: &[&str],
+    ) -> Self {
+        let log = logs.join(format!("{name}.log"));
+        let file = File::create(&log).unwrap();
+        let (ca, cert, key) = etcd.client_tls();
+        let child = sim
+            .host
+            .command(bin("weave-mesh"))
+            .arg("--etcd")
+            .arg(etcd.endpoints().join(","))
+            .arg("--etcd-cacert")
+            .arg(ca)
+            .arg("--etcd-cert")
+            .arg(cert)
+            .arg("--etcd-key")
+            .arg(key)
+            .arg("run")
+            .args(["--name", name])
+            .args(["--advertise", &sim.addr().to_string()])
+            .arg("--state-dir")
+            .arg(sim.state_dir())
+            .args(run_flags)
+            .args(["--log-level", "debug"])
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .expect("start weave-mesh");
+        Self {
+            name: name.into(),
+            child: Some(child),
+            log,
+        }
+    }
+
+    /// What the agent logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL (no goodbye to etcd: its lease must run out).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }

@@ -16,132 +16,20 @@
 //!    within lease TTL + 5 s.
 
 use std::net::{Ipv4Addr, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use weave_e2e::etcd::EtcdCluster;
-use weave_e2e::mesh::{in_netns, SimHost, Underlay, UNDERLAY_NET};
+use weave_e2e::mesh::{in_netns, Agent, EtcdNetns, SimHost, Underlay};
 use weave_e2e::{
-    bin, root_or_skip, run_ok, sh, tool_or_skip, unique, Bundle, Rootfs, Runc, WeaveDns,
+    root_or_skip, run_ok, start, text, tool_or_skip, wait_for, Bundle, Rootfs, WeaveDns,
 };
 
 const LEASE_TTL_SECS: u64 = 2;
-const ETCD_IP: &str = "211";
+/// The etcd member's host number on the underlay.
+const ETCD_HOST: u8 = 211;
 /// weave DNS's address on every host's bridge (the hook's default).
 const DNS: &str = "10.32.0.1";
-
-/// A network namespace of the test's own for the etcd member, on the underlay.
-struct EtcdNetns {
-    name: String,
-}
-
-impl EtcdNetns {
-    fn new(underlay: &Underlay) -> Self {
-        let name = unique("wvdetc");
-        sh(&format!("ip netns add {name}"));
-        let ns = Self { name };
-        let port = unique("wvde");
-        sh(&format!(
-            "ip -n {ul} link add {port} type veth peer name eth0 netns {h} && \
-             ip -n {ul} link set {port} master {b} up && \
-             ip -n {h} link set lo up && ip -n {h} link set eth0 up && \
-             ip -n {h} addr add {UNDERLAY_NET}.{ETCD_IP}/24 dev eth0",
-            ul = underlay.netns,
-            h = ns.name,
-            b = Underlay::BRIDGE,
-        ));
-        ns
-    }
-}
-
-impl Drop for EtcdNetns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
-
-/// A `weave-mesh run` of a simulated host, stopped by its (unreaped, so never reused) pid.
-struct Agent {
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl Agent {
-    fn start(sim: &SimHost, name: &str, etcd: &EtcdCluster, logs: &Path) -> Self {
-        let log = logs.join(format!("{name}.log"));
-        let file = std::fs::File::create(&log).unwrap();
-        let (ca, cert, key) = etcd.client_tls();
-        let child = sim
-            .host
-            .command(bin("weave-mesh"))
-            .arg("--etcd")
-            .arg(etcd.endpoints().join(","))
-            .arg("--etcd-cacert")
-            .arg(ca)
-            .arg("--etcd-cert")
-            .arg(cert)
-            .arg("--etcd-key")
-            .arg(key)
-            .arg("run")
-            .args(["--name", name])
-            .args(["--advertise", &sim.addr().to_string()])
-            .arg("--state-dir")
-            .arg(sim.state_dir())
-            .args(["--lease-ttl", &LEASE_TTL_SECS.to_string()])
-            .args(["--log-level", "debug"])
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .spawn()
-            .expect("start weave-mesh");
-        Self {
-            child: Some(child),
-            log,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGKILL (no goodbye to etcd: its lease must run out).
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> Option<Duration> {
-    let start = Instant::now();
-    loop {
-        if cond() {
-            return Some(start.elapsed());
-        }
-        if start.elapsed() > limit {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
 
 /// One A query for `<name>.weave.local` to weave-dns, from `sim`'s host namespace: the
 /// addresses answered (empty for NXDOMAIN or no answer).
@@ -229,18 +117,6 @@ fn dns_bundle(
     b
 }
 
-fn address_of(sim: &SimHost, id: &str) -> Ipv4Addr {
-    let path = sim.state_dir().join(format!("containers/{id}.json"));
-    let record: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    let net = record["addrs"][0].as_str().unwrap();
-    net.split('/').next().unwrap().parse().unwrap()
-}
-
-fn start(runc: &Runc, id: &str, b: &Bundle) {
-    let out = runc.run_detached(id, b);
-    assert!(out.status.success(), "{id}: {}", text(&out));
-}
-
 fn fdb_has(sim: &SimHost, peer: Ipv4Addr) -> bool {
     sim.sh("bridge fdb show dev vx-weave 2>/dev/null || true")
         .contains(&format!("dst {peer}"))
@@ -254,9 +130,8 @@ fn names_resolve_across_hosts_and_go_with_their_containers_and_hosts() {
     }
     // Dropped last to first.
     let underlay = Underlay::new();
-    let etcd_ns = EtcdNetns::new(&underlay);
-    let etcd_ip: Ipv4Addr = format!("{UNDERLAY_NET}.{ETCD_IP}").parse().unwrap();
-    let mut etcd = EtcdCluster::start_in(&etcd_ns.name, &[etcd_ip], true);
+    let etcd_ns = EtcdNetns::new(&underlay, &[ETCD_HOST]);
+    let mut etcd = EtcdCluster::start_in(&etcd_ns.name, &etcd_ns.ips, true);
     let a = SimHost::new(&underlay, 1);
     let b = SimHost::new(&underlay, 2);
     let logs = tempfile::tempdir().unwrap();
@@ -268,8 +143,10 @@ fn names_resolve_across_hosts_and_go_with_their_containers_and_hosts() {
     .unwrap();
     let _dns_a = WeaveDns::started_by_hook(a.state_dir());
     let dns_b = WeaveDns::started_by_hook(b.state_dir());
-    let mut agent_a = Agent::start(&a, "hosta", &etcd, logs.path());
-    let mut agent_b = Agent::start(&b, "hostb", &etcd, logs.path());
+    let ttl = LEASE_TTL_SECS.to_string();
+    let flags = ["--lease-ttl", ttl.as_str()];
+    let mut agent_a = Agent::start(&a, "hosta", &etcd, logs.path(), &flags);
+    let mut agent_b = Agent::start(&b, "hostb", &etcd, logs.path(), &flags);
     let rootfs = Rootfs::busybox();
     let ra = a.runc();
     let sim_b = &b;
@@ -296,7 +173,7 @@ fn names_resolve_across_hosts_and_go_with_their_containers_and_hosts() {
         "srv-b",
         &dns_bundle(sim_b, &rootfs, &resolv, &["sleep", "900"], "b", None),
     );
-    let ip_b = address_of(sim_b, "srv-b");
+    let ip_b = sim_b.address_of("srv-b");
     let seen =
         wait_for(Duration::from_secs(5), || resolve(&a, "b") == [ip_b]).map(|_| attached.elapsed());
     let seen = seen.unwrap_or_else(|| {
@@ -313,7 +190,7 @@ fn names_resolve_across_hosts_and_go_with_their_containers_and_hosts() {
         seen <= Duration::from_secs(1),
         "issue 14: within 1 s of its attach"
     );
-    let ip_client = address_of(&a, "client-a");
+    let ip_client = a.address_of("client-a");
     let on_b = wait_for(Duration::from_secs(2), || {
         resolve(sim_b, "clienta") == [ip_client]
     });
@@ -394,7 +271,7 @@ fn names_resolve_across_hosts_and_go_with_their_containers_and_hosts() {
         Some(("solo", false)),
     );
     start(rb_, "solo-b", &late);
-    let (wa, wb) = (address_of(&a, "web-a"), address_of(sim_b, "web-b"));
+    let (wa, wb) = (a.address_of("web-a"), sim_b.address_of("web-b"));
     for h in [&a, sim_b] {
         let both = wait_for(Duration::from_secs(2), || {
             let mut got = resolve(h, "web");
@@ -431,8 +308,7 @@ fn names_resolve_across_hosts_and_go_with_their_containers_and_hosts() {
     // etcd unavailable: local names keep working, known remote names stay answered.
     etcd.stop_all();
     let down = wait_for(Duration::from_secs(30), || {
-        std::fs::read_to_string(a.state_dir().join("mesh/state.json"))
-            .is_ok_and(|s| s.contains("\"etcd_reachable\": false"))
+        a.mesh_state().is_some_and(|s| s["etcd_reachable"] == false)
     });
     assert!(down.is_some(), "agent A never noticed etcd down");
     assert_eq!(
@@ -445,8 +321,7 @@ fn names_resolve_across_hosts_and_go_with_their_containers_and_hosts() {
     assert_eq!(both.len(), 2, "a known remote name without etcd: {both:?}");
     etcd.restart_all();
     let back = wait_for(Duration::from_secs(30), || {
-        std::fs::read_to_string(a.state_dir().join("mesh/state.json"))
-            .is_ok_and(|s| s.contains("\"etcd_reachable\": true"))
+        a.mesh_state().is_some_and(|s| s["etcd_reachable"] == true)
     });
     assert!(
         back.is_some(),
@@ -460,7 +335,7 @@ fn names_resolve_across_hosts_and_go_with_their_containers_and_hosts() {
         "srv2-b",
         &dns_bundle(sim_b, &rootfs, &resolv, &["sleep", "900"], "b2", None),
     );
-    let ip_b2 = address_of(sim_b, "srv2-b");
+    let ip_b2 = sim_b.address_of("srv2-b");
     assert!(
         wait_for(Duration::from_secs(2), || resolve(&a, "b2") == [ip_b2]).is_some(),
         "b2 never resolved on A"
@@ -482,6 +357,6 @@ fn names_resolve_across_hosts_and_go_with_their_containers_and_hosts() {
     );
     // A's own names are unaffected; web now answers A's alone.
     assert_eq!(resolve(&a, "web"), [wa]);
-    assert_eq!(resolve(&a, "clienta"), [address_of(&a, "client-a")]);
+    assert_eq!(resolve(&a, "clienta"), [a.address_of("client-a")]);
     agent_a.kill();
 }

@@ -20,162 +20,18 @@
 //!    exactly once (A and B race for it).
 
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use weave_e2e::etcd::EtcdCluster;
-use weave_e2e::mesh::{SimHost, Underlay, UNDERLAY_NET};
-use weave_e2e::{bin, root_or_skip, run_ok, sh, tool_or_skip, unique, Bundle, Rootfs, Runc};
+use weave_e2e::mesh::{Agent, EtcdNetns, SimHost, Underlay};
+use weave_e2e::{root_or_skip, run_ok, start, text, tool_or_skip, wait_for, Bundle, Rootfs, Runc};
 
 /// The agents' lease TTL and reclaim grace in this test (defaults: 10 s and 300 s).
 const LEASE_TTL_SECS: u64 = 2;
 const RECLAIM_AFTER_SECS: u64 = 10;
-/// The etcd members' addresses on the underlay.
-const ETCD_IPS: [&str; 3] = ["201", "202", "203"];
-
-/// A network namespace of the test's own for the etcd members, on the underlay.
-struct EtcdNetns {
-    name: String,
-}
-
-impl EtcdNetns {
-    fn new(underlay: &Underlay) -> Self {
-        let name = unique("wvetc");
-        sh(&format!("ip netns add {name}"));
-        let ns = Self { name };
-        let port = unique("wve");
-        let addrs: String = ETCD_IPS
-            .iter()
-            .map(|n| {
-                format!(
-                    " && ip -n {} addr add {UNDERLAY_NET}.{n}/24 dev eth0",
-                    ns.name
-                )
-            })
-            .collect();
-        sh(&format!(
-            "ip -n {ul} link add {port} type veth peer name eth0 netns {h} && \
-             ip -n {ul} link set {port} master {b} up && \
-             ip -n {h} link set lo up && ip -n {h} link set eth0 up{addrs}",
-            ul = underlay.netns,
-            h = ns.name,
-            b = Underlay::BRIDGE,
-        ));
-        ns
-    }
-
-    fn ips() -> Vec<Ipv4Addr> {
-        ETCD_IPS
-            .iter()
-            .map(|n| format!("{UNDERLAY_NET}.{n}").parse().unwrap())
-            .collect()
-    }
-}
-
-impl Drop for EtcdNetns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
-
-/// A `weave-mesh run` of a simulated host, stopped by its (unreaped, so never reused) pid.
-struct Agent {
-    name: String,
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl Agent {
-    fn start(sim: &SimHost, name: &str, etcd: &EtcdCluster, logs: &Path) -> Self {
-        let log = logs.join(format!("{name}.log"));
-        let file = std::fs::File::create(&log).unwrap();
-        let child = sim
-            .host
-            .command(bin("weave-mesh"))
-            .args(etcd_flags(etcd))
-            .arg("run")
-            .args(["--name", name])
-            .args(["--advertise", &sim.addr().to_string()])
-            .arg("--state-dir")
-            .arg(sim.state_dir())
-            .args(["--lease-ttl", &LEASE_TTL_SECS.to_string()])
-            .args(["--reclaim-after", &RECLAIM_AFTER_SECS.to_string()])
-            .args(["--log-level", "debug"])
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .spawn()
-            .expect("start weave-mesh");
-        Self {
-            name: name.into(),
-            child: Some(child),
-            log,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGKILL (no goodbye to etcd: its lease must run out).
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn etcd_flags(etcd: &EtcdCluster) -> Vec<String> {
-    let (ca, cert, key) = etcd.client_tls();
-    vec![
-        "--etcd".into(),
-        etcd.endpoints().join(","),
-        "--etcd-cacert".into(),
-        ca.display().to_string(),
-        "--etcd-cert".into(),
-        cert.display().to_string(),
-        "--etcd-key".into(),
-        key.display().to_string(),
-    ]
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// Waits for `cond`, up to `limit`; returns how long it took, or `None`.
-fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> Option<Duration> {
-    let start = Instant::now();
-    loop {
-        if cond() {
-            return Some(start.elapsed());
-        }
-        if start.elapsed() > limit {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// The agent's state.json of a host, as JSON (None while absent).
-fn mesh_state(sim: &SimHost) -> Option<serde_json::Value> {
-    let text = std::fs::read(sim.state_dir().join("mesh/state.json")).ok()?;
-    serde_json::from_slice(&text).ok()
-}
+/// The etcd members' host numbers on the underlay.
+const ETCD_HOSTS: [u8; 3] = [201, 202, 203];
 
 /// The remote VTEPs in a host's VXLAN FDB.
 fn fdb_dsts(sim: &SimHost) -> String {
@@ -187,14 +43,6 @@ fn bundle(sim: &SimHost, rootfs: &Rootfs, args: &[&str], cidr: &str) -> Bundle {
     b.annotate("weave.cidr", cidr)
         .with_weave_hook(&sim.hook_flags(&[]));
     b
-}
-
-/// The first address of a container's record on `sim`.
-fn address_of(sim: &SimHost, id: &str) -> Ipv4Addr {
-    let path = sim.state_dir().join(format!("containers/{id}.json"));
-    let record: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    let net = record["addrs"][0].as_str().unwrap();
-    net.split('/').next().unwrap().parse().unwrap()
 }
 
 /// A host program in the network namespace of a running container.
@@ -216,11 +64,6 @@ fn ping_ok(runc: &Runc, from: &str, to: Ipv4Addr) -> bool {
         .success()
 }
 
-fn start(runc: &Runc, id: &str, b: &Bundle) {
-    let out = runc.run_detached(id, b);
-    assert!(out.status.success(), "{id}: {}", text(&out));
-}
-
 #[test]
 fn three_hosts_one_network_through_etcd_failures_and_a_dead_host() {
     let test = "three_hosts_one_network_through_etcd_failures_and_a_dead_host";
@@ -233,16 +76,18 @@ fn three_hosts_one_network_through_etcd_failures_and_a_dead_host() {
     }
     // Dropped last to first: containers, agents, hosts, etcd, its namespace, the underlay.
     let underlay = Underlay::new();
-    let etcd_ns = EtcdNetns::new(&underlay);
-    let mut etcd = EtcdCluster::start_in(&etcd_ns.name, &EtcdNetns::ips(), true);
+    let etcd_ns = EtcdNetns::new(&underlay, &ETCD_HOSTS);
+    let mut etcd = EtcdCluster::start_in(&etcd_ns.name, &etcd_ns.ips, true);
     let mut hosts: Vec<Option<SimHost>> =
         (1..=3).map(|n| Some(SimHost::new(&underlay, n))).collect();
     let logs = tempfile::tempdir().unwrap();
     let names = ["hosta", "hostb", "hostc"];
+    let (ttl, reclaim) = (LEASE_TTL_SECS.to_string(), RECLAIM_AFTER_SECS.to_string());
+    let flags = ["--lease-ttl", &ttl, "--reclaim-after", &reclaim];
     let mut agents: Vec<Agent> = hosts
         .iter()
         .zip(names)
-        .map(|(h, name)| Agent::start(h.as_ref().unwrap(), name, &etcd, logs.path()))
+        .map(|(h, name)| Agent::start(h.as_ref().unwrap(), name, &etcd, logs.path(), &flags))
         .collect();
     let rootfs = Rootfs::busybox();
     let a = hosts[0].take().unwrap();
@@ -260,13 +105,13 @@ fn three_hosts_one_network_through_etcd_failures_and_a_dead_host() {
     // Every agent up, every host in the others' FDB.
     for (h, other) in [(&a, [&b, &c]), (&b, [&a, &c]), (&c, [&a, &b])] {
         let ready = wait_for(Duration::from_secs(20), || {
-            mesh_state(h).is_some_and(|s| s["etcd_reachable"] == true)
+            h.mesh_state().is_some_and(|s| s["etcd_reachable"] == true)
                 && other
                     .iter()
                     .all(|o| fdb_dsts(h).contains(&format!("dst {}", o.addr())))
         });
         assert!(ready.is_some(), "agents not ready:\n{}", dump(&agents));
-        assert_eq!(mesh_state(h).unwrap()["mtu"], 1450, "underlay 1500 - 50");
+        assert_eq!(h.mesh_state().unwrap()["mtu"], 1450, "underlay 1500 - 50");
     }
 
     // 1. First instruction on A pings B: 20 of 20.
@@ -275,7 +120,7 @@ fn three_hosts_one_network_through_etcd_failures_and_a_dead_host() {
         "srv-b",
         &bundle(&b, &rootfs, &["sleep", "900"], "net:default"),
     );
-    let ip_b = address_of(&b, "srv-b");
+    let ip_b = b.address_of("srv-b");
     for i in 0..20 {
         let id = format!("pinger{i}");
         let target = ip_b.to_string();
@@ -310,7 +155,7 @@ fn three_hosts_one_network_through_etcd_failures_and_a_dead_host() {
     });
     let mut all: Vec<Ipv4Addr> = every
         .iter()
-        .flat_map(|(h, _)| ids.iter().map(|id| address_of(h, id)))
+        .flat_map(|(h, _)| ids.iter().map(|id| h.address_of(id)))
         .collect();
     all.sort();
     all.dedup();
@@ -343,7 +188,7 @@ fn three_hosts_one_network_through_etcd_failures_and_a_dead_host() {
         "near-b",
         &bundle(&b, &rootfs, &["sleep", "900"], "net:10.40.0.0/24"),
     );
-    let near = address_of(&b, "near-b");
+    let near = b.address_of("near-b");
     assert_ne!(near, "10.40.0.9".parse::<Ipv4Addr>().unwrap());
     assert!(
         ping_ok(&rb, "near-b", "10.40.0.9".parse().unwrap()),
@@ -404,12 +249,12 @@ fn three_hosts_one_network_through_etcd_failures_and_a_dead_host() {
         "after-kill",
         &bundle(&b, &rootfs, &["sleep", "900"], "net:default"),
     );
-    assert!(ping_ok(&ra, "many0", address_of(&b, "after-kill")));
+    assert!(ping_ok(&ra, "many0", b.address_of("after-kill")));
 
     // 6. All of etcd stopped.
     etcd.stop_all();
     let down = wait_for(Duration::from_secs(30), || {
-        mesh_state(&a).is_some_and(|s| s["etcd_reachable"] == false)
+        a.mesh_state().is_some_and(|s| s["etcd_reachable"] == false)
     });
     assert!(
         down.is_some(),
@@ -422,13 +267,13 @@ fn three_hosts_one_network_through_etcd_failures_and_a_dead_host() {
         "no-etcd",
         &bundle(&a, &rootfs, &["sleep", "900"], "net:default"),
     );
-    assert!(ping_ok(&rb, "srv-b", address_of(&a, "no-etcd")));
+    assert!(ping_ok(&rb, "srv-b", a.address_of("no-etcd")));
     let out = ra.run("outside", &bundle(&a, &rootfs, &["true"], "10.41.0.5/16"));
     assert!(!out.status.success(), "an unprovable address was granted");
     assert!(text(&out).contains("unreachable"), "{}", text(&out));
     etcd.restart_all();
     let back = wait_for(Duration::from_secs(30), || {
-        mesh_state(&a).is_some_and(|s| s["etcd_reachable"] == true)
+        a.mesh_state().is_some_and(|s| s["etcd_reachable"] == true)
     });
     assert!(
         back.is_some(),
