@@ -59,7 +59,7 @@ use weave_core::store::Store;
 
 use crate::bridge;
 use crate::error::{Error, Result};
-use crate::netlink::{Link, Netlink, Vxlan, VxlanRequest};
+use crate::netlink::{FdbEntry, Link, Netlink, Vxlan, VxlanRequest};
 use crate::nftables::{self, ifname_key};
 use crate::nftgen::{self, ElementOp, SetChange, FAMILY_BRIDGE, FAMILY_INET};
 
@@ -462,12 +462,31 @@ fn our_device(nl: &mut Netlink, overlay: &Overlay) -> Result<Link> {
     }
 }
 
+/// The forwarding entries, flood and learned, of the bridge's VXLAN device (none while there
+/// is no such device), in the calling thread's network namespace: what [`set_peers`] keeps.
+pub fn fdb(bridge: &str) -> Result<Vec<FdbEntry>> {
+    let name = vxlan_name(bridge);
+    let mut nl = Netlink::open().map_err(Error::netlink("open netlink socket"))?;
+    match nl
+        .link_by_name(&name)
+        .map_err(Error::netlink(format!("look up {name}")))?
+    {
+        Some(vx) => entries(&mut nl, &vx),
+        None => Ok(Vec::new()),
+    }
+}
+
+fn entries(nl: &mut Netlink, vx: &Link) -> Result<Vec<FdbEntry>> {
+    nl.fdb(vx.index).map_err(Error::netlink(format!(
+        "list the forwarding entries of {}",
+        vx.name
+    )))
+}
+
 /// Flood entries exactly for `peers`; every entry (flood or learned) of another remote out.
 fn sync_fdb(nl: &mut Netlink, vx: &Link, peers: &BTreeSet<Ipv4Addr>) -> Result<()> {
     let name = &vx.name;
-    let entries = nl.fdb(vx.index).map_err(Error::netlink(format!(
-        "list the forwarding entries of {name}"
-    )))?;
+    let entries = entries(nl, vx)?;
     for e in entries.iter().filter(|e| !peers.contains(&e.dst)) {
         nl.fdb_delete(vx.index, e.mac, e.dst)
             .map_err(Error::netlink(format!(

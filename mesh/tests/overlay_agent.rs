@@ -15,18 +15,13 @@ use common::{wait_for, AgentProc};
 
 const VXLAN: &str = "vx-weave";
 
+/// The remotes of the flood entry (all-zero MAC) of the host's VXLAN device.
 fn flood_dsts(host: &SimHost) -> Vec<Ipv4Addr> {
-    let out = host
-        .host
-        .command("bridge")
-        .args(["fdb", "show", "dev", VXLAN])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.starts_with("00:00:00:00:00:00"))
-        .filter_map(|l| l.split_whitespace().skip_while(|w| *w != "dst").nth(1))
-        .filter_map(|ip| ip.parse().ok())
+    host.fdb()
+        .unwrap()
+        .iter()
+        .filter(|e| e.mac == [0; 6])
+        .map(|e| e.dst)
         .collect()
 }
 

@@ -6,11 +6,15 @@
 //! made, also when the test panics: the host's namespace (its veth, bridge, VXLAN device
 //! and tables go with it), the underlay's namespace, the state directory.
 
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+
+use weave_core::settings::DEFAULT_BRIDGE;
+use weave_hook::netlink::FdbEntry;
 
 use crate::etcd::EtcdCluster;
 use crate::{bin, run_ok, sh, unique, Runc, TestHost};
@@ -147,6 +151,25 @@ impl SimHost {
     pub fn mesh_state(&self) -> Option<serde_json::Value> {
         let text = std::fs::read(self.state_dir().join("mesh/state.json")).ok()?;
         serde_json::from_slice(&text).ok()
+    }
+
+    /// The entries of this host's VXLAN FDB, flood and learned (none while the device is not
+    /// there): read by netlink inside the host's namespace, as the overlay reads them.
+    pub fn fdb(&self) -> Result<Vec<FdbEntry>, weave_hook::error::Error> {
+        self.in_netns(|| weave_hook::overlay::fdb(DEFAULT_BRIDGE))
+    }
+
+    /// The remote VTEPs in this host's VXLAN FDB, each once, in order.
+    pub fn fdb_remotes(&self) -> Result<Vec<Ipv4Addr>, weave_hook::error::Error> {
+        let remotes: BTreeSet<Ipv4Addr> = self.fdb()?.iter().map(|e| e.dst).collect();
+        Ok(remotes.into_iter().collect())
+    }
+
+    /// The agent has started: its state.json says etcd is reachable and has the overlay's
+    /// MTU (written at the end of the agent's start; etcd_reachable alone comes earlier).
+    pub fn agent_ready(&self) -> bool {
+        self.mesh_state()
+            .is_some_and(|s| s["etcd_reachable"] == true && s["mtu"].is_u64())
     }
 
     /// Runs `f` on a thread inside this host's network namespace (netlink sockets,

@@ -117,11 +117,6 @@ fn dns_bundle(
     b
 }
 
-fn fdb_has(sim: &SimHost, peer: Ipv4Addr) -> bool {
-    sim.sh("bridge fdb show dev vx-weave 2>/dev/null || true")
-        .contains(&format!("dst {peer}"))
-}
-
 #[test]
 fn names_resolve_across_hosts_and_go_with_their_containers_and_hosts() {
     let test = "names_resolve_across_hosts_and_go_with_their_containers_and_hosts";
@@ -154,7 +149,8 @@ fn names_resolve_across_hosts_and_go_with_their_containers_and_hosts() {
     let dump = |a: &Agent, b: &Agent| format!("--- A ---\n{}\n--- B ---\n{}", a.log(), b.log());
 
     let ready = wait_for(Duration::from_secs(20), || {
-        fdb_has(&a, sim_b.addr()) && fdb_has(sim_b, a.addr())
+        a.fdb_remotes().unwrap().contains(&sim_b.addr())
+            && sim_b.fdb_remotes().unwrap().contains(&a.addr())
     });
     assert!(
         ready.is_some(),

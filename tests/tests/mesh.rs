@@ -33,11 +33,6 @@ const RECLAIM_AFTER_SECS: u64 = 10;
 /// The etcd members' host numbers on the underlay.
 const ETCD_HOSTS: [u8; 3] = [201, 202, 203];
 
-/// The remote VTEPs in a host's VXLAN FDB.
-fn fdb_dsts(sim: &SimHost) -> String {
-    sim.sh("bridge fdb show dev vx-weave | grep -o 'dst [0-9.]*' | sort -u || true")
-}
-
 fn bundle(sim: &SimHost, rootfs: &Rootfs, args: &[&str], cidr: &str) -> Bundle {
     let mut b = Bundle::new(rootfs, args);
     b.annotate("weave.cidr", cidr)
@@ -105,10 +100,10 @@ fn three_hosts_one_network_through_etcd_failures_and_a_dead_host() {
     // Every agent up, every host in the others' FDB.
     for (h, other) in [(&a, [&b, &c]), (&b, [&a, &c]), (&c, [&a, &b])] {
         let ready = wait_for(Duration::from_secs(20), || {
-            h.mesh_state().is_some_and(|s| s["etcd_reachable"] == true)
+            h.agent_ready()
                 && other
                     .iter()
-                    .all(|o| fdb_dsts(h).contains(&format!("dst {}", o.addr())))
+                    .all(|o| h.fdb_remotes().unwrap().contains(&o.addr()))
         });
         assert!(ready.is_some(), "agents not ready:\n{}", dump(&agents));
         assert_eq!(h.mesh_state().unwrap()["mtu"], 1450, "underlay 1500 - 50");
@@ -302,7 +297,7 @@ fn three_hosts_one_network_through_etcd_failures_and_a_dead_host() {
     drop(c);
     for h in [&a, &b] {
         let left = wait_for(Duration::from_secs(LEASE_TTL_SECS + 5), || {
-            !fdb_dsts(h).contains(&format!("dst {c_addr}"))
+            !h.fdb_remotes().unwrap().contains(&c_addr)
         });
         assert!(
             left.is_some(),

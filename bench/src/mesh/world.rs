@@ -109,15 +109,9 @@ impl Node {
         &self.sim.host.name
     }
 
-    /// The agent's state.json, once it says etcd is reachable and has the overlay's MTU
-    /// (written at the end of the agent's start; etcd_reachable alone comes earlier, while
-    /// claims are still answered "starting").
+    /// The agent has started ([`SimHost::agent_ready`]).
     pub fn ready(&self) -> bool {
-        let Ok(text) = std::fs::read(self.state_dir().join("mesh/state.json")) else {
-            return false;
-        };
-        serde_json::from_slice::<serde_json::Value>(&text)
-            .is_ok_and(|s| s["etcd_reachable"] == true && s["mtu"].is_u64())
+        self.sim.agent_ready()
     }
 
     /// Polls [`Node::ready`] every millisecond; the time it took.
@@ -146,27 +140,9 @@ impl Node {
     /// The remote VTEPs in this host's VXLAN FDB (none while the agent has not made the
     /// device yet).
     pub fn fdb_dsts(&self) -> Result<Vec<Ipv4Addr>> {
-        let out = self
-            .sim
-            .host
-            .command("bridge")
-            .args(["fdb", "show", "dev", "vx-weave"])
-            .stdin(Stdio::null())
-            .stderr(Stdio::null())
-            .output()
-            .context("run bridge fdb show")?;
-        if !out.status.success() {
-            return Ok(Vec::new());
-        }
-        let mut dsts: Vec<Ipv4Addr> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.split(" dst ").nth(1))
-            .filter_map(|rest| rest.split_whitespace().next())
-            .filter_map(|ip| ip.parse().ok())
-            .collect();
-        dsts.sort_unstable();
-        dsts.dedup();
-        Ok(dsts)
+        self.sim
+            .fdb_remotes()
+            .with_context(|| format!("read the FDB of {}", self.name))
     }
 
     /// How many remote VTEPs this host's VXLAN FDB has.
