@@ -14,55 +14,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use weave_e2e::etcd::EtcdCluster;
-use weave_e2e::mesh::{SimHost, Underlay};
-use weave_e2e::unique;
+use weave_e2e::mesh::{EtcdNetns, SimHost, Underlay};
 
 /// The etcd members' host numbers on the underlay (192.168.251.N).
 const ETCD_HOSTS: [u8; 3] = [201, 202, 203];
 /// How long an agent may take to write a state.json with etcd reachable.
 const READY_WITHIN: Duration = Duration::from_secs(30);
-
-/// The etcd members' network namespace, on the underlay.
-pub struct EtcdNetns {
-    pub name: String,
-}
-
-impl EtcdNetns {
-    fn new(underlay: &Underlay) -> Result<Self> {
-        let name = unique("wvbme");
-        run(Command::new("ip").args(["netns", "add", &name]))?;
-        let ns = Self { name };
-        let port = unique("wvbmp");
-        let mut script = format!(
-            "ip -n {ul} link add {port} type veth peer name eth0 netns {h} && \
-             ip -n {ul} link set {port} master {b} up && \
-             ip -n {h} link set lo up && ip -n {h} link set eth0 up",
-            ul = underlay.netns,
-            h = ns.name,
-            b = Underlay::BRIDGE,
-        );
-        for ip in Self::ips() {
-            script.push_str(&format!(" && ip -n {} addr add {ip}/24 dev eth0", ns.name));
-        }
-        run(Command::new("sh").arg("-c").arg(script))?;
-        Ok(ns)
-    }
-
-    fn ips() -> Vec<Ipv4Addr> {
-        ETCD_HOSTS
-            .iter()
-            .map(|n| Ipv4Addr::new(192, 168, 251, *n))
-            .collect()
-    }
-}
-
-impl Drop for EtcdNetns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
 
 /// A `weave-mesh run` of one host.
 pub struct Agent {
@@ -195,8 +152,8 @@ impl World {
     /// An underlay and a healthy 3-member TLS etcd on it, no hosts yet.
     pub fn new(mesh_bin: &Path, logs: &Path) -> Result<Self> {
         let underlay = Underlay::new();
-        let etcd_ns = EtcdNetns::new(&underlay)?;
-        let etcd = EtcdCluster::start_in(&etcd_ns.name, &EtcdNetns::ips(), true);
+        let etcd_ns = EtcdNetns::new(&underlay, &ETCD_HOSTS);
+        let etcd = EtcdCluster::start_in(&etcd_ns.name, &etcd_ns.ips, true);
         std::fs::create_dir_all(logs).with_context(|| format!("create {}", logs.display()))?;
         Ok(Self {
             nodes: Vec::new(),
@@ -300,11 +257,6 @@ impl World {
             .arg(key);
         cmd
     }
-}
-
-/// Runs a setup command; fails with its output.
-pub fn run(cmd: &mut Command) -> Result<()> {
-    output(cmd).map(|_| ())
 }
 
 /// Runs a command; its stdout, or an error with its stderr.
