@@ -16,7 +16,7 @@ use netlink_packet_core::{
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
     AfSpecInet6, AfSpecUnspec, InfoData, InfoKind, InfoVeth, InfoVxlan, LinkAttribute,
-    LinkExtentMask, LinkFlags, LinkInfo, LinkMessage, State,
+    LinkExtentMask, LinkFlags, LinkInfo, LinkMessage,
 };
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
@@ -27,6 +27,8 @@ use netlink_packet_route::route::{
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 use weave_core::mac::Mac;
+
+mod raw;
 
 /// A link as the kernel reports it: what the callers need and nothing more.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,8 +120,8 @@ impl Netlink {
     pub fn link_by_name(&mut self, name: &str) -> io::Result<Option<Link>> {
         let mut msg = get_link();
         msg.attributes.push(LinkAttribute::IfName(name.to_string()));
-        match self.request(RouteNetlinkMessage::GetLink(msg), 0) {
-            Ok(replies) => Ok(replies.into_iter().find_map(link_from_reply)),
+        match self.request_links(RouteNetlinkMessage::GetLink(msg), 0) {
+            Ok(replies) => Ok(replies.into_iter().next()),
             Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(None),
             Err(e) => Err(e),
         }
@@ -129,8 +131,8 @@ impl Netlink {
     pub fn link_by_index(&mut self, index: u32) -> io::Result<Option<Link>> {
         let mut msg = get_link();
         msg.header.index = index;
-        match self.request(RouteNetlinkMessage::GetLink(msg), 0) {
-            Ok(replies) => Ok(replies.into_iter().find_map(link_from_reply)),
+        match self.request_links(RouteNetlinkMessage::GetLink(msg), 0) {
+            Ok(replies) => Ok(replies.into_iter().next()),
             Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(None),
             Err(e) => Err(e),
         }
@@ -187,8 +189,7 @@ impl Netlink {
 
     /// Lists every link of the namespace.
     pub fn links(&mut self) -> io::Result<Vec<Link>> {
-        let replies = self.request(RouteNetlinkMessage::GetLink(get_link()), NLM_F_DUMP)?;
-        Ok(replies.into_iter().filter_map(link_from_reply).collect())
+        self.request_links(RouteNetlinkMessage::GetLink(get_link()), NLM_F_DUMP)
     }
 
     /// Creates a bridge. Fails with `EEXIST` when a link of that name exists already.
@@ -241,14 +242,11 @@ impl Netlink {
         ]));
         // NLM_F_ECHO: the kernel sends the new link back, index included (since Linux 6.3);
         // older kernels do not, and then one lookup by name finds it.
-        let replies = self.request(
+        let replies = self.request_links(
             RouteNetlinkMessage::NewLink(msg),
             NLM_F_CREATE | NLM_F_EXCL | NLM_F_ECHO,
         )?;
-        let echoed = replies
-            .into_iter()
-            .filter_map(link_from_reply)
-            .find(|l| l.name == req.host_name);
+        let echoed = replies.into_iter().find(|l| l.name == req.host_name);
         match echoed {
             Some(link) => Ok(link.index),
             None => self
@@ -497,19 +495,37 @@ impl Netlink {
         }
     }
 
-    /// Sends one request and collects the replies until the kernel's ACK or DONE. A dump
-    /// that the kernel marks interrupted (NLM_F_DUMP_INTR: the table changed meanwhile, so
-    /// entries may be missing) is asked again, a few times.
+    /// Sends one request and collects the replies, parsed by the crate, until the kernel's
+    /// ACK or DONE.
     fn request(
         &mut self,
         msg: RouteNetlinkMessage,
         flags: u16,
     ) -> io::Result<Vec<RouteNetlinkMessage>> {
+        self.request_with(msg, flags, parse_reply)
+    }
+
+    /// The same for a link request: the replies read as [`Link`]s by hand (see [`raw`]).
+    fn request_links(&mut self, msg: RouteNetlinkMessage, flags: u16) -> io::Result<Vec<Link>> {
+        self.request_with(msg, flags, |m| Ok(raw::link(m)))
+    }
+
+    /// Sends one request and collects the replies until the kernel's ACK or DONE, each
+    /// whole message given to `parse`. A dump that the kernel marks interrupted
+    /// (NLM_F_DUMP_INTR: the table changed meanwhile, so entries may be missing) is asked
+    /// again, a few times.
+    fn request_with<T>(
+        &mut self,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+        parse: fn(&[u8]) -> io::Result<Option<T>>,
+    ) -> io::Result<Vec<T>> {
         const DUMP_TRIES: usize = 5;
         let mut tries = 0;
         loop {
             tries += 1;
-            match self.request_once(msg.clone(), flags)? {
+            self.send(msg.clone(), flags)?;
+            match self.collect_replies(flags & NLM_F_DUMP == NLM_F_DUMP, parse)? {
                 (replies, false) => return Ok(replies),
                 (replies, true) if tries >= DUMP_TRIES => {
                     tracing::warn!("netlink dump interrupted {tries} times; using the last one");
@@ -520,11 +536,7 @@ impl Netlink {
         }
     }
 
-    fn request_once(
-        &mut self,
-        msg: RouteNetlinkMessage,
-        flags: u16,
-    ) -> io::Result<(Vec<RouteNetlinkMessage>, bool)> {
+    fn send(&mut self, msg: RouteNetlinkMessage, flags: u16) -> io::Result<()> {
         self.seq = self.seq.wrapping_add(1);
         let mut header = NetlinkHeader::default();
         header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
@@ -533,49 +545,51 @@ impl Netlink {
         packet.finalize();
         let mut out = vec![0; packet.buffer_len()];
         packet.serialize(&mut out);
-        self.socket.send(&out, 0)?;
-        self.collect_replies(flags & NLM_F_DUMP == NLM_F_DUMP)
+        self.socket.send(&out, 0).map(drop)
     }
 
-    /// The replies, and whether a dump was interrupted.
-    fn collect_replies(&mut self, dump: bool) -> io::Result<(Vec<RouteNetlinkMessage>, bool)> {
+    /// The replies to the last request, and whether a dump was interrupted.
+    fn collect_replies<T>(
+        &mut self,
+        dump: bool,
+        parse: fn(&[u8]) -> io::Result<Option<T>>,
+    ) -> io::Result<(Vec<T>, bool)> {
         let mut replies = Vec::new();
         let mut interrupted = false;
         loop {
             let len = self.socket.recv(&mut &mut self.buf[..], 0)?;
             let mut offset = 0;
             while offset < len {
-                let packet =
-                    NetlinkMessage::<RouteNetlinkMessage>::deserialize(&self.buf[offset..len])
-                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-                let size = packet.header.length as usize;
-                if size == 0 {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "netlink message of length 0",
-                    ));
-                }
-                offset += size;
-                if packet.header.sequence_number != self.seq {
+                let header = raw::header(&self.buf[offset..len])?;
+                let msg = &self.buf[offset..offset + header.len];
+                offset += raw::align(header.len);
+                if header.seq != self.seq {
                     continue;
                 }
-                interrupted |= packet.header.flags & NLM_F_DUMP_INTR != 0;
-                match packet.payload {
-                    NetlinkPayload::Error(err) => {
-                        return match err.code {
-                            Some(code) => Err(io::Error::from_raw_os_error(-code.get())),
-                            // With NLM_F_ACK every request ends in an ACK, a dump in DONE.
-                            None if !dump => Ok((replies, interrupted)),
-                            None => continue,
-                        };
-                    }
-                    NetlinkPayload::Done(_) => return Ok((replies, interrupted)),
-                    NetlinkPayload::InnerMessage(m) => replies.push(m),
-                    _ => {}
+                interrupted |= header.flags & NLM_F_DUMP_INTR != 0;
+                match header.kind {
+                    raw::NLMSG_ERROR => match raw::error_code(msg)? {
+                        0 if dump => continue,
+                        // With NLM_F_ACK every request ends in an ACK, a dump in DONE.
+                        0 => return Ok((replies, interrupted)),
+                        code => return Err(io::Error::from_raw_os_error(-code)),
+                    },
+                    raw::NLMSG_DONE => return Ok((replies, interrupted)),
+                    _ => replies.extend(parse(msg)?),
                 }
             }
         }
     }
+}
+
+/// A reply as the crate parses it; `None` for what is not a route message.
+fn parse_reply(msg: &[u8]) -> io::Result<Option<RouteNetlinkMessage>> {
+    let packet = NetlinkMessage::<RouteNetlinkMessage>::deserialize(msg)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+    Ok(match packet.payload {
+        NetlinkPayload::InnerMessage(m) => Some(m),
+        _ => None,
+    })
 }
 
 /// A link request whose reply leaves the link's statistics out (RTEXT_FILTER_SKIP_STATS;
@@ -681,42 +695,4 @@ pub fn bridge_mac(name: &str) -> [u8; 6] {
     mac.copy_from_slice(&hash[..6]);
     mac[0] = (mac[0] & 0xfc) | 0x02;
     mac
-}
-
-fn link_from_reply(reply: RouteNetlinkMessage) -> Option<Link> {
-    let RouteNetlinkMessage::NewLink(msg) = reply else {
-        return None;
-    };
-    let mut name = None;
-    let mut kind = None;
-    let mut master = None;
-    let mut alias = None;
-    let mut oper_up = false;
-    let mut mtu = 0;
-    for attr in &msg.attributes {
-        match attr {
-            LinkAttribute::IfName(n) => name = Some(n.clone()),
-            LinkAttribute::Controller(i) => master = Some(*i),
-            LinkAttribute::IfAlias(a) => alias = Some(a.clone()).filter(|a| !a.is_empty()),
-            LinkAttribute::OperState(state) => oper_up = *state == State::Up,
-            LinkAttribute::Mtu(m) => mtu = *m,
-            LinkAttribute::LinkInfo(infos) => {
-                kind = infos.iter().find_map(|i| match i {
-                    LinkInfo::Kind(k) => Some(k.to_string()),
-                    _ => None,
-                })
-            }
-            _ => {}
-        }
-    }
-    Some(Link {
-        index: msg.header.index,
-        name: name?,
-        up: msg.header.flags.contains(LinkFlags::Up),
-        kind,
-        master,
-        alias,
-        oper_up,
-        mtu,
-    })
 }

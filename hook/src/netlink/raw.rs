@@ -1,0 +1,224 @@
+//! rtnetlink replies read by hand where the crate's parser costs more than the request: a
+//! link message. The crate parses every attribute of a link, the bridge's forty-odd
+//! `IFLA_LINKINFO` ones among them, and formats an error context for each as it goes,
+//! failure or not; a bridge lookup spent most of its time there (perf, BENCHMARKS.md).
+//! Only the header and the attributes [`Link`] holds are read here.
+
+use std::io;
+
+use super::Link;
+
+/// `struct nlmsghdr`.
+pub(super) const HEADER_LEN: usize = 16;
+pub(super) const NLMSG_ERROR: u16 = 2;
+pub(super) const NLMSG_DONE: u16 = 3;
+const RTM_NEWLINK: u16 = 16;
+/// `struct ifinfomsg`.
+const IFINFO_LEN: usize = 16;
+const IFF_UP: u32 = 1;
+
+const IFLA_IFNAME: u16 = 3;
+const IFLA_MTU: u16 = 4;
+const IFLA_MASTER: u16 = 10;
+const IFLA_OPERSTATE: u16 = 16;
+const IFLA_LINKINFO: u16 = 18;
+const IFLA_IFALIAS: u16 = 20;
+const IFLA_INFO_KIND: u16 = 1;
+/// RFC 2863's "up" in `IFLA_OPERSTATE`.
+const IF_OPER_UP: u8 = 6;
+/// The flag bits of an attribute's type (`NLA_F_NESTED`, `NLA_F_NET_BYTEORDER`).
+const NLA_TYPE_MASK: u16 = 0x3fff;
+
+/// The fixed part of a netlink message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Header {
+    pub len: usize,
+    pub kind: u16,
+    pub flags: u16,
+    pub seq: u32,
+}
+
+pub(super) fn header(buf: &[u8]) -> io::Result<Header> {
+    let invalid = || io::Error::new(io::ErrorKind::InvalidData, "truncated netlink message");
+    let fixed = buf.get(..HEADER_LEN).ok_or_else(invalid)?;
+    let header = Header {
+        len: u32_at(fixed, 0) as usize,
+        kind: u16_at(fixed, 4),
+        flags: u16_at(fixed, 6),
+        seq: u32_at(fixed, 8),
+    };
+    if header.len < HEADER_LEN || header.len > buf.len() {
+        return Err(invalid());
+    }
+    Ok(header)
+}
+
+/// An `NLMSG_ERROR` message's code: 0 for an ACK, else a negative errno.
+pub(super) fn error_code(msg: &[u8]) -> io::Result<i32> {
+    msg.get(HEADER_LEN..HEADER_LEN + 4)
+        .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "truncated netlink error"))
+}
+
+/// Netlink's 4-byte alignment.
+pub(super) fn align(len: usize) -> usize {
+    (len + 3) & !3
+}
+
+/// A whole `RTM_NEWLINK` message as [`Link`]; `None` for any other message, or a link
+/// without a name.
+pub(super) fn link(msg: &[u8]) -> Option<Link> {
+    let hdr = header(msg).ok()?;
+    if hdr.kind != RTM_NEWLINK {
+        return None;
+    }
+    let body = msg.get(HEADER_LEN..hdr.len)?;
+    let info = body.get(..IFINFO_LEN)?;
+    let mut link = Link {
+        index: u32_at(info, 4),
+        name: String::new(),
+        up: u32_at(info, 8) & IFF_UP != 0,
+        kind: None,
+        master: None,
+        alias: None,
+        oper_up: false,
+        mtu: 0,
+    };
+    let mut named = false;
+    for (kind, value) in attributes(&body[IFINFO_LEN..]) {
+        match kind {
+            IFLA_IFNAME => {
+                link.name = string(value);
+                named = true;
+            }
+            IFLA_MTU if value.len() >= 4 => link.mtu = u32_at(value, 0),
+            IFLA_MASTER if value.len() >= 4 => link.master = Some(u32_at(value, 0)),
+            IFLA_OPERSTATE => link.oper_up = value.first() == Some(&IF_OPER_UP),
+            IFLA_IFALIAS => link.alias = Some(string(value)).filter(|a| !a.is_empty()),
+            IFLA_LINKINFO => {
+                link.kind = attributes(value)
+                    .find(|(k, _)| *k == IFLA_INFO_KIND)
+                    .map(|(_, v)| string(v));
+            }
+            _ => {}
+        }
+    }
+    named.then_some(link)
+}
+
+/// The attributes in `buf`, type (flags masked off) and value; stops at the first
+/// malformed one.
+fn attributes(mut buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    std::iter::from_fn(move || {
+        let len = usize::from(u16_at(buf.get(..4)?, 0));
+        let kind = u16_at(buf, 2) & NLA_TYPE_MASK;
+        let value = buf.get(4..len)?;
+        buf = buf.get(align(len).min(buf.len())..)?;
+        Some((kind, value))
+    })
+}
+
+/// A NUL-terminated (or not) string attribute.
+fn string(value: &[u8]) -> String {
+    let end = value.iter().position(|&b| b == 0).unwrap_or(value.len());
+    String::from_utf8_lossy(&value[..end]).into_owned()
+}
+
+fn u16_at(buf: &[u8], at: usize) -> u16 {
+    u16::from_ne_bytes([buf[at], buf[at + 1]])
+}
+
+fn u32_at(buf: &[u8], at: usize) -> u32 {
+    u32::from_ne_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nla(kind: u16, value: &[u8]) -> Vec<u8> {
+        let mut out = ((4 + value.len()) as u16).to_ne_bytes().to_vec();
+        out.extend(kind.to_ne_bytes());
+        out.extend(value);
+        out.resize(align(out.len()), 0);
+        out
+    }
+
+    fn message(kind: u16, index: u32, flags: u32, attrs: &[Vec<u8>]) -> Vec<u8> {
+        let mut body = vec![0u8; IFINFO_LEN];
+        body[4..8].copy_from_slice(&index.to_ne_bytes());
+        body[8..12].copy_from_slice(&flags.to_ne_bytes());
+        for a in attrs {
+            body.extend(a);
+        }
+        let mut msg = ((HEADER_LEN + body.len()) as u32).to_ne_bytes().to_vec();
+        msg.extend(kind.to_ne_bytes());
+        msg.extend(0u16.to_ne_bytes());
+        msg.extend(7u32.to_ne_bytes());
+        msg.extend(0u32.to_ne_bytes());
+        msg.extend(body);
+        msg
+    }
+
+    #[test]
+    fn reads_the_fields_a_link_holds() {
+        let info = [nla(IFLA_INFO_KIND, b"bridge\0"), nla(2, &[1, 2, 3, 4, 5])].concat();
+        let msg = message(
+            RTM_NEWLINK,
+            42,
+            IFF_UP,
+            &[
+                nla(IFLA_IFNAME, b"weave\0"),
+                nla(IFLA_MTU, &1450u32.to_ne_bytes()),
+                nla(IFLA_MASTER, &7u32.to_ne_bytes()),
+                nla(IFLA_OPERSTATE, &[IF_OPER_UP]),
+                nla(IFLA_IFALIAS, b"weave-hook:/run/weave\0"),
+                nla(IFLA_LINKINFO | 0x8000, &info),
+            ],
+        );
+        assert_eq!(
+            link(&msg),
+            Some(Link {
+                index: 42,
+                name: "weave".into(),
+                up: true,
+                kind: Some("bridge".into()),
+                master: Some(7),
+                alias: Some("weave-hook:/run/weave".into()),
+                oper_up: true,
+                mtu: 1450,
+            })
+        );
+    }
+
+    #[test]
+    fn other_messages_truncated_ones_and_nameless_links_are_not_links() {
+        let named = [nla(IFLA_IFNAME, b"x\0")];
+        assert_eq!(link(&message(RTM_NEWLINK + 4, 1, 0, &named)), None);
+        assert_eq!(link(&message(RTM_NEWLINK, 1, 0, &[])), None);
+        let whole = message(RTM_NEWLINK, 1, 0, &named);
+        for cut in 0..whole.len() {
+            // Never a panic; a cut message is refused by its length.
+            assert_eq!(link(&whole[..cut]), None, "cut at {cut}");
+        }
+        // An attribute claiming more than there is ends the walk.
+        let mut bad = message(RTM_NEWLINK, 1, 0, &[nla(IFLA_MTU, &[0; 4])]);
+        bad[HEADER_LEN + IFINFO_LEN] = 200;
+        assert_eq!(link(&bad), None);
+    }
+
+    #[test]
+    fn empty_alias_is_none_and_down_is_down() {
+        let msg = message(
+            RTM_NEWLINK,
+            3,
+            0,
+            &[nla(IFLA_IFNAME, b"lo\0"), nla(IFLA_IFALIAS, b"\0")],
+        );
+        let l = link(&msg).unwrap();
+        assert_eq!(
+            (l.up, l.oper_up, l.alias, l.kind),
+            (false, false, None, None)
+        );
+    }
+}
