@@ -37,6 +37,7 @@ const NFNL_MSG_BATCH_BEGIN: u16 = 16;
 const NFNL_MSG_BATCH_END: u16 = 17;
 const NLMSG_DONE: u16 = 3;
 const NLM_F_ACK: u16 = 4;
+const NLM_F_ECHO: u16 = 8;
 const NLM_F_DUMP: u16 = 0x300;
 const NLM_F_CREATE: u16 = 0x400;
 const NLA_F_NESTED: u16 = 0x8000;
@@ -73,10 +74,8 @@ pub fn has_element(family: u8, table: &str, set: &str, key: &[u8]) -> io::Result
 }
 
 /// Adds (or deletes) the elements `keys` of each set of `table`, in one transaction: all of
-/// them or none. Returns the ruleset generation that transaction made when it is known: the
-/// generation is read before and after, and one step between them is this transaction's
-/// (each commit moves it by one); `None` when anything else committed meanwhile. Deleting
-/// an element that is not there fails the transaction with ENOENT.
+/// them or none. Returns the ruleset generation that transaction made, as [`apply`] does.
+/// Deleting an element that is not there fails the transaction with ENOENT.
 pub fn change_elements(
     family: u8,
     table: &str,
@@ -93,10 +92,7 @@ pub fn change_elements(
             keys: keys.clone(),
         })
         .collect();
-    let before = generation().ok();
-    apply(&changes)?;
-    let after = generation().ok();
-    Ok(after.filter(|a| before.map(|b| b.wrapping_add(1)) == Some(*a)))
+    apply(&changes)
 }
 
 /// Elements added to or deleted from one set, as part of an [`apply`] transaction.
@@ -110,15 +106,25 @@ pub struct SetChange<'a> {
 }
 
 /// Applies `changes` (of any tables and families) in one transaction: all or none. A
-/// change without keys is left out; nothing to change sends nothing.
-pub fn apply(changes: &[SetChange]) -> io::Result<()> {
+/// change without keys is left out; nothing to change sends nothing. Returns the ruleset
+/// generation the transaction made: the commit sends it to this socket alone, before the
+/// acknowledgements, when the batch's first message (the kernel's view of the batch once
+/// BEGIN is taken off) asks for echoes (NLM_F_ECHO). That message holds one element, as
+/// each element it holds is echoed too (a restore of a thousand ports would otherwise
+/// overrun the socket). `None` when nothing was sent or no echo came (an older kernel).
+pub fn apply(changes: &[SetChange]) -> io::Result<Option<u32>> {
     let changes: Vec<&SetChange> = changes.iter().filter(|c| !c.keys.is_empty()).collect();
-    if changes.is_empty() {
-        return Ok(());
-    }
+    let Some((first, _)) = changes.split_first() else {
+        return Ok(None);
+    };
+    let (echoed, rest) = first.keys.split_at(1);
+    let messages = std::iter::once((*first, echoed, NLM_F_ECHO))
+        .chain(std::iter::once((*first, rest, 0)))
+        .chain(changes[1..].iter().map(|c| (*c, &c.keys[..], 0)))
+        .filter(|(_, keys, _)| !keys.is_empty());
     let mut batch = batch_marker(NFNL_MSG_BATCH_BEGIN, 0, 1);
     let mut seq = 1;
-    for change in &changes {
+    for (change, keys, echo) in messages {
         let (kind, flags) = match change.op {
             ElementOp::Add => (NFT_MSG_NEWSETELEM, NLM_F_CREATE | NLM_F_ACK),
             ElementOp::Delete => (NFT_MSG_DELSETELEM, NLM_F_ACK),
@@ -127,32 +133,44 @@ pub fn apply(changes: &[SetChange]) -> io::Result<()> {
         let mut body = vec![change.family, 0, 0, 0];
         body.extend(attr(NFTA_SET_ELEM_LIST_TABLE, &c_string(change.table)));
         body.extend(attr(NFTA_SET_ELEM_LIST_SET, &c_string(change.set)));
-        let elements: Vec<u8> = change.keys.iter().flat_map(|k| element(k)).collect();
+        let elements: Vec<u8> = keys.iter().flat_map(|k| element(k)).collect();
         body.extend(attr(NFTA_SET_ELEM_LIST_ELEMENTS | NLA_F_NESTED, &elements));
-        batch.extend(message(NFNL_SUBSYS_NFTABLES << 8 | kind, flags, seq, &body));
+        batch.extend(message(
+            NFNL_SUBSYS_NFTABLES << 8 | kind,
+            flags | echo,
+            seq,
+            &body,
+        ));
     }
+    let messages = seq - 1;
     batch.extend(batch_marker(NFNL_MSG_BATCH_END, 0, seq + 1));
     let socket = open()?;
     socket.send(&batch, 0)?;
-    // Every set message is answered (ACK or error) once the transaction is over.
+    // Every set message is answered (ACK or error) once the transaction is over; the
+    // generation's echo comes before.
+    let mut generation = None;
     let mut answered = 0;
     let mut buf = vec![0; 8192];
-    while answered < changes.len() {
+    while answered < messages {
         let len = socket.recv(&mut &mut buf[..], 0)?;
         let mut rest = &buf[..len];
         while rest.len() >= NLMSG_HDRLEN {
             let (mlen, kind) = header(rest)?;
             let body = &rest[NLMSG_HDRLEN..mlen];
-            if kind == NLMSG_ERROR {
-                match error_of(body) {
+            match kind {
+                NLMSG_ERROR => match error_of(body) {
                     e if e.raw_os_error() == Some(0) => answered += 1,
                     e => return Err(e),
+                },
+                k if k == NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_NEWGEN => {
+                    generation = gen_id(body.get(NFGENMSG_LEN..).unwrap_or_default()).ok();
                 }
+                _ => {}
             }
             rest = &rest[align(mlen).min(rest.len())..];
         }
     }
-    Ok(())
+    Ok(generation)
 }
 
 /// Every element key of a set (a dump).

@@ -566,7 +566,9 @@ pub fn sync_host_local(settings: &Settings) -> Result<()> {
         return Ok(()); // no overlay on this bridge (ensure always adds weave DNS's address)
     }
     let changes = in_step(FAMILY_BRIDGE, "host_local", &want, &have);
-    nftgen::apply(&changes).map_err(mesh_nft("update the mesh's host-local addresses"))
+    nftgen::apply(&changes)
+        .map(drop)
+        .map_err(mesh_nft("update the mesh's host-local addresses"))
 }
 
 /// The host-local keys of `device` wanted and in place.

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{docker_host, settings, sh, Container};
+use common::{bare_host, docker_host, settings, sh, Container};
 use weave_core::settings::Settings;
 use weave_e2e::root_or_skip;
 use weave_hook::attach::attach;
@@ -359,6 +359,41 @@ fn the_generation_moves_with_rule_changes_not_with_checks() {
     assert!(g1 > g0, "{g1} > {g0}");
     sh("iptables -w -F FORWARD");
     assert!(generation() > g1);
+}
+
+#[test]
+fn a_set_change_tells_the_generation_it_made() {
+    if !root_or_skip("a_set_change_tells_the_generation_it_made") {
+        return;
+    }
+    bare_host();
+    sh("nft add table inet wvgen; nft add set inet wvgen s '{ type ipv4_addr; }'");
+    let key = |ip: [u8; 4]| ip.to_vec();
+    let change = |op, ip| {
+        weave_hook::nftgen::change_elements(
+            weave_hook::nftgen::FAMILY_INET,
+            "wvgen",
+            op,
+            &[("s", vec![key(ip)])],
+        )
+    };
+    let before = weave_hook::nftgen::generation().unwrap();
+    let made = change(weave_hook::nftgen::ElementOp::Add, [10, 9, 0, 1]).unwrap();
+    let now = weave_hook::nftgen::generation().unwrap();
+    assert_eq!(made, Some(now), "the echoed generation is the current one");
+    assert_eq!(now, before.wrapping_add(1));
+    assert!(sh("nft list set inet wvgen s").contains("10.9.0.1"));
+    // Another change in between: each transaction still tells its own.
+    sh("nft add element inet wvgen s '{ 10.9.0.2 }'");
+    let made = change(weave_hook::nftgen::ElementOp::Delete, [10, 9, 0, 1]).unwrap();
+    assert_eq!(made, Some(now.wrapping_add(2)));
+    // A failed transaction tells nothing and changes nothing.
+    let err = change(weave_hook::nftgen::ElementOp::Delete, [10, 9, 0, 1]).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOENT));
+    assert_eq!(
+        weave_hook::nftgen::generation().unwrap(),
+        now.wrapping_add(2)
+    );
 }
 
 #[test]
