@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::{anyhow, bail, Context, Result};
 use plotters::prelude::*;
 
-use super::{MeshResults, Pair, Scale};
+use super::{MeshResults, Pair, Scale, Tcp};
 use crate::results::Series;
 use crate::stats::Summary;
 
@@ -197,14 +197,18 @@ fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
     ticks
 }
 
-/// Two panels: RTT CDFs, and hosts converged over time.
+/// Three panels: RTT CDFs, TCP throughput per run, and hosts converged over time.
 pub fn draw(r: &MeshResults, font: &Path, png: &Path) -> Result<()> {
     let bytes = std::fs::read(font).with_context(|| format!("read font {}", font.display()))?;
     plotters::style::register_font(FONT, FontStyle::Normal, Box::leak(bytes.into_boxed_slice()))
         .map_err(|_| anyhow!("{} is not a TrueType/OpenType font", font.display()))?;
-    let root = BitMapBackend::new(png, (1400, 600)).into_drawing_area();
+    let root = BitMapBackend::new(png, (2100, 600)).into_drawing_area();
     root.fill(&WHITE)?;
-    let (left, right) = root.split_horizontally(700);
+    let (left, rest) = root.split_horizontally(700);
+    let (middle, right) = rest.split_horizontally(700);
+    if let Some(p) = &r.pair {
+        throughput_panel(&middle, &p.tcp)?;
+    }
     if let Some(p) = &r.pair {
         let series = [&p.rtt_same, &p.rtt_cross];
         let all = || series.iter().flat_map(|s| s.ms.iter().copied());
@@ -282,6 +286,75 @@ pub fn draw(r: &MeshResults, font: &Path, png: &Path) -> Result<()> {
     }
     root.present()
         .with_context(|| format!("write {}", png.display()))?;
+    Ok(())
+}
+
+/// iperf3's Gbit/s, run by run: container to container across hosts against host to host
+/// on the underlay (the runs alternate).
+fn throughput_panel(
+    area: &DrawingArea<BitMapBackend, plotters::coord::Shift>,
+    tcp: &Tcp,
+) -> Result<()> {
+    let runs = tcp.overlay.len().max(tcp.underlay.len()).max(1);
+    let hi = tcp
+        .overlay
+        .iter()
+        .chain(&tcp.underlay)
+        .copied()
+        .fold(1.0, f64::max)
+        * 1.2;
+    let mut chart = ChartBuilder::on(area)
+        .caption("TCP across hosts (iperf3), per run", (FONT, 22))
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.5f64..runs as f64 + 0.5, 0f64..hi)?;
+    chart
+        .configure_mesh()
+        .x_desc("run (alternating)")
+        .x_labels(runs)
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_desc("Gbit/s")
+        .label_style((FONT, 15))
+        .axis_desc_style((FONT, 16))
+        .draw()?;
+    let ratio = mean(&tcp.overlay) / mean(&tcp.underlay);
+    for (label, values, color) in [
+        (
+            format!("container to container, VXLAN (x{ratio:.2})"),
+            &tcp.overlay,
+            RED,
+        ),
+        (
+            "host to host, the underlay".to_string(),
+            &tcp.underlay,
+            BLUE,
+        ),
+    ] {
+        let points: Vec<(f64, f64)> = values
+            .iter()
+            .enumerate()
+            .map(|(k, g)| ((k + 1) as f64, *g))
+            .collect();
+        chart
+            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
+            .label(label)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3))
+            });
+        chart.draw_series(
+            points
+                .into_iter()
+                .map(|p| Circle::new(p, 5, color.filled())),
+        )?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .label_font((FONT, 15))
+        .background_style(WHITE)
+        .border_style(BLACK)
+        .draw()?;
     Ok(())
 }
 
