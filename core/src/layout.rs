@@ -35,6 +35,9 @@ pub const ANNOUNCE_ALL: &str = "all";
 /// Suffix of a resolv.conf file.
 pub const RESOLV_SUFFIX: &str = ".conf";
 
+/// The name of a bridge's firewall marker, before the bridge's name.
+const FIREWALL_MARKER_PREFIX: &str = "firewall-";
+
 /// The paths of one state directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateDir {
@@ -111,7 +114,23 @@ impl StateDir {
     }
 
     pub fn firewall_marker(&self, bridge: &str) -> PathBuf {
-        self.root.join(format!("firewall-{bridge}"))
+        self.root.join(format!("{FIREWALL_MARKER_PREFIX}{bridge}"))
+    }
+
+    /// Every bridge's firewall marker in this state directory (none when it cannot be read).
+    pub fn firewall_markers(&self) -> Vec<PathBuf> {
+        let Ok(entries) = std::fs::read_dir(&self.root) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_str()
+                    .is_some_and(|n| n.starts_with(FIREWALL_MARKER_PREFIX))
+            })
+            .map(|e| e.path())
+            .collect()
     }
 
     /// The host's addresses on a bridge (`weave-hook expose`).

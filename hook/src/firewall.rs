@@ -130,25 +130,34 @@ pub fn keep_accept(
 }
 
 /// Records that weave itself just changed the ruleset (a container port's elements) in the
-/// transaction that made `generation`: when the marker holds the generation right before
-/// it, nothing else changed in between, and the rule is still where it was seen, so the
-/// marker moves on, and the next attach runs no iptables. Otherwise the marker stays (the
-/// next attach verifies, as after any change). Best effort: a marker left behind only costs
-/// one `iptables -C`.
+/// transaction that made `generation`: a marker that holds the generation right before it
+/// saw its rule in place with nothing else changed in between, and weave's own set elements
+/// touch no FORWARD rule, so it moves on, and the next attach runs no iptables. That holds
+/// for every bridge's marker in the state directory (two weave bridges on one host would
+/// otherwise make each other's next attach check), `bridge`'s first. Any other marker stays
+/// (the next attach verifies, as after any change). Best effort: a marker left behind only
+/// costs one `iptables -C`.
 pub fn own_change(state_dir: &StateDir, bridge: &str, generation: u32) {
-    let path = state_dir.firewall_marker(bridge);
-    let Marker::Nft(seen) = Marker::read(&path) else {
+    let Some(here) = Seen::here(generation) else {
         return;
     };
-    let next = Seen {
-        generation,
-        ..seen.clone()
-    };
-    if seen.generation.wrapping_add(1) == generation
-        && Seen::here(generation).as_ref() == Some(&next)
-    {
-        if let Err(e) = Marker::Nft(next).write(&path) {
-            tracing::debug!(error = %e, "cannot move the firewall marker on");
+    let own = state_dir.firewall_marker(bridge);
+    let others = state_dir
+        .firewall_markers()
+        .into_iter()
+        .filter(|p| *p != own);
+    for path in std::iter::once(own.clone()).chain(others) {
+        let Marker::Nft(seen) = Marker::read(&path) else {
+            continue;
+        };
+        let next = Seen {
+            generation,
+            ..seen.clone()
+        };
+        if seen.generation.wrapping_add(1) == generation && here == next {
+            if let Err(e) = Marker::Nft(next).write(&path) {
+                tracing::debug!(error = %e, "cannot move the firewall marker on");
+            }
         }
     }
 }

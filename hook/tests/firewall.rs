@@ -229,6 +229,52 @@ fn the_common_attach_runs_no_iptables() {
 }
 
 #[test]
+fn two_bridges_attaching_in_turn_run_no_iptables() {
+    if !root_or_skip("two_bridges_attaching_in_turn_run_no_iptables") {
+        return;
+    }
+    docker_host();
+    let dir = tempfile::tempdir().unwrap();
+    let w = Wrapper::new("/usr/sbin/iptables-nft");
+    let cs: Vec<Container> = (0..6).map(|i| Container::start(&format!("c{i}"))).collect();
+    let attach = |c: &Container, bridge: &str, ip: &str| {
+        let out = w
+            .spawn_hook(dir.path(), bridge, &["attach"], &c.state_json(ip))
+            .wait_with_output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    attach(&cs[0], "wvone", "10.3.0.1/24");
+    attach(&cs[1], "wvtwo", "10.4.0.1/24");
+    w.ran();
+    // wvtwo's first attach inserted its rule (and weave's table elements): a real change.
+    attach(&cs[2], "wvone", "10.3.0.2/24");
+    assert_eq!(w.ran(), ["-C"]);
+    // From then on each attach's port guard moves the generation, and the other bridge's
+    // marker moves with it.
+    for (k, c) in cs[3..].iter().enumerate() {
+        let (bridge, net) = if k % 2 == 0 {
+            ("wvtwo", 4)
+        } else {
+            ("wvone", 3)
+        };
+        attach(c, bridge, &format!("10.{net}.0.{}/24", k + 3));
+        assert_eq!(w.ran(), Vec::<String>::new(), "attach {k} on {bridge}");
+    }
+    // A change of anyone else's still means a check, on each bridge.
+    sh("iptables -w -A FORWARD -i nothing0 -j ACCEPT");
+    let more: Vec<Container> = (6..8).map(|i| Container::start(&format!("c{i}"))).collect();
+    attach(&more[0], "wvone", "10.3.0.9/24");
+    assert_eq!(w.ran(), ["-C"]);
+    attach(&more[1], "wvtwo", "10.4.0.9/24");
+    assert_eq!(w.ran(), ["-C"]);
+}
+
+#[test]
 fn legacy_iptables_is_checked_on_every_attach() {
     if !root_or_skip("legacy_iptables_is_checked_on_every_attach") {
         return;
