@@ -34,6 +34,11 @@ pub enum MeshPart {
     Pair,
     /// Many hosts with several containers each: convergence, attach, etcd load.
     Scale,
+    /// Only the TCP throughput of the two-host part (overlay vs underlay), on two fresh
+    /// hosts; printed (and saved as `tcp` in mesh.json only with another part, so that
+    /// `--only tcp` never overwrites a full run's results). Not part of the default run:
+    /// the pair part measures the same.
+    Tcp,
 }
 
 #[derive(clap::Args, Debug)]
@@ -131,6 +136,9 @@ pub struct MeshResults {
     pub nproc: usize,
     pub pair: Option<Pair>,
     pub scale: Option<Scale>,
+    /// The `tcp` part alone (absent from a default run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<Tcp>,
 }
 
 impl MeshResults {
@@ -170,7 +178,7 @@ pub fn run(args: MeshArgs, hook: PathBuf, mesh_bin: PathBuf) -> Result<()> {
             );
         }
     }
-    let wants = |p| args.only.is_empty() || args.only.contains(&p);
+    let wants = |p| (args.only.is_empty() && p != MeshPart::Tcp) || args.only.contains(&p);
     let scratch = tempfile::Builder::new().prefix("wvbmesh").tempdir()?;
     let work = args
         .work
@@ -186,10 +194,17 @@ pub fn run(args: MeshArgs, hook: PathBuf, mesh_bin: PathBuf) -> Result<()> {
         nproc: std::thread::available_parallelism().map_or(0, usize::from),
         pair: None,
         scale: None,
+        tcp: None,
     };
     if wants(MeshPart::Pair) {
         eprintln!("weave-bench mesh: two hosts and a single host");
         results.pair = Some(pair(&args, &hook, &mesh_bin, &work.join("pair"))?);
+    }
+    if wants(MeshPart::Tcp) {
+        eprintln!("weave-bench mesh: TCP across two hosts, overlay vs underlay");
+        let tcp = tcp_only(&args, &hook, &mesh_bin, &work.join("tcp"))?;
+        eprintln!("weave-bench mesh: {}", tcp.summary());
+        results.tcp = Some(tcp);
     }
     if wants(MeshPart::Scale) {
         eprintln!(
@@ -219,6 +234,9 @@ pub fn run(args: MeshArgs, hook: PathBuf, mesh_bin: PathBuf) -> Result<()> {
         });
     }
     results.load_after = super::loadavg();
+    if results.pair.is_none() && results.scale.is_none() {
+        return Ok(());
+    }
     results.save(&args.out)?;
     eprintln!(
         "weave-bench mesh: results in {}",
@@ -315,6 +333,42 @@ pub struct Tcp {
     pub underlay: Vec<f64>,
 }
 
+impl Tcp {
+    /// Both sides' runs and the ratio of their means.
+    pub fn summary(&self) -> String {
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+        let list = |v: &[f64]| {
+            v.iter()
+                .map(|x| format!("{x:.2}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        format!(
+            "TCP overlay [{}] Gbit/s, underlay [{}] Gbit/s, x{:.2}",
+            list(&self.overlay),
+            list(&self.underlay),
+            mean(&self.overlay) / mean(&self.underlay)
+        )
+    }
+}
+
+/// The `tcp` part: two hosts with agents, a container on each, [`throughput`].
+fn tcp_only(args: &MeshArgs, hook: &Path, mesh_bin: &Path, work: &Path) -> Result<Tcp> {
+    let mut world = World::new(mesh_bin, &work.join("logs"))?;
+    let a = world.add_host(HOST_A);
+    let b = world.add_host(HOST_B);
+    world.start_agent(a)?;
+    world.start_agent(b)?;
+    for i in [a, b] {
+        world.nodes[i].wait_ready()?;
+    }
+    let mut ha = hook_on(hook, world.nodes[a].state_dir(), work, "ta");
+    let mut hb = hook_on(hook, world.nodes[b].state_dir(), work, "tb");
+    let ca = measure::attach_on(&world.nodes[a], &mut ha, 0)?;
+    let cb = measure::attach_on(&world.nodes[b], &mut hb, 0)?;
+    throughput(&world, (a, b), (&ca, &cb), args)
+}
+
 /// Part 4: TCP from a container on A to one on B vs from host A to host B on the underlay,
 /// alternating.
 fn throughput(
@@ -345,4 +399,21 @@ fn throughput(
 fn on_path(program: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Tcp;
+
+    #[test]
+    fn tcp_summary_lists_both_sides_and_the_ratio_of_means() {
+        let t = Tcp {
+            overlay: vec![8.0, 6.0],
+            underlay: vec![10.0, 10.0],
+        };
+        assert_eq!(
+            t.summary(),
+            "TCP overlay [8.00 6.00] Gbit/s, underlay [10.00 10.00] Gbit/s, x0.70"
+        );
+    }
 }

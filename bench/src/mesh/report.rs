@@ -380,6 +380,7 @@ mod tests {
     #[test]
     fn render_states_the_ratios() {
         let r = MeshResults {
+            tcp: None,
             started: "now".into(),
             load_before: "0".into(),
             load_after: "0".into(),
