@@ -212,26 +212,14 @@ pub fn run(args: MeshArgs, hook: PathBuf, mesh_bin: PathBuf) -> Result<()> {
             args.hosts, args.per_host
         );
         let mut world = World::new(&mesh_bin, &work.join("scale-logs"))?;
-        let c = measure::many_hosts(
+        results.scale = Some(measure::many_hosts(
             &mut world,
             args.hosts,
             args.per_host,
             &hook,
             &work,
             Duration::from_secs(args.idle_secs),
-        )?;
-        results.scale = Some(Scale {
-            hosts: args.hosts,
-            per_host: args.per_host,
-            converged_ms: c.converged_ms,
-            first_attach: c.first_attach,
-            attach: c.attach,
-            reachable: c.reachable,
-            etcd_keys: c.etcd_keys,
-            idle_writes_per_s: c.idle_writes_per_s,
-            writes_per_attach: c.writes_per_attach,
-            etcd_db_bytes: c.etcd_db_bytes,
-        });
+        )?);
     }
     results.load_after = super::loadavg();
     if results.pair.is_none() && results.scale.is_none() {

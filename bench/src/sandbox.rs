@@ -139,6 +139,11 @@ impl Drop for Container {
 
 /// Runs a setup command; fails with its stderr.
 pub fn run_quiet(cmd: &mut Command) -> Result<()> {
+    output(cmd).map(drop)
+}
+
+/// Runs a command; its stdout, or an error with its stderr.
+pub fn output(cmd: &mut Command) -> Result<String> {
     let out = cmd
         .stdin(Stdio::null())
         .output()
@@ -150,5 +155,5 @@ pub fn run_quiet(cmd: &mut Command) -> Result<()> {
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
-    Ok(())
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }

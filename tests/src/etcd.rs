@@ -128,6 +128,22 @@ impl EtcdCluster {
         )
     }
 
+    /// The flags that point a weave-mesh at this cluster, with its client certificate
+    /// (`--etcd`, `--etcd-cacert`, `--etcd-cert`, `--etcd-key`).
+    pub fn mesh_flags(&self) -> Vec<std::ffi::OsString> {
+        let (ca, cert, key) = self.client_tls();
+        vec![
+            "--etcd".into(),
+            self.endpoints().join(",").into(),
+            "--etcd-cacert".into(),
+            ca.into(),
+            "--etcd-cert".into(),
+            cert.into(),
+            "--etcd-key".into(),
+            key.into(),
+        ]
+    }
+
     pub fn tls(&self) -> Option<&Tls> {
         self.tls.as_ref()
     }

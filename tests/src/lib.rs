@@ -128,6 +128,17 @@ pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> Option<Durat
 }
 
 /// `runc run --detach` of `bundle` as container `id`; panics with runc's words on failure.
+/// A host program run in the network namespace of process `pid` (a container's: the
+/// host's tools, iputils ping with `-M do` among them, inside its network).
+pub fn in_netns_of(pid: u32, args: &[&str]) -> Output {
+    Command::new("nsenter")
+        .arg(format!("--net=/proc/{pid}/ns/net"))
+        .arg("--")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
 pub fn start(runc: &Runc, id: &str, bundle: &Bundle) {
     let out = runc.run_detached(id, bundle);
     assert!(out.status.success(), "{id}: {}", text(&out));
@@ -397,6 +408,13 @@ impl<'h> Runc<'h> {
             .stdin(Stdio::null())
             .output()
             .unwrap()
+    }
+
+    /// The pid of the running container `id`'s init, from `runc state`.
+    pub fn pid(&self, id: &str) -> u32 {
+        let state = run_ok(self.command().args(["state", id]));
+        let state: serde_json::Value = serde_json::from_str(&state).unwrap();
+        state["pid"].as_u64().unwrap() as u32
     }
 
     /// `runc run --detach`: returns once the container runs. The container inherits the

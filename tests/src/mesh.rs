@@ -172,6 +172,12 @@ impl SimHost {
             .is_some_and(|s| s["etcd_reachable"] == true && s["mtu"].is_u64())
     }
 
+    /// The agent's state.json says etcd is reachable (`true`) or not (`false`).
+    pub fn sees_etcd(&self, reachable: bool) -> bool {
+        self.mesh_state()
+            .is_some_and(|s| s["etcd_reachable"] == reachable)
+    }
+
     /// Runs `f` on a thread inside this host's network namespace (netlink sockets,
     /// /proc/sys/net and processes it starts are the host's), and returns its result.
     pub fn in_netns<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
@@ -261,18 +267,10 @@ impl Agent {
     ) -> Self {
         let log = logs.join(format!("{name}.log"));
         let file = File::create(&log).unwrap();
-        let (ca, cert, key) = etcd.client_tls();
         let child = sim
             .host
             .command(bin("weave-mesh"))
-            .arg("--etcd")
-            .arg(etcd.endpoints().join(","))
-            .arg("--etcd-cacert")
-            .arg(ca)
-            .arg("--etcd-cert")
-            .arg(cert)
-            .arg("--etcd-key")
-            .arg(key)
+            .args(etcd.mesh_flags())
             .arg("run")
             .args(["--name", name])
             .args(["--advertise", &sim.addr().to_string()])

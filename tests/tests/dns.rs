@@ -120,12 +120,6 @@ fn time_until_nxdomain(runc: &Runc, from: &str, name: &str, since: Instant) -> D
     }
 }
 
-fn init_pid(runc: &Runc, id: &str) -> i32 {
-    let state = run_ok(runc.command().args(["state", id]));
-    let state: serde_json::Value = serde_json::from_str(&state).unwrap();
-    state["pid"].as_i64().unwrap() as i32
-}
-
 #[test]
 fn containers_find_each_other_by_name_and_names_go_with_them() {
     let Some(env) = Env::new("containers_find_each_other_by_name_and_names_go_with_them") else {
@@ -195,7 +189,7 @@ fn containers_find_each_other_by_name_and_names_go_with_them() {
         .unwrap()
         .contains("10.2.0.3"));
     // SAFETY: kill(2) has no memory-safety preconditions.
-    unsafe { libc::kill(init_pid(&runc, "k"), libc::SIGKILL) };
+    unsafe { libc::kill(runc.pid("k") as i32, libc::SIGKILL) };
     let killed = Instant::now();
     let took = time_until_nxdomain(&runc, "a", "k.weave.local", killed);
     eprintln!("k.weave.local failed {took:?} after SIGKILL");
@@ -462,7 +456,7 @@ fn a_member_asking_for_dns_gets_the_route_its_wiring_container_did_not() {
     start(&runc, "wirer", &wirer);
     let routes = text(&runc.exec("wirer", &["ip", "route"]));
     assert!(!routes.contains("10.32.0.1"), "{routes}");
-    let netns = format!("/proc/{}/ns/net", init_pid(&runc, "wirer"));
+    let netns = format!("/proc/{}/ns/net", runc.pid("wirer"));
     let mut member = env.bundle(
         &["sh", "-c", "nslookup web.weave.local && ip route"],
         "10.2.15.5/24",

@@ -303,9 +303,7 @@ fn names_resolve_across_hosts_and_go_with_their_containers_and_hosts() {
 
     // etcd unavailable: local names keep working, known remote names stay answered.
     etcd.stop_all();
-    let down = wait_for(Duration::from_secs(30), || {
-        a.mesh_state().is_some_and(|s| s["etcd_reachable"] == false)
-    });
+    let down = wait_for(Duration::from_secs(30), || a.sees_etcd(false));
     assert!(down.is_some(), "agent A never noticed etcd down");
     assert_eq!(
         resolve(&a, "clienta"),
@@ -316,9 +314,7 @@ fn names_resolve_across_hosts_and_go_with_their_containers_and_hosts() {
     both.sort();
     assert_eq!(both.len(), 2, "a known remote name without etcd: {both:?}");
     etcd.restart_all();
-    let back = wait_for(Duration::from_secs(30), || {
-        a.mesh_state().is_some_and(|s| s["etcd_reachable"] == true)
-    });
+    let back = wait_for(Duration::from_secs(30), || a.sees_etcd(true));
     assert!(
         back.is_some(),
         "agent A never saw etcd back:\n{}",

@@ -20,12 +20,14 @@
 //!    exactly once (A and B race for it).
 
 use std::net::Ipv4Addr;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use weave_e2e::etcd::EtcdCluster;
 use weave_e2e::mesh::{Agent, EtcdNetns, SimHost, Underlay};
-use weave_e2e::{root_or_skip, run_ok, start, text, tool_or_skip, wait_for, Bundle, Rootfs, Runc};
+use weave_e2e::{
+    in_netns_of, root_or_skip, start, text, tool_or_skip, wait_for, Bundle, Rootfs, Runc,
+};
 
 /// The agents' lease TTL and reclaim grace in this test (defaults: 10 s and 300 s).
 const LEASE_TTL_SECS: u64 = 2;
@@ -42,15 +44,7 @@ fn bundle(sim: &SimHost, rootfs: &Rootfs, args: &[&str], cidr: &str) -> Bundle {
 
 /// A host program in the network namespace of a running container.
 fn in_container(runc: &Runc, id: &str, args: &[&str]) -> Output {
-    let state = run_ok(runc.command().args(["state", id]));
-    let v: serde_json::Value = serde_json::from_str(&state).unwrap();
-    let pid = v["pid"].as_u64().unwrap();
-    Command::new("nsenter")
-        .arg(format!("--net=/proc/{pid}/ns/net"))
-        .arg("--")
-        .args(args)
-        .output()
-        .unwrap()
+    in_netns_of(runc.pid(id), args)
 }
 
 fn ping_ok(runc: &Runc, from: &str, to: Ipv4Addr) -> bool {
@@ -248,9 +242,7 @@ fn three_hosts_one_network_through_etcd_failures_and_a_dead_host() {
 
     // 6. All of etcd stopped.
     etcd.stop_all();
-    let down = wait_for(Duration::from_secs(30), || {
-        a.mesh_state().is_some_and(|s| s["etcd_reachable"] == false)
-    });
+    let down = wait_for(Duration::from_secs(30), || a.sees_etcd(false));
     assert!(
         down.is_some(),
         "agent A never noticed etcd down:\n{}",
@@ -267,9 +259,7 @@ fn three_hosts_one_network_through_etcd_failures_and_a_dead_host() {
     assert!(!out.status.success(), "an unprovable address was granted");
     assert!(text(&out).contains("unreachable"), "{}", text(&out));
     etcd.restart_all();
-    let back = wait_for(Duration::from_secs(30), || {
-        a.mesh_state().is_some_and(|s| s["etcd_reachable"] == true)
-    });
+    let back = wait_for(Duration::from_secs(30), || a.sees_etcd(true));
     assert!(
         back.is_some(),
         "agent A never saw etcd back:\n{}",

@@ -6,11 +6,10 @@
 //! host's weave DNS address answers its own containers only (ARP never crosses).
 
 use std::net::Ipv4Addr;
-use std::process::Command;
 
 use weave_core::settings::Settings;
 use weave_e2e::mesh::{SimHost, Underlay};
-use weave_e2e::{root_or_skip, run_ok, tool_or_skip, Bundle, Rootfs, Runc, WeaveDns};
+use weave_e2e::{in_netns_of, root_or_skip, start, text, tool_or_skip, Bundle, Rootfs, WeaveDns};
 use weave_hook::overlay::{self, Overlay};
 
 /// weave-dns's upstream: an address of the test's underlay where nothing listens, so no
@@ -56,41 +55,6 @@ fn bundle(sim: &SimHost, rootfs: &Rootfs, args: &[&str], cidr: &str, dns: Option
         b.edit(|c| c["hostname"] = serde_json::json!(hostname));
     }
     b
-}
-
-fn start(runc: &Runc, id: &str, b: &Bundle) {
-    let out = runc.run_detached(id, b);
-    assert!(
-        out.status.success(),
-        "{id}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// The pid of a running container.
-fn pid(runc: &Runc, id: &str) -> u32 {
-    let state = run_ok(runc.command().args(["state", id]));
-    let v: serde_json::Value = serde_json::from_str(&state).unwrap();
-    v["pid"].as_u64().unwrap() as u32
-}
-
-/// A host program run in the network namespace of process `pid` (iputils ping has
-/// `-M do`, busybox's has not).
-fn in_container(pid: u32, args: &[&str]) -> std::process::Output {
-    Command::new("nsenter")
-        .arg(format!("--net=/proc/{pid}/ns/net"))
-        .arg("--")
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn text(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 #[test]
@@ -154,15 +118,15 @@ fn containers_on_three_hosts_talk_over_the_overlay_at_its_mtu_with_host_local_dn
         "{}",
         text(&out)
     );
-    let alpha = pid(&ra, "alpha");
-    let ok = in_container(alpha, &["ping", "-c", "2", "-W", "2", "10.32.3.1"]);
+    let alpha = ra.pid("alpha");
+    let ok = in_netns_of(alpha, &["ping", "-c", "2", "-W", "2", "10.32.3.1"]);
     assert!(ok.status.success(), "A -> C: {}", text(&ok));
 
     // MTU: ethwe has the overlay's 1500; a 1472-byte DF ping (1500 bytes of IP) crosses,
     // 1473 bytes fail at once with EMSGSIZE instead of vanishing on the way.
-    let ethwe = text(&in_container(alpha, &["ip", "-o", "link", "show", "ethwe"]));
+    let ethwe = text(&in_netns_of(alpha, &["ip", "-o", "link", "show", "ethwe"]));
     assert!(ethwe.contains("mtu 1500"), "{ethwe}");
-    let fits = in_container(
+    let fits = in_netns_of(
         alpha,
         &[
             "ping",
@@ -178,7 +142,7 @@ fn containers_on_three_hosts_talk_over_the_overlay_at_its_mtu_with_host_local_dn
         ],
     );
     assert!(fits.status.success(), "1472-byte DF ping: {}", text(&fits));
-    let too_big = in_container(
+    let too_big = in_netns_of(
         alpha,
         &[
             "ping",
@@ -207,7 +171,7 @@ fn containers_on_three_hosts_talk_over_the_overlay_at_its_mtu_with_host_local_dn
     // Weave DNS at 10.32.0.1 on every host: A's answers A's container (it knows alpha,
     // not bravo, which only B's knows), and A's container's ARP for it never reaches B.
     b.sh("ip neigh flush dev weave");
-    let own = in_container(
+    let own = in_netns_of(
         alpha,
         &["busybox", "nslookup", "alpha.weave.local", "10.32.0.1"],
     );
@@ -216,7 +180,7 @@ fn containers_on_three_hosts_talk_over_the_overlay_at_its_mtu_with_host_local_dn
         "A's weave DNS answers A's container: {}",
         text(&own)
     );
-    let other = in_container(
+    let other = in_netns_of(
         alpha,
         &["busybox", "nslookup", "bravo.weave.local", "10.32.0.1"],
     );
@@ -235,8 +199,8 @@ fn containers_on_three_hosts_talk_over_the_overlay_at_its_mtu_with_host_local_dn
     for h in [a, b] {
         h.sh("nft delete table bridge weave-mesh");
     }
-    in_container(alpha, &["ip", "neigh", "flush", "all"]);
-    in_container(
+    in_netns_of(alpha, &["ip", "neigh", "flush", "all"]);
+    in_netns_of(
         alpha,
         &["busybox", "nslookup", "alpha.weave.local", "10.32.0.1"],
     );

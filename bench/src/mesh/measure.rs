@@ -13,6 +13,7 @@ use ipnet::Ipv4Net;
 use weave_e2e::mesh::in_netns;
 
 use super::world::{Node, World};
+use super::Scale;
 use crate::methods::hook::{Cidr, DetachWhen, WeaveHook};
 use crate::methods::{container_id, Method, Role};
 use crate::results::Series;
@@ -343,21 +344,6 @@ fn first_reply(from: &Path, to: Ipv4Addr) -> Result<()> {
     Ok(())
 }
 
-/// Part 6: a mesh of many hosts.
-pub struct Converged {
-    /// For each host, from the start of all agents until its FDB had every other host.
-    pub converged_ms: Vec<f64>,
-    pub first_attach: Series,
-    pub attach: Series,
-    /// Containers of the first host reached the first container of every other host.
-    pub reachable: usize,
-    pub etcd_keys: usize,
-    /// etcd revisions per second while the mesh idles (writes), and the database size.
-    pub idle_writes_per_s: f64,
-    pub writes_per_attach: f64,
-    pub etcd_db_bytes: u64,
-}
-
 pub fn many_hosts(
     world: &mut World,
     hosts: usize,
@@ -365,7 +351,7 @@ pub fn many_hosts(
     hook_bin: &Path,
     work: &Path,
     idle: Duration,
-) -> Result<Converged> {
+) -> Result<Scale> {
     for n in 1..=hosts {
         world.add_host(u8::try_from(n).context("at most 200 hosts")?);
     }
@@ -427,7 +413,9 @@ pub fn many_hosts(
     let (keys, rev1, db) = world.etcd_load()?;
     let mut converged_ms: Vec<f64> = converged.into_iter().flatten().collect();
     converged_ms.sort_by(f64::total_cmp);
-    Ok(Converged {
+    Ok(Scale {
+        hosts,
+        per_host,
         converged_ms,
         first_attach: first,
         attach: rest,

@@ -244,17 +244,9 @@ pub fn draw(r: &MeshResults, font: &Path, png: &Path) -> Result<()> {
                     color.stroke_width(2),
                 ))?
                 .label(s.name.clone())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3))
-                });
+                .legend(line_marker(color));
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .label_font((FONT, 15))
-            .background_style(WHITE)
-            .border_style(BLACK)
-            .draw()?;
+        legend(&mut chart)?;
     }
     if let Some(s) = &r.scale {
         let hi = s.converged_ms.iter().copied().fold(0.0, f64::max).max(1.0) / 1e3;
@@ -339,15 +331,21 @@ fn throughput_panel(
         chart
             .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
             .label(label)
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3))
-            });
+            .legend(line_marker(color));
         chart.draw_series(
             points
                 .into_iter()
                 .map(|p| Circle::new(p, 5, color.filled())),
         )?;
     }
+    legend(&mut chart)?;
+    Ok(())
+}
+
+/// The legend box of every panel: lower right, on white.
+fn legend<'a, CT: plotters::coord::CoordTranslate>(
+    chart: &mut ChartContext<'a, BitMapBackend<'a>, CT>,
+) -> Result<()> {
     chart
         .configure_series_labels()
         .position(SeriesLabelPosition::LowerRight)
@@ -356,6 +354,11 @@ fn throughput_panel(
         .border_style(BLACK)
         .draw()?;
     Ok(())
+}
+
+/// A series' mark in the legend: a short line of its colour.
+fn line_marker(color: RGBColor) -> impl Fn((i32, i32)) -> PathElement<(i32, i32)> {
+    move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3))
 }
 
 #[cfg(test)]

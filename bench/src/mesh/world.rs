@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::sandbox::output;
 use anyhow::{bail, Context, Result};
 use weave_e2e::etcd::EtcdCluster;
 use weave_e2e::mesh::{EtcdNetns, SimHost, Underlay};
@@ -182,7 +183,6 @@ impl World {
         let log = self.logs.join(format!("{}.log", node.name));
         let file =
             std::fs::File::create(&log).with_context(|| format!("create {}", log.display()))?;
-        let (ca, cert, key) = self.etcd.client_tls();
         let mut cmd = node.sim.host.command(&self.mesh_bin);
         // SAFETY: only an async-signal-safe syscall between fork and exec. The agent (nsenter
         // execs it in place) dies with weave-bench even when weave-bench is killed; the
@@ -196,14 +196,7 @@ impl World {
             });
         }
         let child = cmd
-            .arg("--etcd")
-            .arg(self.etcd.endpoints().join(","))
-            .arg("--etcd-cacert")
-            .arg(ca)
-            .arg("--etcd-cert")
-            .arg(cert)
-            .arg("--etcd-key")
-            .arg(key)
+            .args(self.etcd.mesh_flags())
             .arg("run")
             .args(["--name", &node.name])
             .args(["--advertise", &node.sim.addr().to_string()])
@@ -257,20 +250,4 @@ impl World {
             .arg(key);
         cmd
     }
-}
-
-/// Runs a command; its stdout, or an error with its stderr.
-pub fn output(cmd: &mut Command) -> Result<String> {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("run {cmd:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "{cmd:?} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
