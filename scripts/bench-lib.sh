@@ -24,7 +24,7 @@ bench_work=
 bench_shim_pid=
 
 bench_cleanup() {
-	local status=$? pid ns
+	local status=$?
 	if [ -n "$bench_shim_pid" ]; then
 		# weave-runtime's benchmark names its throwaway host namespaces wvt<its pid>x<n> and
 		# keeps its dockerd's files under TMPDIR (the scratch directory): every process it
@@ -32,18 +32,30 @@ bench_cleanup() {
 		# scratch directory in its command line or its environment. Twice: a dying parent
 		# may have just started a child.
 		kill "$bench_shim_pid" 2>/dev/null || true
-		for _ in 1 2; do
-			for pid in $(grep -l -s -F "$bench_work" /proc/[0-9]*/cmdline /proc/[0-9]*/environ | cut -d/ -f3 | sort -u); do
-				[ "$pid" = $$ ] || kill -KILL "$pid" 2>/dev/null || true
-			done
-			sleep 1
-		done
-		for ns in $(ip netns list | awk '{print $1}' | grep -E "^wvt${bench_shim_pid}x[0-9]+$" || true); do
-			ip netns del "$ns" || true
-		done
+		bench_reap "^wvt${bench_shim_pid}x[0-9]+$" cmdline environ
 	fi
 	[ -z "$bench_work" ] || rm -rf "$bench_work"
 	exit "$status"
+}
+
+# bench_reap NETNS-REGEX PROC-FILE...: kills every process (but this shell) whose
+# /proc/PID/PROC-FILE (cmdline, environ) names the scratch directory, twice (a dying parent
+# may have just started a child), then deletes the named network namespaces matching
+# NETNS-REGEX (grep -E).
+bench_reap() {
+	local pattern=$1 kind pid ns files
+	shift
+	for _ in 1 2; do
+		files=()
+		for kind in "$@"; do files+=(/proc/[0-9]*/"$kind"); done
+		for pid in $(grep -l -s -F "$bench_work" "${files[@]}" | cut -d/ -f3 | sort -u); do
+			[ "$pid" = $$ ] || kill -KILL "$pid" 2>/dev/null || true
+		done
+		sleep 1
+	done
+	for ns in $(ip netns list | awk '{print $1}' | grep -E "$pattern" || true); do
+		ip netns del "$ns" || true
+	done
 }
 
 # Makes the scratch directory and arms the cleanup.

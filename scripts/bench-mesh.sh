@@ -16,19 +16,10 @@ bench_mesh_deps() {
 }
 
 bench_mesh_cleanup() {
-	local ns pid
 	[ -n "$bench_mesh_pid" ] || return 0
 	kill "$bench_mesh_pid" 2>/dev/null || true
 	wait "$bench_mesh_pid" 2>/dev/null || true
-	for _ in 1 2; do
-		for pid in $(grep -l -s -F "$bench_work" /proc/[0-9]*/cmdline | cut -d/ -f3 | sort -u); do
-			[ "$pid" = $$ ] || kill -KILL "$pid" 2>/dev/null || true
-		done
-		sleep 1
-	done
-	for ns in $(ip netns list | awk '{print $1}' | grep -E "^(wvt|wvul|wvbme|wvbmp|wve|wvu)${bench_mesh_pid}x[0-9]+$" || true); do
-		ip netns del "$ns" || true
-	done
+	bench_reap "^(wvt|wvul|wvbme|wvbmp|wve|wvu)${bench_mesh_pid}x[0-9]+$" cmdline
 	bench_mesh_pid=
 }
 
