@@ -16,6 +16,7 @@ pub mod netlink;
 pub mod netns;
 pub mod nftables;
 pub mod nftgen;
+mod nlmsg;
 pub mod overlay;
 pub mod portguard;
 pub mod privileges;

@@ -28,6 +28,8 @@ use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 use weave_core::mac::Mac;
 
+use crate::nlmsg;
+
 mod raw;
 
 /// A link as the kernel reports it: what the callers need and nothing more.
@@ -560,21 +562,21 @@ impl Netlink {
             let len = self.socket.recv(&mut &mut self.buf[..], 0)?;
             let mut offset = 0;
             while offset < len {
-                let header = raw::header(&self.buf[offset..len])?;
+                let header = nlmsg::header(&self.buf[offset..len])?;
                 let msg = &self.buf[offset..offset + header.len];
-                offset += raw::align(header.len);
+                offset += nlmsg::align(header.len);
                 if header.seq != self.seq {
                     continue;
                 }
                 interrupted |= header.flags & NLM_F_DUMP_INTR != 0;
                 match header.kind {
-                    raw::NLMSG_ERROR => match raw::error_code(msg)? {
+                    nlmsg::NLMSG_ERROR => match nlmsg::error_code(msg)? {
                         0 if dump => continue,
                         // With NLM_F_ACK every request ends in an ACK, a dump in DONE.
                         0 => return Ok((replies, interrupted)),
                         code => return Err(io::Error::from_raw_os_error(-code)),
                     },
-                    raw::NLMSG_DONE => return Ok((replies, interrupted)),
+                    nlmsg::NLMSG_DONE => return Ok((replies, interrupted)),
                     _ => replies.extend(parse(msg)?),
                 }
             }

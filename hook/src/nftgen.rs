@@ -16,9 +16,11 @@ use std::io;
 
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
 
-const NLMSG_HDRLEN: usize = 16;
+use crate::nlmsg::{
+    align, attributes, header, HEADER_LEN as NLMSG_HDRLEN, NLMSG_DONE, NLMSG_ERROR,
+};
+
 const NFGENMSG_LEN: usize = 4;
-const NLMSG_ERROR: u16 = 2;
 const NLM_F_REQUEST: u16 = 1;
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFT_MSG_NEWGEN: u16 = 15;
@@ -35,7 +37,6 @@ const NFT_MSG_NEWSETELEM: u16 = 12;
 const NFT_MSG_DELSETELEM: u16 = 14;
 const NFNL_MSG_BATCH_BEGIN: u16 = 16;
 const NFNL_MSG_BATCH_END: u16 = 17;
-const NLMSG_DONE: u16 = 3;
 const NLM_F_ACK: u16 = 4;
 const NLM_F_ECHO: u16 = 8;
 const NLM_F_DUMP: u16 = 0x300;
@@ -155,7 +156,7 @@ pub fn apply(changes: &[SetChange]) -> io::Result<Option<u32>> {
         let len = socket.recv(&mut &mut buf[..], 0)?;
         let mut rest = &buf[..len];
         while rest.len() >= NLMSG_HDRLEN {
-            let (mlen, kind) = header(rest)?;
+            let (mlen, kind) = header(rest).map(|h| (h.len, h.kind))?;
             let body = &rest[NLMSG_HDRLEN..mlen];
             match kind {
                 NLMSG_ERROR => match error_of(body) {
@@ -194,7 +195,7 @@ pub fn elements(family: u8, table: &str, set: &str) -> io::Result<Vec<Vec<u8>>> 
         let len = socket.recv(&mut &mut buf[..], 0)?;
         let mut rest = &buf[..len];
         while rest.len() >= NLMSG_HDRLEN {
-            let (mlen, kind) = header(rest)?;
+            let (mlen, kind) = header(rest).map(|h| (h.len, h.kind))?;
             let body = &rest[NLMSG_HDRLEN..mlen];
             match kind {
                 NLMSG_DONE => return Ok(keys),
@@ -223,23 +224,6 @@ fn keys_of(attrs: &[u8]) -> Vec<Vec<u8>> {
         }
     }
     keys
-}
-
-/// The (type, payload) pairs of a run of attributes; stops at the first malformed one.
-fn attributes(mut attrs: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
-    std::iter::from_fn(move || {
-        if attrs.len() < 4 {
-            return None;
-        }
-        let len = u16::from_ne_bytes(attrs[0..2].try_into().unwrap()) as usize;
-        let kind = u16::from_ne_bytes(attrs[2..4].try_into().unwrap()) & 0x3fff;
-        if len < 4 || len > attrs.len() {
-            return None;
-        }
-        let payload = &attrs[4..len];
-        attrs = &attrs[align(len).min(attrs.len())..];
-        Some((kind, payload))
-    })
 }
 
 /// One LIST_ELEM holding `key`.
@@ -322,25 +306,12 @@ fn attr(kind: u16, payload: &[u8]) -> Vec<u8> {
 
 /// The element came back (NEWSETELEM), or the error the kernel answered (ENOENT: absent).
 fn parse_element_reply(buf: &[u8]) -> io::Result<()> {
-    let (len, kind) = header(buf)?;
+    let (len, kind) = header(buf).map(|h| (h.len, h.kind))?;
     match kind {
         NLMSG_ERROR => Err(error_of(&buf[NLMSG_HDRLEN..len])),
         k if k >> 8 == NFNL_SUBSYS_NFTABLES => Ok(()),
         _ => Err(invalid("unexpected reply to GETSETELEM")),
     }
-}
-
-/// The length and type of the first message in `buf`, checked to fit.
-fn header(buf: &[u8]) -> io::Result<(usize, u16)> {
-    if buf.len() < NLMSG_HDRLEN {
-        return Err(invalid("short message"));
-    }
-    let len = u32::from_ne_bytes(buf[0..4].try_into().unwrap()) as usize;
-    let kind = u16::from_ne_bytes(buf[4..6].try_into().unwrap());
-    if len < NLMSG_HDRLEN || len > buf.len() {
-        return Err(invalid("bad message length"));
-    }
-    Ok((len, kind))
 }
 
 /// The errno of an NLMSG_ERROR body (0 would be an ACK, which no request here asks for).
@@ -371,7 +342,7 @@ fn invalid(what: &str) -> io::Error {
 /// Finds NFTA_GEN_ID in the reply's NEWGEN message; a netlink error becomes its errno.
 fn parse_reply(mut buf: &[u8]) -> io::Result<u32> {
     while buf.len() >= NLMSG_HDRLEN {
-        let (len, kind) = header(buf)?;
+        let (len, kind) = header(buf).map(|h| (h.len, h.kind))?;
         let body = &buf[NLMSG_HDRLEN..len];
         match kind {
             NLMSG_ERROR => return Err(error_of(body)),
@@ -404,10 +375,6 @@ fn gen_id(mut attrs: &[u8]) -> io::Result<u32> {
         attrs = &attrs[align(len).min(attrs.len())..];
     }
     Err(invalid("no NFTA_GEN_ID"))
-}
-
-fn align(len: usize) -> usize {
-    (len + 3) & !3
 }
 
 #[cfg(test)]

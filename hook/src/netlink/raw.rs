@@ -4,14 +4,9 @@
 //! failure or not; a bridge lookup spent most of its time there (perf, BENCHMARKS.md).
 //! Only the header and the attributes [`Link`] holds are read here.
 
-use std::io;
-
 use super::Link;
+use crate::nlmsg::{attributes, header, u32_at, HEADER_LEN};
 
-/// `struct nlmsghdr`.
-pub(super) const HEADER_LEN: usize = 16;
-pub(super) const NLMSG_ERROR: u16 = 2;
-pub(super) const NLMSG_DONE: u16 = 3;
 const RTM_NEWLINK: u16 = 16;
 /// `struct ifinfomsg`.
 const IFINFO_LEN: usize = 16;
@@ -26,44 +21,6 @@ const IFLA_IFALIAS: u16 = 20;
 const IFLA_INFO_KIND: u16 = 1;
 /// RFC 2863's "up" in `IFLA_OPERSTATE`.
 const IF_OPER_UP: u8 = 6;
-/// The flag bits of an attribute's type (`NLA_F_NESTED`, `NLA_F_NET_BYTEORDER`).
-const NLA_TYPE_MASK: u16 = 0x3fff;
-
-/// The fixed part of a netlink message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Header {
-    pub len: usize,
-    pub kind: u16,
-    pub flags: u16,
-    pub seq: u32,
-}
-
-pub(super) fn header(buf: &[u8]) -> io::Result<Header> {
-    let invalid = || io::Error::new(io::ErrorKind::InvalidData, "truncated netlink message");
-    let fixed = buf.get(..HEADER_LEN).ok_or_else(invalid)?;
-    let header = Header {
-        len: u32_at(fixed, 0) as usize,
-        kind: u16_at(fixed, 4),
-        flags: u16_at(fixed, 6),
-        seq: u32_at(fixed, 8),
-    };
-    if header.len < HEADER_LEN || header.len > buf.len() {
-        return Err(invalid());
-    }
-    Ok(header)
-}
-
-/// An `NLMSG_ERROR` message's code: 0 for an ACK, else a negative errno.
-pub(super) fn error_code(msg: &[u8]) -> io::Result<i32> {
-    msg.get(HEADER_LEN..HEADER_LEN + 4)
-        .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "truncated netlink error"))
-}
-
-/// Netlink's 4-byte alignment.
-pub(super) fn align(len: usize) -> usize {
-    (len + 3) & !3
-}
 
 /// A whole `RTM_NEWLINK` message as [`Link`]; `None` for any other message, or a link
 /// without a name.
@@ -106,35 +63,16 @@ pub(super) fn link(msg: &[u8]) -> Option<Link> {
     named.then_some(link)
 }
 
-/// The attributes in `buf`, type (flags masked off) and value; stops at the first
-/// malformed one.
-fn attributes(mut buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
-    std::iter::from_fn(move || {
-        let len = usize::from(u16_at(buf.get(..4)?, 0));
-        let kind = u16_at(buf, 2) & NLA_TYPE_MASK;
-        let value = buf.get(4..len)?;
-        buf = buf.get(align(len).min(buf.len())..)?;
-        Some((kind, value))
-    })
-}
-
 /// A NUL-terminated (or not) string attribute.
 fn string(value: &[u8]) -> String {
     let end = value.iter().position(|&b| b == 0).unwrap_or(value.len());
     String::from_utf8_lossy(&value[..end]).into_owned()
 }
 
-fn u16_at(buf: &[u8], at: usize) -> u16 {
-    u16::from_ne_bytes([buf[at], buf[at + 1]])
-}
-
-fn u32_at(buf: &[u8], at: usize) -> u32 {
-    u32::from_ne_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nlmsg::align;
 
     fn nla(kind: u16, value: &[u8]) -> Vec<u8> {
         let mut out = ((4 + value.len()) as u16).to_ne_bytes().to_vec();
