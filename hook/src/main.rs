@@ -108,7 +108,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args: Vec<_> = std::env::args_os().skip(1).collect();
+    let cli = runtime_args(&args).unwrap_or_else(Cli::parse);
     if let Err(msg) = settings::check_dns_addr(cli.ipalloc_range, cli.dns_addr) {
         Cli::command()
             .error(clap::error::ErrorKind::ArgumentConflict, msg)
@@ -137,6 +138,67 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The argument vectors runtimes pass (`[--FLAG=VALUE | --FLAG VALUE]... [hook|attach|detach]`,
+/// flags before or after the command), parsed without clap: building clap's command and
+/// matching against it is about a quarter of a millisecond of every container start. The
+/// values go through the same validators clap uses. Anything else (help, another command,
+/// an unknown or repeated flag, a value a validator refuses, an argument that is not UTF-8)
+/// gives None, and clap parses it, so its help and errors are unchanged.
+fn runtime_args(args: &[std::ffi::OsString]) -> Option<Cli> {
+    let mut cli = Cli {
+        bridge: settings::parse_bridge(settings::DEFAULT_BRIDGE).ok()?,
+        ipalloc_range: settings::parse_range(settings::DEFAULT_RANGE).ok()?,
+        state_dir: settings::parse_state_dir(settings::DEFAULT_STATE_DIR).ok()?,
+        mtu: None,
+        log_level: settings::parse_log_level(settings::DEFAULT_LOG_LEVEL).ok()?,
+        dns_addr: None,
+        dns_server_path: None,
+        dns_upstreams: Vec::new(),
+        command: None,
+    };
+    let mut seen = Vec::new();
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        let arg = arg.to_str()?;
+        let Some(flag) = arg.strip_prefix("--") else {
+            if cli.command.is_some() {
+                return None;
+            }
+            cli.command = Some(match arg {
+                "hook" => Command::Hook,
+                "attach" => Command::Attach,
+                "detach" => Command::Detach,
+                _ => return None,
+            });
+            continue;
+        };
+        let (name, value) = match flag.split_once('=') {
+            Some((name, value)) => (name, value),
+            None => (flag, rest.next()?.to_str().filter(|v| !v.starts_with('-'))?),
+        };
+        if name != "dns-upstream" && seen.contains(&name) {
+            return None;
+        }
+        seen.push(name);
+        match name {
+            "bridge" => cli.bridge = settings::parse_bridge(value).ok()?,
+            "ipalloc-range" => cli.ipalloc_range = settings::parse_range(value).ok()?,
+            "state-dir" => cli.state_dir = settings::parse_state_dir(value).ok()?,
+            "mtu" => cli.mtu = Some(settings::parse_mtu(value).ok()?),
+            "log-level" => cli.log_level = settings::parse_log_level(value).ok()?,
+            "dns-addr" => cli.dns_addr = Some(settings::parse_dns_addr(value).ok()?),
+            "dns-server-path" if !value.is_empty() => {
+                cli.dns_server_path = Some(PathBuf::from(value))
+            }
+            "dns-upstream" => cli
+                .dns_upstreams
+                .push(settings::parse_upstream(value).ok()?),
+            _ => return None,
+        }
+    }
+    Some(cli)
 }
 
 /// An error, and the container it concerns when one is known.
@@ -326,6 +388,95 @@ mod tests {
 
     fn cli(args: &[&str]) -> Cli {
         Cli::try_parse_from(std::iter::once("weave-hook").chain(args.iter().copied())).unwrap()
+    }
+
+    /// What the fast parse makes of `args`, checked against clap: either it leaves them to
+    /// clap, or it gives exactly clap's result.
+    fn fast(args: &[&str]) -> Option<Cli> {
+        let os: Vec<std::ffi::OsString> = args.iter().map(Into::into).collect();
+        let fast = runtime_args(&os)?;
+        let clap = Cli::try_parse_from(std::iter::once("weave-hook").chain(args.iter().copied()))
+            .unwrap_or_else(|e| panic!("{args:?}: the fast parse took what clap refuses: {e}"));
+        assert_eq!(format!("{fast:?}"), format!("{clap:?}"), "{args:?}");
+        Some(fast)
+    }
+
+    #[test]
+    fn the_runtimes_arguments_parse_without_clap_as_clap_parses_them() {
+        for args in [
+            &[][..],
+            &["attach"],
+            &["detach"],
+            &["hook"],
+            &["--bridge=wvb", "--state-dir=/run/x", "attach"],
+            &[
+                "--bridge",
+                "wvb",
+                "--ipalloc-range",
+                "10.9.0.0/16",
+                "detach",
+            ],
+            &["attach", "--mtu", "1450", "--log-level=INFO"],
+            &[
+                "--dns-addr=10.9.0.1/16",
+                "--ipalloc-range=10.9.0.0/16",
+                "hook",
+            ],
+            &[
+                "--dns-upstream=1.1.1.1",
+                "--dns-upstream",
+                "[::1]:5353",
+                "attach",
+            ],
+            &["--dns-server-path=/usr/bin/weave-dns", "attach"],
+        ] {
+            assert!(fast(args).is_some(), "{args:?} should not need clap");
+        }
+    }
+
+    #[test]
+    fn everything_else_is_left_to_clap() {
+        for args in [
+            &["--help"][..],
+            &["--version"],
+            &["-h"],
+            &["ps"],
+            &["attach", "detach"],
+            &["--bridge", "a", "--bridge", "b", "attach"],
+            &["--bridge", "--state-dir=/x", "attach"],
+            &["--bridge"],
+            &["--bridge=a/b", "attach"],
+            &["--mtu=40", "attach"],
+            &["--state-dir=relative", "attach"],
+            &["--brid=x", "attach"],
+            &["--", "attach"],
+            &["--dns-server-path=", "attach"],
+        ] {
+            assert!(fast(args).is_none(), "{args:?} should go to clap");
+        }
+    }
+
+    #[test]
+    fn the_fast_parse_knows_every_global_flag() {
+        let command = Cli::command();
+        let longs: Vec<_> = command
+            .get_arguments()
+            .filter_map(|a| a.get_long())
+            .filter(|l| !["help", "version"].contains(l))
+            .collect();
+        for long in longs {
+            let value = match long {
+                "ipalloc-range" => "10.32.0.0/12",
+                "state-dir" | "dns-server-path" => "/run/x",
+                "mtu" => "1400",
+                "log-level" => "info",
+                "dns-addr" => "10.32.0.1/12",
+                "dns-upstream" => "1.1.1.1",
+                _ => "weave",
+            };
+            let flag = format!("--{long}={value}");
+            assert!(fast(&[&flag, "attach"]).is_some(), "{flag} goes to clap");
+        }
     }
 
     #[test]
