@@ -49,6 +49,11 @@ fn check_owner(host: &mut Netlink, link: &Link, settings: &Settings) -> Result<(
                     "turn IPv6 addresses off on {}",
                     link.name
                 )))?;
+            host.no_multicast_snooping(link.index)
+                .map_err(Error::netlink(format!(
+                    "turn multicast snooping off on {}",
+                    link.name
+                )))?;
             host.set_alias(link.index, &ours)
                 .map_err(Error::netlink(format!("mark bridge {} as ours", link.name)))
         }

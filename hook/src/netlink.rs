@@ -15,7 +15,7 @@ use netlink_packet_core::{
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
-    AfSpecInet6, AfSpecUnspec, InfoData, InfoKind, InfoVeth, InfoVxlan, LinkAttribute,
+    AfSpecInet6, AfSpecUnspec, InfoBridge, InfoData, InfoKind, InfoVeth, InfoVxlan, LinkAttribute,
     LinkExtentMask, LinkFlags, LinkInfo, LinkMessage,
 };
 use netlink_packet_route::neighbour::{
@@ -194,7 +194,8 @@ impl Netlink {
         self.request_links(RouteNetlinkMessage::GetLink(get_link()), NLM_F_DUMP)
     }
 
-    /// Creates a bridge. Fails with `EEXIST` when a link of that name exists already.
+    /// Creates a bridge, without multicast snooping (see `no_snooping`). Fails with `EEXIST`
+    /// when a link of that name exists already.
     ///
     /// Its MAC address is set, not left to the kernel: a bridge without one takes the lowest
     /// MAC of its ports and changes it when that port leaves, and then every container's ARP
@@ -207,12 +208,18 @@ impl Netlink {
         if let Some(mtu) = mtu {
             msg.attributes.push(LinkAttribute::Mtu(mtu));
         }
-        msg.attributes
-            .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(
-                InfoKind::Bridge,
-            )]));
+        msg.attributes.push(no_snooping());
         self.request(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)
             .map(drop)
+    }
+
+    /// Turns IGMP/MLD snooping off on an existing bridge (see `no_snooping`). A NEWLINK
+    /// without NLM_F_CREATE, as `ip link set type bridge` sends it: SETLINK ignores link info.
+    pub fn no_multicast_snooping(&mut self, index: u32) -> io::Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        msg.attributes.push(no_snooping());
+        self.request(RouteNetlinkMessage::NewLink(msg), 0).map(drop)
     }
 
     /// Creates a veth pair in one request: the host end enslaved to the bridge and up,
@@ -592,6 +599,21 @@ fn parse_reply(msg: &[u8]) -> io::Result<Option<RouteNetlinkMessage>> {
         NetlinkPayload::InnerMessage(m) => Some(m),
         _ => None,
     })
+}
+
+/// A bridge's link info with IGMP/MLD snooping off. With snooping on (the kernel's
+/// default), every port added or removed re-arms two multicast query timers on every
+/// forwarding port (`br_port_state_selection` -> `br_multicast_enable_port`), so each attach
+/// and detach costs work in proportion to the containers already on the bridge, and 2 timer
+/// expirations per port follow in softirq. It buys nothing on a weave network: without an
+/// IGMP querier on the bridge (weave runs none) the kernel floods multicast to every port
+/// anyway; a container that sent queries could only make delivery depend on its reports,
+/// and fill the bridge's group table. Off, multicast is flooded like broadcast, always.
+fn no_snooping() -> LinkAttribute {
+    LinkAttribute::LinkInfo(vec![
+        LinkInfo::Kind(InfoKind::Bridge),
+        LinkInfo::Data(InfoData::Bridge(vec![InfoBridge::MulticastSnooping(0)])),
+    ])
 }
 
 /// A link request whose reply leaves the link's statistics out (RTEXT_FILTER_SKIP_STATS;

@@ -806,6 +806,36 @@ fn an_address_once_held_second_is_announced_when_it_comes_back_first() {
     panic!("watcher still has {neigh:?}, expected {new_mac}");
 }
 
+/// The bridge's `mcast_snooping` as `ip -d link` prints it.
+fn snooping(bridge: &str) -> String {
+    let out = sh(&format!("ip -d link show {bridge}"));
+    let at = out
+        .find("mcast_snooping ")
+        .expect("ip -d prints mcast_snooping");
+    out[at..].split_whitespace().nth(1).unwrap().to_string()
+}
+
+#[test]
+fn weave_bridges_do_no_multicast_snooping() {
+    if !root_or_skip("weave_bridges_do_no_multicast_snooping") {
+        return;
+    }
+    docker_host();
+    let dir = tempfile::tempdir().unwrap();
+    let c = Container::start("mcnew");
+    attach(&settings(dir.path()), &c.state("10.2.0.51/24")).unwrap();
+    assert_eq!(snooping("weave"), "0", "a bridge weave-hook creates");
+    // A bridge made by hand (snooping on, the kernel's default) is turned off when marked.
+    sh("ip link add weave2 type bridge");
+    assert_eq!(snooping("weave2"), "1");
+    let dir2 = tempfile::tempdir().unwrap();
+    let mut s2 = settings(dir2.path());
+    s2.bridge = "weave2".into();
+    let c2 = Container::start("mcold");
+    attach(&s2, &c2.state("10.2.0.52/24")).unwrap();
+    assert_eq!(snooping("weave2"), "0", "a bridge weave-hook adopts");
+}
+
 #[test]
 fn bridge_ports_have_no_ipv6() {
     if !root_or_skip("bridge_ports_have_no_ipv6") {
