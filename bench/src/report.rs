@@ -116,7 +116,19 @@ fn x(r: Option<f64>) -> String {
 /// An engine's ratios: to itself without a network, and to its own network.
 fn engine(r: Option<EngineRatios>, own: &str) -> String {
     r.map_or("n/a".into(), |r| {
-        format!("{:.2}x ({:.2}x {own})", r.over_none, r.over_own_network)
+        format!(
+            "{:.2}x ({:.2}x {own}{})",
+            r.over_none,
+            r.over_own_network,
+            noop_hook(&r)
+        )
+    })
+}
+
+/// "; a hook that is /bin/true: 1.04x", when the run measured it.
+fn noop_hook(r: &EngineRatios) -> String {
+    r.noop_hook_over_none.map_or(String::new(), |n| {
+        format!("; a hook that is `/bin/true`: {n:.2}x")
     })
 }
 
@@ -438,18 +450,22 @@ pub fn readme_block(results: &Results, shim: Option<&ShimCost>, plot: &str) -> R
     if let Some(d) = h.docker {
         writeln!(
             out,
-            "| `docker run --rm --network none`, weave at Docker's default settings | {:.0} ms | {:.2}x `--runtime runc --network none`; {:.2}x Docker's default bridge network; declared with `runtimeArgs`: {} runc |",
+            "| `docker run --rm --network none`, weave at Docker's default settings | {:.0} ms | {:.2}x `--runtime runc --network none`; {:.2}x Docker's default bridge network; declared with `runtimeArgs`: {} runc{} |",
             d.weave_ms,
             d.over_none,
             d.over_own_network,
-            x(h.docker_runtime_args)
+            x(h.docker_runtime_args),
+            noop_hook(&d)
         )?;
     }
     if let Some(p) = h.podman {
         writeln!(
             out,
-            "| `podman run --rm --network none`, weave through hooks.d | {:.0} ms | {:.2}x without weave; {:.2}x podman's default network (netavark) |",
-            p.weave_ms, p.over_none, p.over_own_network
+            "| `podman run --rm --network none`, weave through hooks.d | {:.0} ms | {:.2}x without weave; {:.2}x podman's default network (netavark){} |",
+            p.weave_ms,
+            p.over_none,
+            p.over_own_network,
+            noop_hook(&p)
         )?;
     }
     Ok(out)

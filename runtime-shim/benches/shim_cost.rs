@@ -6,7 +6,9 @@
 //!   declared with `runtimeArgs` (how the end-to-end tests declare it: dockerd then runs it
 //!   through a generated shell script), and vs Docker's default bridge network;
 //! - per `podman run --rm bb true`: `--network none` vs the same with an address through
-//!   the hooks.d file `weave-setup podman` writes vs podman's default network (netavark).
+//!   the hooks.d file `weave-setup podman` writes vs podman's default network (netavark);
+//! - in both engines, the same container with a hook that does nothing (`/bin/true` in
+//!   weave-hook's place): what running two hooks costs the engine, the limit of any hook.
 //!
 //! Run as root: `cargo build --release -p weave-hook -p weave-setup && cargo bench -p
 //! weave-runtime [passthrough|docker|podman]`; `WEAVE_BENCH_BIN_DIR` names another directory
@@ -173,9 +175,11 @@ fn docker_runs() {
     let default_state = DefaultStateDir::new();
     let dir = Dockerd::new_dir();
     let runtime = bins.join("weave-runtime");
+    let noop = NoopHookRuntime::new(&runtime);
     let config = serde_json::json!({
         "runtimes": {
             "weave": {"path": runtime},
+            "weave-noop": {"path": noop.runtime()},
             "weave-args": {"path": runtime, "runtimeArgs": [
                 "--weave-bridge=wvbench".to_owned(),
                 format!("--weave-state-dir={}", state.path().display()),
@@ -216,9 +220,29 @@ fn docker_runs() {
         &none,
     ]
     .concat();
+    let noop_hook = [
+        &[
+            "--runtime",
+            "weave-noop",
+            "--annotation",
+            "weave.cidr=10.2.0.8/24",
+        ][..],
+        &none,
+    ]
+    .concat();
+    run(&noop_hook);
+    assert_hook_ran(&noop.runs());
+    noop.noop();
     let bridge = ["--runtime", "runc"];
     // One warm-up of each, so first-use costs (bridges, firewall rules) are not in the samples.
-    for extra in [&runc[..], &passthrough, &attach, &attach_args, &bridge] {
+    for extra in [
+        &runc[..],
+        &passthrough,
+        &attach,
+        &attach_args,
+        &noop_hook,
+        &bridge,
+    ] {
         run(extra);
     }
     // The weave rows measure an attach: the container's first instruction sees its address.
@@ -235,6 +259,7 @@ fn docker_runs() {
             (DOCKER_WEAVE, &mut || run(&attach)),
             (DOCKER_PASSTHROUGH, &mut || run(&passthrough)),
             (DOCKER_RUNTIME_ARGS, &mut || run(&attach_args)),
+            (DOCKER_NOOP_HOOK, &mut || run(&noop_hook)),
             (DOCKER_BRIDGE, &mut || run(&bridge)),
         ],
     );
@@ -244,11 +269,79 @@ const DOCKER_RUNC: &str = "--runtime runc --network none";
 const DOCKER_WEAVE: &str = "--runtime weave --network none + weave.cidr (path only)";
 const DOCKER_PASSTHROUGH: &str = "--runtime weave --network none, no weave options";
 const DOCKER_RUNTIME_ARGS: &str = "same, runtimeArgs (dockerd's wrapper script)";
+const DOCKER_NOOP_HOOK: &str = "same as weave, but the hook is /bin/true (no network)";
 const DOCKER_BRIDGE: &str = "--runtime runc, Docker's default bridge network";
 
 const PODMAN_NONE: &str = "--network none";
 const PODMAN_WEAVE: &str = "--network none + weave.cidr (hooks.d)";
+const PODMAN_NOOP_HOOK: &str = "--network none + a hooks.d hook that is /bin/true";
 const PODMAN_NETAVARK: &str = "podman's default network (netavark)";
+/// The annotation that selects [`PODMAN_NOOP_HOOK`]'s hooks.d file (weave's ignores it).
+const NOOP_ANNOTATION: &str = "wvbench.noop";
+
+/// A weave-runtime whose weave-hook is `/bin/true`: copies of both in a directory of their
+/// own (weave-runtime runs the weave-hook next to its own executable). Its rows measure what
+/// the engine and the shim cost around a hook that does nothing, the limit of any hook.
+struct NoopHookRuntime {
+    dir: tempfile::TempDir,
+}
+
+impl NoopHookRuntime {
+    /// Starts with a hook that counts its runs (see [`assert_hook_ran`]); [`Self::noop`]
+    /// makes it `/bin/true`.
+    fn new(runtime: &Path) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::copy(runtime, dir.path().join("weave-runtime")).unwrap();
+        write_counting_hook(&dir.path().join("weave-hook"), &dir.path().join("runs"));
+        Self { dir }
+    }
+
+    fn runtime(&self) -> PathBuf {
+        self.dir.path().join("weave-runtime")
+    }
+
+    fn runs(&self) -> PathBuf {
+        self.dir.path().join("runs")
+    }
+
+    fn noop(&self) {
+        let hook = self.dir.path().join("weave-hook");
+        std::fs::remove_file(&hook).unwrap();
+        std::fs::copy("/bin/true", hook).unwrap();
+    }
+}
+
+/// A shell script at `path` that appends a line to `runs` each time it runs.
+fn write_counting_hook(path: &Path, runs: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let script = format!("#!/bin/sh\necho ran >> '{}'\n", runs.display());
+    std::fs::write(path, script).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// The no-op rows measure a hook only if the engine runs it: once at createRuntime and once
+/// at poststop for one container.
+fn assert_hook_ran(runs: &Path) {
+    let count = std::fs::read_to_string(runs)
+        .unwrap_or_default()
+        .lines()
+        .count();
+    assert_eq!(
+        count, 2,
+        "the no-op hook ran {count} times for one container, not 2"
+    );
+}
+
+/// A hooks.d file like weave's for `hook`, selected by [`NOOP_ANNOTATION`].
+fn write_noop_hook(hooks: &Path, hook: &Path) {
+    let file = serde_json::json!({
+        "version": "1.0.0",
+        "hook": {"path": hook, "args": ["hook"]},
+        "when": {"annotations": {"^wvbench\\.noop$": ".*"}},
+        "stages": ["createRuntime", "poststop"],
+    });
+    std::fs::write(hooks.join("wvbench-noop.json"), file.to_string()).unwrap();
+}
 
 /// Rows of `podman run --rm`: `--network none` alone, with weave through the hooks.d file
 /// `weave-setup podman` writes, and on podman's default network (netavark).
@@ -274,6 +367,10 @@ fn podman_runs() {
         "weave-setup podman failed: {}",
         String::from_utf8_lossy(&setup.stderr)
     );
+    let counting = tempfile::tempdir().unwrap();
+    let (counter, runs) = (counting.path().join("hook"), counting.path().join("runs"));
+    write_counting_hook(&counter, &runs);
+    write_noop_hook(hooks.path(), &counter);
     let podman = Podman::new(&host, hooks.path());
     podman.import(&Rootfs::busybox());
     let run = |extra: &[&str]| {
@@ -290,7 +387,12 @@ fn podman_runs() {
         "--annotation",
         "weave.cidr=10.2.0.7/24",
     ];
-    for extra in [&none[..], &attach, &[]] {
+    let noop_annotation = format!("{NOOP_ANNOTATION}=1");
+    let noop_hook = ["--network", "none", "--annotation", &noop_annotation];
+    run(&noop_hook);
+    assert_hook_ran(&runs);
+    write_noop_hook(hooks.path(), Path::new("/bin/true"));
+    for extra in [&none[..], &attach, &noop_hook, &[]] {
         run(extra);
     }
     let mut cmd = podman.command();
@@ -302,6 +404,7 @@ fn podman_runs() {
         &mut [
             (PODMAN_NONE, &mut || run(&none)),
             (PODMAN_WEAVE, &mut || run(&attach)),
+            (PODMAN_NOOP_HOOK, &mut || run(&noop_hook)),
             (PODMAN_NETAVARK, &mut || run(&[])),
         ],
     );
