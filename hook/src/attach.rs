@@ -413,10 +413,17 @@ fn wire(
     target
         .container_ns
         .run_in(target.host_ns, || {
-            configure_inside(record, dns_route, gateway, announce)
+            configure_inside(record, dns_route, gateway)
         })
         .map_err(Error::io("enter the container's network namespace"))??;
-    wait_until_forwarding(&mut host, index, &record.veth)
+    wait_until_forwarding(&mut host, index, &record.veth)?;
+    if announce {
+        target
+            .container_ns
+            .run_in(target.host_ns, || announce_inside(record))
+            .map_err(Error::io("enter the container's network namespace"))??;
+    }
+    Ok(())
 }
 
 /// A bridge port has no use for IPv6: with IPv6 off (before ethwe is up, so before the
@@ -481,25 +488,40 @@ fn wait_until_forwarding(host: &mut Netlink, index: u32, veth: &str) -> Result<(
     }
 }
 
-/// Inside the container's namespace: addresses on ethwe, ethwe and lo up, neighbours told
-/// when `announce`, and a route to weave DNS when no subnet of the container holds its
-/// address.
+/// Inside the container's namespace: neighbours told that ethwe holds its addresses, with
+/// a gratuitous ARP for each, so that they drop a stale entry for a reused address. Not
+/// needed when every earlier holder of the address had ethwe's MAC (derived from it): the
+/// broadcast goes to every port of the bridge, and costs milliseconds on a full one.
+///
+/// Only once the bridge forwards the port: a broadcast sent while the port still waits for
+/// the kernel's link watch is dropped at the bridge (the kernel's own announcement when
+/// ethwe comes up, `arp_notify`, was lost so in 20 of 48 runs of
+/// `reused_address_is_announced_to_neighbours` run six at a time). With `arp_notify` on,
+/// setting ethwe's MAC to the one it has makes the kernel send it now.
+fn announce_inside(record: &Record) -> Result<()> {
+    let Some(mac) = record.mac else {
+        // Records of this version always have one (derived from the first address).
+        tracing::warn!(veth = %record.veth, "ethwe's MAC is not recorded; neighbours not told");
+        return Ok(());
+    };
+    let sysctl = format!("/proc/sys/net/ipv4/conf/{CONTAINER_IFNAME}/arp_notify");
+    fs::write(&sysctl, b"1").map_err(Error::io(format!("write {sysctl}")))?;
+    let mut nl = Netlink::open().map_err(Error::netlink("open netlink socket in the container"))?;
+    let ethwe = ethwe_of(&mut nl)?;
+    nl.set_mac(ethwe, mac).map_err(Error::netlink(
+        "announce ethwe's addresses (set its MAC again)",
+    ))
+}
+
+/// Inside the container's namespace: addresses on ethwe, ethwe and lo up, and a route to
+/// weave DNS when no subnet of the container holds its address.
 fn configure_inside(
     record: &Record,
     dns_route: Option<Ipv4Addr>,
     gateway: Option<(Ipv4Addr, bool)>,
-    announce: bool,
 ) -> Result<()> {
     let mut nl = Netlink::open().map_err(Error::netlink("open netlink socket in the container"))?;
     let ethwe = ethwe_of(&mut nl)?;
-    // With arp_notify the kernel sends a gratuitous ARP for every address when the link
-    // comes up, so neighbours drop a stale entry for a reused address. Not needed when
-    // every earlier holder of the address had ethwe's MAC (derived from it): the broadcast
-    // goes to every port of the bridge, and costs milliseconds on a full one.
-    if announce {
-        let sysctl = format!("/proc/sys/net/ipv4/conf/{CONTAINER_IFNAME}/arp_notify");
-        fs::write(&sysctl, b"1").map_err(Error::io(format!("write {sysctl}")))?;
-    }
     for addr in &record.addrs {
         nl.add_address(ethwe, *addr)
             .map_err(Error::netlink(format!("add {addr} to ethwe")))?;
