@@ -973,11 +973,23 @@ impl FakeDockerd {
         )
         .unwrap();
         fs::write(dir.path().join("view-after-reload"), view_after_reload).unwrap();
-        let child = Command::new(&script)
-            .arg("--config-file")
-            .arg(config)
-            .spawn()
-            .unwrap();
+        let mut command = Command::new(&script);
+        command.arg("--config-file").arg(config);
+        // A shell cannot trap a signal that was ignored when it started (POSIX), and a test
+        // run under `nohup` inherits SIGHUP ignored: the stand-in starts with it at default,
+        // as dockerd (Go, which takes SIGHUP back when it asks for it) effectively does.
+        // SAFETY: only signal(2), async-signal-safe, between fork and exec.
+        unsafe {
+            command.pre_exec(|| {
+                nix::sys::signal::signal(
+                    nix::sys::signal::Signal::SIGHUP,
+                    nix::sys::signal::SigHandler::SigDfl,
+                )
+                .map(drop)
+                .map_err(std::io::Error::from)
+            });
+        }
+        let child = command.spawn().unwrap();
         fs::write(dir.path().join("docker.pid"), child.id().to_string()).unwrap();
         let ready = dir.path().join("ready");
         for _ in 0..200 {
