@@ -75,6 +75,8 @@ pub enum Error {
     MissingCapability(&'static str),
     #[error("running in a user namespace (rootless container?): weave-hook needs CAP_NET_ADMIN in the host's network namespace, and rootless containers are not supported")]
     Rootless,
+    #[error("weave-mesh serves this state directory (its socket {} answers) and would put the bridge back: stop it first", .0.display())]
+    MeshServes(std::path::PathBuf),
     #[error("{count} container(s) still attached to bridge {bridge} ({ids}); stop them first")]
     StillAttached {
         bridge: String,

@@ -1,5 +1,7 @@
 //! Reset: take the network down when nothing uses it (weave-dns, bridge and firewall rule).
 
+use std::os::unix::net::UnixStream;
+
 use weave_core::settings::Settings;
 use weave_core::store::Store;
 
@@ -14,9 +16,11 @@ use crate::overlay;
 /// tables, `overlay::remove_device`) and the bridge (and weave DNS's address with
 /// it), removes its firewall rule and its elements of weave's nftables table. Refuses while a live container is attached to it (dead
 /// ones are collected first), when the bridge is another state directory's, and when it has
-/// ports weave-hook did not make. The bridge is deleted under the store's lock, so no attach
-/// can add a port meanwhile.
+/// ports weave-hook did not make, and while weave-mesh serves the state directory (it would
+/// put the bridge and its VXLAN device back). The bridge is deleted under the store's lock,
+/// so no attach can add a port meanwhile.
 pub fn reset(settings: &Settings) -> Result<()> {
+    refuse_while_mesh_serves(settings)?;
     crate::gc::collect(settings)?;
     let store = Store::open(&settings.state_dir)?;
     refuse_while_attached(&store, settings)?;
@@ -42,6 +46,16 @@ pub fn reset(settings: &Settings) -> Result<()> {
     };
     nftables::remove(&settings.bridge, openings)?;
     bridge::remove_forwarding(&store, &settings.bridge)
+}
+
+/// An agent serves the state directory while its socket accepts a connection (a stopped
+/// agent removes it; a killed one leaves a socket nobody accepts on).
+fn refuse_while_mesh_serves(settings: &Settings) -> Result<()> {
+    let socket = settings.layout().mesh_socket();
+    match UnixStream::connect(&socket) {
+        Ok(_) => Err(Error::MeshServes(socket)),
+        Err(_) => Ok(()),
+    }
 }
 
 fn refuse_while_attached(store: &Store, settings: &Settings) -> Result<()> {

@@ -98,6 +98,27 @@ fn an_agent_registers_and_a_second_of_the_same_name_is_refused() {
         a.layout().mesh_socket().exists(),
         "the live agent's socket stays"
     );
+    // weave-hook reset refuses while an agent serves the state directory (it would put the
+    // bridge back), and goes ahead once the agent has stopped. In etcd's namespace: the
+    // test's own, where the bridge named here does not exist.
+    let reset = |state: &std::path::Path| {
+        std::process::Command::new("ip")
+            .args(["netns", "exec", etcd.netns()])
+            .arg(weave_e2e::bin("weave-hook"))
+            .args(["--bridge", "wvtreset", "--state-dir"])
+            .arg(state)
+            .arg("reset")
+            .output()
+            .unwrap()
+    };
+    let refused = reset(&c.state);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success()
+            && stderr.contains("weave-mesh serves this state directory")
+            && stderr.contains("stop it first"),
+        "{stderr}"
+    );
     assert!(
         c.signal(libc::SIGTERM),
         "SIGTERM: exit status 0\n{}",
@@ -106,6 +127,12 @@ fn an_agent_registers_and_a_second_of_the_same_name_is_refused() {
     assert!(
         !c.layout().mesh_socket().exists(),
         "SIGTERM removes the socket"
+    );
+    let done = reset(&c.state);
+    assert!(
+        done.status.success(),
+        "reset after the agent stopped: {}",
+        String::from_utf8_lossy(&done.stderr)
     );
     assert!(c.layout().mesh_state().exists(), "and keeps state.json");
     // A stopped agent keeps its registration until the lease expires.
