@@ -21,6 +21,7 @@ use crate::bridge;
 use crate::dns;
 use crate::error::{Error, Result};
 use crate::firewall::{self, Recheck};
+use crate::garp;
 use crate::mesh::Mesh;
 use crate::netlink::{Netlink, VethRequest};
 use crate::netns::Netns;
@@ -494,10 +495,11 @@ fn wait_until_forwarding(host: &mut Netlink, index: u32, veth: &str) -> Result<(
 /// broadcast goes to every port of the bridge, and costs milliseconds on a full one.
 ///
 /// Only once the bridge forwards the port: a broadcast sent while the port still waits for
-/// the kernel's link watch is dropped at the bridge (the kernel's own announcement when
-/// ethwe comes up, `arp_notify`, was lost so in 20 of 48 runs of
-/// `reused_address_is_announced_to_neighbours` run six at a time). With `arp_notify` on,
-/// setting ethwe's MAC to the one it has makes the kernel send it now.
+/// the kernel's link watch is dropped at the bridge (the kernel's own announcement as ethwe
+/// came up, `arp_notify`, was lost so in 20 of 48 runs of
+/// `reused_address_is_announced_to_neighbours` run six at a time). Sent by the hook itself,
+/// not by the kernel on a MAC "change" to the same MAC, which some kernels skip silently.
+/// `arp_notify` is still set, for a later change of ethwe's MAC.
 fn announce_inside(record: &Record) -> Result<()> {
     let Some(mac) = record.mac else {
         // Records of this version always have one (derived from the first address).
@@ -508,9 +510,9 @@ fn announce_inside(record: &Record) -> Result<()> {
     fs::write(&sysctl, b"1").map_err(Error::io(format!("write {sysctl}")))?;
     let mut nl = Netlink::open().map_err(Error::netlink("open netlink socket in the container"))?;
     let ethwe = ethwe_of(&mut nl)?;
-    nl.set_mac(ethwe, mac).map_err(Error::netlink(
-        "announce ethwe's addresses (set its MAC again)",
-    ))
+    let addrs: Vec<Ipv4Addr> = record.addrs.iter().map(|a| a.addr()).collect();
+    garp::announce(ethwe, mac, &addrs)
+        .map_err(Error::io("announce ethwe's addresses (gratuitous ARP)"))
 }
 
 /// Inside the container's namespace: addresses on ethwe, ethwe and lo up, and a route to

@@ -10,6 +10,7 @@ pub mod dns_scope;
 pub mod error;
 pub mod expose;
 pub mod firewall;
+pub mod garp;
 pub mod gc;
 pub mod mesh;
 pub mod netlink;

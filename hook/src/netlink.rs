@@ -180,16 +180,6 @@ impl Netlink {
         .map(drop)
     }
 
-    /// Sets a link's MAC address. Set to the address it has, the kernel still tells its
-    /// listeners the address changed (`NETDEV_CHANGEADDR`): with `arp_notify` that sends a
-    /// gratuitous ARP for each of the link's addresses.
-    pub fn set_mac(&mut self, index: u32, mac: Mac) -> io::Result<()> {
-        let mut msg = LinkMessage::default();
-        msg.header.index = index;
-        msg.attributes.push(LinkAttribute::Address(mac.0.to_vec()));
-        self.request(RouteNetlinkMessage::SetLink(msg), 0).map(drop)
-    }
-
     /// Sets a link's ifalias.
     pub fn set_alias(&mut self, index: u32, alias: &str) -> io::Result<()> {
         let mut msg = LinkMessage::default();

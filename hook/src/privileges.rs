@@ -4,8 +4,9 @@ use caps::{CapSet, Capability};
 
 use crate::error::{Error, Result};
 
-/// Needs CAP_NET_ADMIN (links, addresses) and CAP_SYS_ADMIN (setns into the container's
-/// network namespace), in the initial user namespace.
+/// Needs CAP_NET_ADMIN (links, addresses), CAP_SYS_ADMIN (setns into the container's
+/// network namespace) and CAP_NET_RAW (the packet socket of a gratuitous ARP), in the
+/// initial user namespace.
 pub fn check() -> Result<()> {
     if in_child_user_namespace() {
         return Err(Error::Rootless);
@@ -13,6 +14,7 @@ pub fn check() -> Result<()> {
     for (cap, name) in [
         (Capability::CAP_NET_ADMIN, "CAP_NET_ADMIN"),
         (Capability::CAP_SYS_ADMIN, "CAP_SYS_ADMIN"),
+        (Capability::CAP_NET_RAW, "CAP_NET_RAW"),
     ] {
         if !caps::has_cap(None, CapSet::Effective, cap).unwrap_or(false) {
             return Err(Error::MissingCapability(name));

@@ -259,3 +259,58 @@ fn every_bad_input_is_refused_and_changes_nothing() {
         failures.join("\n")
     );
 }
+
+/// Run without one of the capabilities it needs (dropped from the bounding set, so root's
+/// exec does not get it), the hook names it and changes nothing.
+#[test]
+fn a_missing_capability_is_named_and_changes_nothing() {
+    if !root_or_skip("a_missing_capability_is_named_and_changes_nothing") {
+        return;
+    }
+    unshare(CloneFlags::CLONE_NEWNET).unwrap();
+    let mut container = weave_e2e::spawn_in_new_netns();
+    let state_dir = tempfile::tempdir().unwrap();
+    let state = state_with_cidr("10.2.0.9/24", container.id());
+    let mut failures = Vec::new();
+    for (drop, name) in [
+        ("-net_admin", "CAP_NET_ADMIN"),
+        ("-sys_admin", "CAP_SYS_ADMIN"),
+        ("-net_raw", "CAP_NET_RAW"),
+    ] {
+        let mut child = Command::new("setpriv")
+            .args(["--bounding-set", drop, "--inh-caps", drop])
+            .arg(env!("CARGO_BIN_EXE_weave-hook"))
+            .arg("--state-dir")
+            .arg(state_dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let _ = child.stdin.take().unwrap().write_all(state.as_bytes());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if out.status.code() != Some(1) || !stderr.contains(&format!("missing capability {name}")) {
+            failures.push(format!(
+                "without {name}: exit {:?}, {stderr:?}",
+                out.status.code()
+            ));
+        }
+    }
+    let links = Command::new("ip")
+        .args(["-o", "link"])
+        .output()
+        .unwrap()
+        .stdout;
+    let left = std::fs::read_dir(state_dir.path().join("containers"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    let _ = container.kill();
+    let _ = container.wait();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(
+        !String::from_utf8_lossy(&links).contains("weave"),
+        "a link was made"
+    );
+    assert_eq!(left, 0, "a record was written");
+}
