@@ -467,8 +467,8 @@ const FORWARDING_PATIENCE: Duration = Duration::from_millis(500);
 /// The bridge forwards a port's frames only once the kernel's link watch has seen the
 /// carrier that ethwe coming up gave the host veth: asynchronously, usually within
 /// microseconds, later on a loaded host. The container's first packets would be lost
-/// meanwhile (seen: a first ping lost in about 1 of 10 test runs under load), so the hook
-/// waits for it: the operational state is set right before the bridge is told.
+/// meanwhile (seen: a first ping lost in about 1 of 10 test runs under load), and so would
+/// an announcement, so the hook waits until the bridge reports the port forwarding.
 fn wait_until_forwarding(host: &mut Netlink, index: u32, veth: &str) -> Result<()> {
     let deadline = Instant::now() + FORWARDING_PATIENCE;
     let mut polls = 0;
@@ -477,7 +477,7 @@ fn wait_until_forwarding(host: &mut Netlink, index: u32, veth: &str) -> Result<(
         let link = host
             .link_by_index(index)
             .map_err(Error::netlink(format!("look up {veth}")))?;
-        if link.as_ref().is_some_and(|l| l.oper_up) {
+        if link.as_ref().is_some_and(|l| l.forwarding) {
             tracing::debug!(%veth, polls, "port forwarding");
             return Ok(());
         }

@@ -43,10 +43,10 @@ pub struct Link {
     pub master: Option<u32>,
     /// Its ifalias (weave-hook marks the bridges it owns with one).
     pub alias: Option<String>,
-    /// RFC 2863 operational state is up. The kernel sets it asynchronously after a carrier
-    /// change (its link watch), right before it tells the bridge, which only then forwards
-    /// the port's frames.
-    pub oper_up: bool,
+    /// A bridge port in the forwarding state (`IFLA_BRPORT_STATE`). A new port gets there
+    /// asynchronously: once the kernel's link watch has seen its carrier and told the
+    /// bridge (at once with STP off, as on weave's bridge).
+    pub forwarding: bool,
     pub mtu: u32,
 }
 

@@ -15,12 +15,14 @@ const IFF_UP: u32 = 1;
 const IFLA_IFNAME: u16 = 3;
 const IFLA_MTU: u16 = 4;
 const IFLA_MASTER: u16 = 10;
-const IFLA_OPERSTATE: u16 = 16;
 const IFLA_LINKINFO: u16 = 18;
 const IFLA_IFALIAS: u16 = 20;
 const IFLA_INFO_KIND: u16 = 1;
-/// RFC 2863's "up" in `IFLA_OPERSTATE`.
-const IF_OPER_UP: u8 = 6;
+const IFLA_INFO_SLAVE_KIND: u16 = 4;
+const IFLA_INFO_SLAVE_DATA: u16 = 5;
+const IFLA_BRPORT_STATE: u16 = 1;
+/// `BR_STATE_FORWARDING` in `IFLA_BRPORT_STATE`.
+const BR_STATE_FORWARDING: u8 = 3;
 
 /// A whole `RTM_NEWLINK` message as [`Link`]; `None` for any other message, or a link
 /// without a name.
@@ -38,7 +40,7 @@ pub(super) fn link(msg: &[u8]) -> Option<Link> {
         kind: None,
         master: None,
         alias: None,
-        oper_up: false,
+        forwarding: false,
         mtu: 0,
     };
     let mut named = false;
@@ -50,12 +52,23 @@ pub(super) fn link(msg: &[u8]) -> Option<Link> {
             }
             IFLA_MTU if value.len() >= 4 => link.mtu = u32_at(value, 0),
             IFLA_MASTER if value.len() >= 4 => link.master = Some(u32_at(value, 0)),
-            IFLA_OPERSTATE => link.oper_up = value.first() == Some(&IF_OPER_UP),
             IFLA_IFALIAS => link.alias = Some(string(value)).filter(|a| !a.is_empty()),
             IFLA_LINKINFO => {
-                link.kind = attributes(value)
-                    .find(|(k, _)| *k == IFLA_INFO_KIND)
-                    .map(|(_, v)| string(v));
+                let mut bridge_port = false;
+                let mut state = None;
+                for (k, v) in attributes(value) {
+                    match k {
+                        IFLA_INFO_KIND => link.kind = Some(string(v)),
+                        IFLA_INFO_SLAVE_KIND => bridge_port = string(v) == "bridge",
+                        IFLA_INFO_SLAVE_DATA => {
+                            state = attributes(v)
+                                .find(|(k, _)| *k == IFLA_BRPORT_STATE)
+                                .and_then(|(_, v)| v.first().copied());
+                        }
+                        _ => {}
+                    }
+                }
+                link.forwarding = bridge_port && state == Some(BR_STATE_FORWARDING);
             }
             _ => {}
         }
@@ -100,7 +113,14 @@ mod tests {
 
     #[test]
     fn reads_the_fields_a_link_holds() {
-        let info = [nla(IFLA_INFO_KIND, b"bridge\0"), nla(2, &[1, 2, 3, 4, 5])].concat();
+        let port = [nla(2, &[0]), nla(IFLA_BRPORT_STATE, &[BR_STATE_FORWARDING])].concat();
+        let info = [
+            nla(IFLA_INFO_KIND, b"veth\0"),
+            nla(2, &[1, 2, 3, 4, 5]),
+            nla(IFLA_INFO_SLAVE_KIND, b"bridge\0"),
+            nla(IFLA_INFO_SLAVE_DATA | 0x8000, &port),
+        ]
+        .concat();
         let msg = message(
             RTM_NEWLINK,
             42,
@@ -109,7 +129,6 @@ mod tests {
                 nla(IFLA_IFNAME, b"weave\0"),
                 nla(IFLA_MTU, &1450u32.to_ne_bytes()),
                 nla(IFLA_MASTER, &7u32.to_ne_bytes()),
-                nla(IFLA_OPERSTATE, &[IF_OPER_UP]),
                 nla(IFLA_IFALIAS, b"weave-hook:/run/weave\0"),
                 nla(IFLA_LINKINFO | 0x8000, &info),
             ],
@@ -120,10 +139,10 @@ mod tests {
                 index: 42,
                 name: "weave".into(),
                 up: true,
-                kind: Some("bridge".into()),
+                kind: Some("veth".into()),
                 master: Some(7),
                 alias: Some("weave-hook:/run/weave".into()),
-                oper_up: true,
+                forwarding: true,
                 mtu: 1450,
             })
         );
@@ -155,8 +174,34 @@ mod tests {
         );
         let l = link(&msg).unwrap();
         assert_eq!(
-            (l.up, l.oper_up, l.alias, l.kind),
+            (l.up, l.forwarding, l.alias, l.kind),
             (false, false, None, None)
         );
+    }
+
+    #[test]
+    fn a_port_forwards_only_in_the_forwarding_state_of_a_bridge() {
+        let with = |slave_kind: &[u8], state: u8| {
+            let port = nla(IFLA_BRPORT_STATE, &[state]);
+            let info = [
+                nla(IFLA_INFO_SLAVE_KIND, slave_kind),
+                nla(IFLA_INFO_SLAVE_DATA, &port),
+            ]
+            .concat();
+            let msg = message(
+                RTM_NEWLINK,
+                5,
+                IFF_UP,
+                &[nla(IFLA_IFNAME, b"vethwe\0"), nla(IFLA_LINKINFO, &info)],
+            );
+            link(&msg).unwrap().forwarding
+        };
+        assert!(with(b"bridge\0", BR_STATE_FORWARDING));
+        // Disabled (0), listening (1), learning (2), blocking (4).
+        for state in [0, 1, 2, 4] {
+            assert!(!with(b"bridge\0", state), "state {state}");
+        }
+        // Another controller's attribute 1 is not the bridge port's state.
+        assert!(!with(b"bond\0", BR_STATE_FORWARDING));
     }
 }
