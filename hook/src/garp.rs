@@ -15,16 +15,12 @@ const PROTOCOL_IPV4: u16 = 0x0800;
 
 /// Sends one gratuitous ARP per address from link `index` of the calling thread's network
 /// namespace, with `mac` as the sender's hardware address.
+/// The socket receives nothing (protocol 0, so no receive hook to register and remove); its
+/// close still waits for an RCU grace period (`packet_release`).
 pub fn announce(index: u32, mac: Mac, addrs: &[Ipv4Addr]) -> io::Result<()> {
     let protocol = (libc::ETH_P_ARP as u16).to_be();
     // SAFETY: socket(2) with constant arguments; the descriptor is owned at once.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_PACKET,
-            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
-            i32::from(protocol),
-        )
-    };
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }

@@ -140,6 +140,30 @@ impl Netlink {
         }
     }
 
+    /// The packets link `index` has sent; `None` when it does not exist or the kernel gave
+    /// no 64-bit statistics.
+    pub fn tx_packets(&mut self, index: u32) -> io::Result<Option<u64>> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        match self.request_with(RouteNetlinkMessage::GetLink(msg), 0, |m| {
+            Ok(raw::tx_packets(m))
+        }) {
+            Ok(replies) => Ok(replies.into_iter().next()),
+            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Sets a link's MAC address. Set to the address it has, the kernel still tells its
+    /// listeners the address changed (`NETDEV_CHANGEADDR`; a few kernels returned early
+    /// instead): with `arp_notify` that sends a gratuitous ARP for each of its addresses.
+    pub fn set_mac(&mut self, index: u32, mac: Mac) -> io::Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        msg.attributes.push(LinkAttribute::Address(mac.0.to_vec()));
+        self.request(RouteNetlinkMessage::SetLink(msg), 0).map(drop)
+    }
+
     /// The link of index `index`, if it still carries the name `name`: how weave proves a
     /// recorded veth still exists (an index is not reused at once, a name may be).
     pub fn link_with(&mut self, index: u32, name: &str) -> io::Result<Option<Link>> {

@@ -385,6 +385,52 @@ fn announcements_survive_a_busy_host() {
     assert!(failed.is_empty(), "{} of 6 lost: {failed:?}", failed.len());
 }
 
+/// The packet-socket announcement (what the hook sends when the kernel did not): a
+/// neighbour whose entry names another MAC takes the container's from it.
+#[test]
+fn a_gratuitous_arp_from_a_packet_socket_corrects_a_neighbour() {
+    if !root_or_skip("a_gratuitous_arp_from_a_packet_socket_corrects_a_neighbour") {
+        return;
+    }
+    docker_host();
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(dir.path());
+    let watcher = Container::start("watcher");
+    attach(&s, &watcher.state("10.2.0.60/24")).unwrap();
+    let c = Container::start("sender");
+    attach(&s, &c.state("10.2.0.61/24")).unwrap();
+    watcher.run("ip neigh replace 10.2.0.61 lladdr 02:00:00:00:00:01 dev ethwe nud stale");
+    let mac = c.ethwe_mac();
+    let bytes: Vec<u8> = mac
+        .split(':')
+        .map(|b| u8::from_str_radix(b, 16).unwrap())
+        .collect();
+    let ns = std::fs::File::open(format!("/proc/{}/ns/net", c.pid())).unwrap();
+    std::thread::spawn(move || {
+        nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        // SAFETY: a NUL-terminated name.
+        let index = unsafe { libc::if_nametoindex(c"ethwe".as_ptr()) };
+        assert_ne!(index, 0, "no ethwe");
+        weave_hook::garp::announce(
+            index,
+            weave_core::mac::Mac(bytes.try_into().unwrap()),
+            &["10.2.0.61".parse().unwrap()],
+        )
+        .unwrap();
+    })
+    .join()
+    .unwrap();
+    let mut neigh = String::new();
+    for _ in 0..100 {
+        neigh = watcher.run("ip neigh show 10.2.0.61");
+        if neigh.contains(&mac) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    panic!("watcher still has {neigh:?}, expected {mac}");
+}
+
 #[test]
 fn mtu_applies_to_bridge_and_both_veth_ends() {
     if !root_or_skip("mtu_applies_to_bridge_and_both_veth_ends") {

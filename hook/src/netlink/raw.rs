@@ -17,6 +17,7 @@ const IFLA_MTU: u16 = 4;
 const IFLA_MASTER: u16 = 10;
 const IFLA_LINKINFO: u16 = 18;
 const IFLA_IFALIAS: u16 = 20;
+const IFLA_STATS64: u16 = 23;
 const IFLA_INFO_KIND: u16 = 1;
 const IFLA_INFO_SLAVE_KIND: u16 = 4;
 const IFLA_INFO_SLAVE_DATA: u16 = 5;
@@ -74,6 +75,19 @@ pub(super) fn link(msg: &[u8]) -> Option<Link> {
         }
     }
     named.then_some(link)
+}
+
+/// The packets a link has sent (`tx_packets` of `IFLA_STATS64`), from a whole
+/// `RTM_NEWLINK` message; `None` for another message or one without the statistics.
+pub(super) fn tx_packets(msg: &[u8]) -> Option<u64> {
+    let hdr = header(msg).ok()?;
+    if hdr.kind != RTM_NEWLINK {
+        return None;
+    }
+    let body = msg.get(HEADER_LEN..hdr.len)?;
+    attributes(body.get(IFINFO_LEN..)?)
+        .find(|(kind, _)| *kind == IFLA_STATS64)
+        .and_then(|(_, stats)| Some(u64::from_ne_bytes(stats.get(8..16)?.try_into().ok()?)))
 }
 
 /// A NUL-terminated (or not) string attribute.
@@ -177,6 +191,24 @@ mod tests {
             (l.up, l.forwarding, l.alias, l.kind),
             (false, false, None, None)
         );
+    }
+
+    #[test]
+    fn reads_the_sent_packets_of_the_64_bit_statistics() {
+        let mut stats = vec![0u8; 24 * 8];
+        stats[0..8].copy_from_slice(&5u64.to_ne_bytes()); // rx_packets
+        stats[8..16].copy_from_slice(&42u64.to_ne_bytes()); // tx_packets
+        let msg = message(
+            RTM_NEWLINK,
+            5,
+            IFF_UP,
+            &[nla(IFLA_IFNAME, b"ethwe\0"), nla(IFLA_STATS64, &stats)],
+        );
+        assert_eq!(tx_packets(&msg), Some(42));
+        let without = message(RTM_NEWLINK, 5, IFF_UP, &[nla(IFLA_IFNAME, b"ethwe\0")]);
+        assert_eq!(tx_packets(&without), None);
+        let short = message(RTM_NEWLINK, 5, 0, &[nla(IFLA_STATS64, &[0; 12])]);
+        assert_eq!(tx_packets(&short), None);
     }
 
     #[test]
