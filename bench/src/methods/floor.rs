@@ -7,10 +7,11 @@
 use std::io;
 use std::os::fd::AsFd;
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use ipnet::Ipv4Net;
+use weave_core::mac::Mac;
 use weave_hook::netlink::{Netlink, VethRequest};
 use weave_hook::netns::Netns;
 
@@ -22,7 +23,7 @@ pub struct Floor {
     pub bridge: String,
     pub subnet: Ipv4Net,
     label: String,
-    /// Whether ethwe announces its address (arp_notify) as weave-hook's does.
+    /// Whether ethwe announces its address as weave-hook's does (after the port forwards).
     announce: bool,
 
     host: Option<(Netlink, Netns)>,
@@ -41,7 +42,7 @@ impl Floor {
         }
     }
 
-    /// The same with the gratuitous ARP (arp_notify), as weave-hook sends it for second
+    /// The same with the gratuitous ARP, as weave-hook sends it for second
     /// addresses and addresses once held under another MAC: shows what the broadcast costs
     /// on a busy bridge.
     pub fn announcing(bridge: &str, subnet: Ipv4Net, label: &str) -> Self {
@@ -57,14 +58,11 @@ impl Floor {
 }
 
 /// What weave-hook does inside the container's namespace, request for request.
-fn configure_inside(addr: Ipv4Net, announce: bool) -> io::Result<()> {
+fn configure_inside(addr: Ipv4Net) -> io::Result<()> {
     let mut nl = Netlink::open()?;
     let ethwe = nl
         .link_by_name("ethwe")?
         .ok_or_else(|| io::Error::from_raw_os_error(libc::ENODEV))?;
-    if announce {
-        std::fs::write("/proc/sys/net/ipv4/conf/ethwe/arp_notify", b"1")?;
-    }
     nl.add_address(ethwe.index, addr)?;
     nl.set_up(ethwe.index)?;
     let lo = nl
@@ -72,6 +70,26 @@ fn configure_inside(addr: Ipv4Net, announce: bool) -> io::Result<()> {
         .ok_or_else(|| io::Error::from_raw_os_error(libc::ENODEV))?;
     if !lo.up {
         nl.set_up(lo.index)?;
+    }
+    Ok(())
+}
+
+/// weave-hook's announcement, once the port forwards: `arp_notify`, then ethwe's MAC set
+/// to the one it has, which makes the kernel send the gratuitous ARP.
+fn announce_inside(mac: Mac) -> io::Result<()> {
+    std::fs::write("/proc/sys/net/ipv4/conf/ethwe/arp_notify", b"1")?;
+    let mut nl = Netlink::open()?;
+    let ethwe = nl
+        .link_by_name("ethwe")?
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::ENODEV))?;
+    nl.set_mac(ethwe.index, mac)
+}
+
+/// Polls until the bridge forwards port `index`, as weave-hook waits before it announces.
+fn wait_forwarding(host: &mut Netlink, index: u32) -> io::Result<()> {
+    let deadline = Instant::now() + Duration::from_millis(500);
+    while !host.link_by_index(index)?.is_some_and(|l| l.forwarding) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_micros(100));
     }
     Ok(())
 }
@@ -112,7 +130,7 @@ impl Method for Floor {
         let container_ns = Netns::open(Path::new(&container.netns_path()))?;
         let bridge = host.link_by_name(&self.bridge)?.context("bridge is gone")?;
         host.delete_link(&veth)?;
-        let mac = weave_core::mac::Mac::for_address(addr.addr());
+        let mac = Mac::for_address(addr.addr());
         let index = host.create_veth(&VethRequest {
             host_name: &veth,
             bridge_index: bridge.index,
@@ -127,7 +145,11 @@ impl Method for Floor {
         if !announce {
             host.forward_mac_to(index, mac)?;
         }
-        container_ns.run_in(home, || configure_inside(addr, announce))??;
+        container_ns.run_in(home, || configure_inside(addr))??;
+        if announce {
+            wait_forwarding(host, index)?;
+            container_ns.run_in(home, || announce_inside(mac))??;
+        }
         Ok(millis(start.elapsed()))
     }
 
