@@ -192,21 +192,30 @@ pub fn names_file_host(file_name: &str) -> Option<&str> {
 /// hosts (as far as their clocks agree), unlike its start time in ticks after boot.
 /// `None` when the clocks cannot be read.
 pub fn started_ms(process: crate::process::ProcessId) -> Option<u64> {
-    use nix::time::{clock_gettime, ClockId};
     // SAFETY: sysconf(3) has no memory-safety preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     let hz = u64::try_from(hz).ok().filter(|h| *h > 0)?;
-    let ms = |c: ClockId| {
-        clock_gettime(c)
-            .ok()
-            .map(|t| t.tv_sec() * 1000 + t.tv_nsec() / 1_000_000)
-    };
-    // The start time counts CLOCK_BOOTTIME ticks; the wall clock at boot is the difference.
-    let boot_wall = ms(ClockId::CLOCK_REALTIME)? - ms(ClockId::CLOCK_BOOTTIME)?;
-    // Rounded to 10 ms, so that two reads a little apart agree.
-    let boot_wall = (boot_wall + 5) / 10 * 10;
     let since_boot = process.start_time.checked_mul(1000)? / hz;
-    u64::try_from(boot_wall).ok()?.checked_add(since_boot)
+    boot_wall_ms()?.checked_add(since_boot)
+}
+
+/// The wall clock at boot, in ms: read once per process, so that every start this process
+/// converts is ordered as its ticks are. Read at each call, two reads of the two clocks
+/// a little apart could land on either side of a rounding boundary, and one process's
+/// records came out 10 ms apart (weave-dns ordered a shared name's addresses by it).
+fn boot_wall_ms() -> Option<u64> {
+    static BOOT_WALL: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    *BOOT_WALL.get_or_init(|| {
+        use nix::time::{clock_gettime, ClockId};
+        let ms = |c: ClockId| {
+            clock_gettime(c)
+                .ok()
+                .map(|t| t.tv_sec() * 1000 + t.tv_nsec() / 1_000_000)
+        };
+        // The start time counts CLOCK_BOOTTIME ticks; the wall clock at boot is the difference.
+        let boot_wall = ms(ClockId::CLOCK_REALTIME)? - ms(ClockId::CLOCK_BOOTTIME)?;
+        u64::try_from(boot_wall).ok()
+    })
 }
 
 /// How long the hook waits for the agent's reply: a claim is one etcd transaction, or a few.
@@ -352,6 +361,23 @@ pub fn ask(dir: &StateDir, request: &Request, timeout: Duration) -> io::Result<R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_start_converts_to_the_same_wall_clock_time_on_every_call() {
+        let me = crate::process::ProcessId::of(std::process::id() as i32).unwrap();
+        let first = started_ms(me).unwrap();
+        for _ in 0..10_000 {
+            assert_eq!(started_ms(me), Some(first));
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        assert!(
+            first <= now && now - first < 3_600_000,
+            "{first} vs now {now}"
+        );
+    }
 
     fn net(s: &str) -> Ipv4Net {
         s.parse().unwrap()
