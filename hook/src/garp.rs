@@ -15,6 +15,7 @@ const PROTOCOL_IPV4: u16 = 0x0800;
 
 /// Sends one gratuitous ARP per address from link `index` of the calling thread's network
 /// namespace, with `mac` as the sender's hardware address.
+///
 /// The socket receives nothing (protocol 0, so no receive hook to register and remove); its
 /// close still waits for an RCU grace period (`packet_release`).
 pub fn announce(index: u32, mac: Mac, addrs: &[Ipv4Addr]) -> io::Result<()> {

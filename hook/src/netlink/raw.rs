@@ -28,11 +28,7 @@ const BR_STATE_FORWARDING: u8 = 3;
 /// A whole `RTM_NEWLINK` message as [`Link`]; `None` for any other message, or a link
 /// without a name.
 pub(super) fn link(msg: &[u8]) -> Option<Link> {
-    let hdr = header(msg).ok()?;
-    if hdr.kind != RTM_NEWLINK {
-        return None;
-    }
-    let body = msg.get(HEADER_LEN..hdr.len)?;
+    let body = newlink_body(msg)?;
     let info = body.get(..IFINFO_LEN)?;
     let mut link = Link {
         index: u32_at(info, 4),
@@ -80,14 +76,19 @@ pub(super) fn link(msg: &[u8]) -> Option<Link> {
 /// The packets a link has sent (`tx_packets` of `IFLA_STATS64`), from a whole
 /// `RTM_NEWLINK` message; `None` for another message or one without the statistics.
 pub(super) fn tx_packets(msg: &[u8]) -> Option<u64> {
+    attributes(newlink_body(msg)?.get(IFINFO_LEN..)?)
+        .find(|(kind, _)| *kind == IFLA_STATS64)
+        .and_then(|(_, stats)| Some(u64::from_ne_bytes(stats.get(8..16)?.try_into().ok()?)))
+}
+
+/// The body (`ifinfomsg` and attributes) of a whole `RTM_NEWLINK` message; `None` for any
+/// other message or a cut one.
+fn newlink_body(msg: &[u8]) -> Option<&[u8]> {
     let hdr = header(msg).ok()?;
     if hdr.kind != RTM_NEWLINK {
         return None;
     }
-    let body = msg.get(HEADER_LEN..hdr.len)?;
-    attributes(body.get(IFINFO_LEN..)?)
-        .find(|(kind, _)| *kind == IFLA_STATS64)
-        .and_then(|(_, stats)| Some(u64::from_ne_bytes(stats.get(8..16)?.try_into().ok()?)))
+    msg.get(HEADER_LEN..hdr.len)
 }
 
 /// A NUL-terminated (or not) string attribute.
