@@ -470,23 +470,16 @@ const FORWARDING_PATIENCE: Duration = Duration::from_millis(500);
 /// meanwhile (seen: a first ping lost in about 1 of 10 test runs under load), and so would
 /// an announcement, so the hook waits until the bridge reports the port forwarding.
 fn wait_until_forwarding(host: &mut Netlink, index: u32, veth: &str) -> Result<()> {
-    let deadline = Instant::now() + FORWARDING_PATIENCE;
-    let mut polls = 0;
-    loop {
-        polls += 1;
-        let link = host
-            .link_by_index(index)
-            .map_err(Error::netlink(format!("look up {veth}")))?;
-        if link.as_ref().is_some_and(|l| l.forwarding) {
-            tracing::debug!(%veth, polls, "port forwarding");
-            return Ok(());
+    match host
+        .wait_forwarding(index, FORWARDING_PATIENCE)
+        .map_err(Error::netlink(format!("look up {veth}")))?
+    {
+        Some(polls) => tracing::debug!(%veth, polls, "port forwarding"),
+        None => {
+            tracing::warn!(%veth, "the bridge port is not up after {FORWARDING_PATIENCE:?}; going on")
         }
-        if Instant::now() >= deadline {
-            tracing::warn!(%veth, "the bridge port is not up after {FORWARDING_PATIENCE:?}; going on");
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_micros(100));
     }
+    Ok(())
 }
 
 /// Inside the container's namespace: neighbours told that ethwe holds its addresses, with

@@ -7,6 +7,7 @@
 use std::io;
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsRawFd, BorrowedFd};
+use std::time::{Duration, Instant};
 
 use ipnet::Ipv4Net;
 use netlink_packet_core::{
@@ -137,6 +138,23 @@ impl Netlink {
             Ok(replies) => Ok(replies.into_iter().next()),
             Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(None),
             Err(e) => Err(e),
+        }
+    }
+
+    /// Polls (every 100 µs) until the bridge reports its port `index` forwarding, for at
+    /// most `patience`. Returns the lookups it took, or `None` when the patience ran out.
+    pub fn wait_forwarding(&mut self, index: u32, patience: Duration) -> io::Result<Option<u32>> {
+        let deadline = Instant::now() + patience;
+        let mut polls = 0;
+        loop {
+            polls += 1;
+            if self.link_by_index(index)?.is_some_and(|l| l.forwarding) {
+                return Ok(Some(polls));
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_micros(100));
         }
     }
 

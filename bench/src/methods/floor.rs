@@ -85,15 +85,6 @@ fn announce_inside(mac: Mac) -> io::Result<()> {
     nl.set_mac(ethwe.index, mac)
 }
 
-/// Polls until the bridge forwards port `index`, as weave-hook waits before it announces.
-fn wait_forwarding(host: &mut Netlink, index: u32) -> io::Result<()> {
-    let deadline = Instant::now() + Duration::from_millis(500);
-    while !host.link_by_index(index)?.is_some_and(|l| l.forwarding) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_micros(100));
-    }
-    Ok(())
-}
-
 impl Method for Floor {
     fn name(&self) -> String {
         self.label.clone()
@@ -147,7 +138,8 @@ impl Method for Floor {
         }
         container_ns.run_in(home, || configure_inside(addr))??;
         if announce {
-            wait_forwarding(host, index)?;
+            // As weave-hook waits before it announces (its patience too).
+            host.wait_forwarding(index, Duration::from_millis(500))?;
             container_ns.run_in(home, || announce_inside(mac))??;
         }
         Ok(millis(start.elapsed()))
