@@ -30,22 +30,34 @@ pub enum DirError {
 /// else: a state directory someone else can change would let them plant links where weave
 /// writes as root, or forge records and reservations.
 pub fn ensure_private_dir(path: &Path) -> Result<(), DirError> {
-    DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(path)
-        .map_err(|e| DirError::Create(path.to_path_buf(), e))?;
-    check_private_dir(path)
+    // Made once, then checked on every open: one stat when it is there.
+    let meta = match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(path)
+                .map_err(|e| DirError::Create(path.to_path_buf(), e))?;
+            std::fs::symlink_metadata(path)
+        }
+        found => found,
+    };
+    trusted_dir(path, meta)
 }
 
 /// Checks, without creating anything, that `path` is a directory only this process's user
 /// can change (see [`ensure_private_dir`]).
 pub fn check_private_dir(path: &Path) -> Result<(), DirError> {
+    trusted_dir(path, std::fs::symlink_metadata(path))
+}
+
+/// The checks of [`check_private_dir`] on `path`'s metadata (not followed through a link).
+fn trusted_dir(path: &Path, meta: io::Result<std::fs::Metadata>) -> Result<(), DirError> {
     let untrusted = |why: String| DirError::Untrusted {
         path: path.to_path_buf(),
         why,
     };
-    let meta = std::fs::symlink_metadata(path).map_err(|e| untrusted(e.to_string()))?;
+    let meta = meta.map_err(|e| untrusted(e.to_string()))?;
     if meta.file_type().is_symlink() {
         return Err(untrusted("is a symbolic link".into()));
     }
@@ -161,6 +173,16 @@ pub fn parent_dir(path: &Path) -> &Path {
     }
 }
 
+/// Reads a small file of /proc or /sys whole. They report no size, so the reads would start
+/// at 32 bytes and double; a page-sized buffer takes it in one read(2), the next finds the end.
+pub fn read_proc(path: &Path) -> io::Result<String> {
+    let file = File::open(path)?;
+    let mut data = Vec::with_capacity(4096);
+    // Through `Take`: `File`'s own read_to_end first asks the file's size and position.
+    file.take(1 << 20).read_to_end(&mut data)?;
+    String::from_utf8(data).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
 /// Reads a small regular file of the state directory: never through a symbolic link, never
 /// blocking on a FIFO, at most `limit` bytes (more is an error).
 pub fn read_small(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
@@ -168,13 +190,16 @@ pub fn read_small(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)?;
-    if !file.metadata()?.is_file() {
+    let meta = file.metadata()?;
+    if !meta.is_file() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             "not a regular file",
         ));
     }
-    let mut data = Vec::new();
+    // Room for the whole file and one byte more: one read(2) takes it all and the next
+    // finds its end (from an empty vector the reads would start at 32 bytes and double).
+    let mut data = Vec::with_capacity(meta.len().min(limit) as usize + 1);
     file.take(limit + 1).read_to_end(&mut data)?;
     if data.len() as u64 > limit {
         return Err(io::Error::new(
@@ -241,6 +266,32 @@ mod tests {
             let err = ensure_private_dir(&state).unwrap_err().to_string();
             assert!(err.contains("is owned by uid 65534"), "{err}");
         }
+    }
+
+    #[test]
+    fn a_file_in_the_way_of_a_private_dir_is_named_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state");
+        fs::write(&path, b"x").unwrap();
+        let err = ensure_private_dir(&path).unwrap_err().to_string();
+        assert!(err.contains("is not a directory"), "{err}");
+        assert_eq!(fs::read(&path).unwrap(), b"x");
+    }
+
+    #[test]
+    fn proc_reads_take_the_whole_file_past_the_first_page() {
+        let stat = read_proc(Path::new("/proc/self/stat")).unwrap();
+        assert!(
+            stat.starts_with(&format!("{} (", std::process::id())),
+            "{stat}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let long = dir.path().join("long");
+        let text: String = (0..3000).map(|i| format!("{i}\n")).collect();
+        assert!(text.len() > 3 * 4096);
+        fs::write(&long, &text).unwrap();
+        assert_eq!(read_proc(&long).unwrap(), text);
+        assert!(read_proc(&dir.path().join("missing")).is_err());
     }
 
     #[test]

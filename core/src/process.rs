@@ -3,8 +3,8 @@
 //! exist, has another start time, or is a zombie (a killed container's init stays one until
 //! its parent reaps it, and its namespaces are already released).
 
-use std::fs;
 use std::io;
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -25,7 +25,7 @@ pub struct Stat {
 
 impl Stat {
     pub fn of(pid: i32) -> io::Result<Self> {
-        let text = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        let text = crate::fsutil::read_proc(Path::new(&format!("/proc/{pid}/stat")))?;
         parse_stat(&text).ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::InvalidData,

@@ -72,7 +72,7 @@ fn state_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> 
 
 /// Whether bridged IPv4 traffic currently passes through iptables in this namespace.
 pub fn bridged_traffic_filtered() -> bool {
-    fs::read_to_string(BRIDGE_NF_SYSCTL).is_ok_and(|v| v.trim() == "1")
+    fsutil::read_proc(Path::new(BRIDGE_NF_SYSCTL)).is_ok_and(|v| v.trim() == "1")
 }
 
 /// When the rule is verified with iptables.
@@ -242,7 +242,7 @@ impl Seen {
 
     /// `generation`, of the calling thread's boot and network namespace.
     fn here(generation: u32) -> Option<Self> {
-        let boot = fs::read_to_string(BOOT_ID).ok()?.trim().to_string();
+        let boot = boot_id()?.to_string();
         let netns = fs::metadata("/proc/thread-self/ns/net").ok()?.ino();
         Some(Self {
             boot,
@@ -250,6 +250,20 @@ impl Seen {
             generation,
         })
     }
+}
+
+/// This boot's id, read once per process (an attach asks twice).
+fn boot_id() -> Option<&'static str> {
+    static BOOT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    BOOT.get_or_init(|| {
+        Some(
+            fsutil::read_proc(Path::new(BOOT_ID))
+                .ok()?
+                .trim()
+                .to_string(),
+        )
+    })
+    .as_deref()
 }
 
 /// What `<state-dir>/firewall-<bridge>` says about the rule.

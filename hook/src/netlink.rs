@@ -109,13 +109,15 @@ pub struct Netlink {
 impl Netlink {
     /// Opens a socket in the caller's current network namespace.
     pub fn open() -> io::Result<Self> {
-        let mut socket = Socket::new(NETLINK_ROUTE)?;
-        socket.bind_auto()?;
+        let socket = Socket::new(NETLINK_ROUTE)?;
+        // connect(2) binds the socket to a free port id as well.
         socket.connect(&SocketAddr::new(0, 0))?;
         Ok(Self {
             socket,
             seq: 0,
-            buf: vec![0; 64 * 1024],
+            // Room for a dump's replies, filled by recv(2) alone: pages a reply never
+            // reaches are never touched.
+            buf: Vec::with_capacity(64 * 1024),
         })
     }
 
@@ -608,7 +610,8 @@ impl Netlink {
         let mut replies = Vec::new();
         let mut interrupted = false;
         loop {
-            let len = self.socket.recv(&mut &mut self.buf[..], 0)?;
+            self.buf.clear();
+            let len = self.socket.recv(&mut self.buf, 0)?.min(self.buf.len());
             let mut offset = 0;
             while offset < len {
                 let header = nlmsg::header(&self.buf[offset..len])?;

@@ -254,8 +254,8 @@ fn message(kind: u16, flags: u16, seq: u32, body: &[u8]) -> Vec<u8> {
 }
 
 fn open() -> io::Result<Socket> {
-    let mut socket = Socket::new(NETLINK_NETFILTER)?;
-    socket.bind_auto()?;
+    let socket = Socket::new(NETLINK_NETFILTER)?;
+    // connect(2) binds the socket to a free port id as well.
     socket.connect(&SocketAddr::new(0, 0))?;
     Ok(socket)
 }

@@ -18,7 +18,7 @@ pub const SET: &str = "masq";
 
 /// Whether the host forwards IPv4 at all (the way out needs it; weave does not turn it on).
 pub fn host_forwards() -> bool {
-    std::fs::read_to_string(IP_FORWARD).is_ok_and(|v| v.trim() == "1")
+    weave_core::fsutil::read_proc(std::path::Path::new(IP_FORWARD)).is_ok_and(|v| v.trim() == "1")
 }
 
 /// The gateway of a container with `addrs`: an exposed address of the host in one of its
