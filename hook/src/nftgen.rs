@@ -151,9 +151,9 @@ pub fn apply(changes: &[SetChange]) -> io::Result<Option<u32>> {
     // generation's echo comes before.
     let mut generation = None;
     let mut answered = 0;
-    let mut buf = vec![0; 8192];
+    let mut buf = Vec::with_capacity(8192);
     while answered < messages {
-        let len = socket.recv(&mut &mut buf[..], 0)?;
+        let len = recv(&socket, &mut buf)?;
         let mut rest = &buf[..len];
         while rest.len() >= NLMSG_HDRLEN {
             let (mlen, kind) = header(rest).map(|h| (h.len, h.kind))?;
@@ -190,9 +190,9 @@ pub fn elements(family: u8, table: &str, set: &str) -> io::Result<Vec<Vec<u8>>> 
         0,
     )?;
     let mut keys = Vec::new();
-    let mut buf = vec![0; 64 * 1024];
+    let mut buf = Vec::with_capacity(64 * 1024);
     loop {
-        let len = socket.recv(&mut &mut buf[..], 0)?;
+        let len = recv(&socket, &mut buf)?;
         let mut rest = &buf[..len];
         while rest.len() >= NLMSG_HDRLEN {
             let (mlen, kind) = header(rest).map(|h| (h.len, h.kind))?;
@@ -264,10 +264,17 @@ fn open() -> io::Result<Socket> {
 fn ask(request: &[u8]) -> io::Result<Vec<u8>> {
     let socket = open()?;
     socket.send(request, 0)?;
-    let mut buf = vec![0; 4096];
-    let len = socket.recv(&mut &mut buf[..], 0)?;
-    buf.truncate(len);
+    let mut buf = Vec::with_capacity(4096);
+    recv(&socket, &mut buf)?;
     Ok(buf)
+}
+
+/// One datagram into `buf`'s reserved room (its earlier content dropped; pages the reply
+/// does not reach stay untouched); returns its length.
+fn recv(socket: &Socket, buf: &mut Vec<u8>) -> io::Result<usize> {
+    buf.clear();
+    socket.recv(buf, 0)?;
+    Ok(buf.len())
 }
 
 /// GETSETELEM for one key: table and set by name, the key nested as
