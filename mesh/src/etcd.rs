@@ -228,6 +228,19 @@ pub struct Etcd {
 /// A quiet watch is then simply opened again from the last revision seen + 1.
 pub const WATCH_IDLE: Duration = Duration::from_secs(60);
 
+/// How much of a stream [`end_of_stream`] reads past the message it was opened for.
+const STREAM_TAIL: u64 = 64 * 1024;
+
+/// Reads a one-request stream to its end. The gateway ends a keepalive's stream as soon as it
+/// has answered (the request body, one message, is over): read to that end, the connection
+/// goes back to the agent's pool for the next request; dropped before, it is closed, and
+/// every renewal would connect (and shake hands over TLS) anew. Bounded by [`STREAM_TAIL`]
+/// and by the agent's timeout; what it reads is not needed, so an error only costs the
+/// connection.
+fn end_of_stream(reader: &mut impl Read) {
+    let _ = std::io::copy(&mut reader.take(STREAM_TAIL), &mut std::io::sink());
+}
+
 fn agent(timeout: Duration, tls: &Option<Arc<rustls::ClientConfig>>) -> ureq::AgentBuilder {
     let mut b = ureq::AgentBuilder::new()
         .timeout_connect(timeout)
@@ -464,10 +477,15 @@ impl Etcd {
                 .post(&url)
                 .send_string(&body.to_string())
                 .map_err(|e| Attempt::from_ureq(ep, self.inner.client_cert, e))?;
-            let mut stream =
-                serde_json::Deserializer::from_reader(response.into_reader()).into_iter::<Value>();
-            match stream.next() {
-                Some(Ok(v)) => Ok(v),
+            let mut reader = response.into_reader();
+            let first = serde_json::Deserializer::from_reader(&mut reader)
+                .into_iter::<Value>()
+                .next();
+            match first {
+                Some(Ok(v)) => {
+                    end_of_stream(&mut reader);
+                    Ok(v)
+                }
                 Some(Err(e)) if e.is_io() || e.is_eof() => Err(Attempt::Lost {
                     reason: format!("{ep}: reading the answer: {e}"),
                 }),

@@ -3,6 +3,8 @@
 //! cluster, and TLS with client certificates. The client runs on a thread inside the
 //! cluster's own network namespace.
 
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
@@ -246,6 +248,66 @@ fn lease_keepalive_revoke_and_expiry() {
             "gone too early: {gone:?}"
         );
         assert_eq!(etcd.lease_keepalive(lease).unwrap(), None);
+    });
+}
+
+/// A TCP relay on 127.0.0.1 to `target` that counts the connections it accepts. Its threads
+/// end with the test process.
+fn counting_relay(target: SocketAddr) -> (u16, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(client) = client else { return };
+            count.fetch_add(1, Ordering::SeqCst);
+            let Ok(server) = TcpStream::connect(target) else {
+                continue;
+            };
+            let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            for (mut from, mut to) in [(client, s2), (server, c2)] {
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from, &mut to);
+                    let _ = to.shutdown(Shutdown::Write);
+                });
+            }
+        }
+    });
+    (port, accepted)
+}
+
+#[test]
+fn renewals_and_requests_share_one_connection() {
+    if !ready("renewals_and_requests_share_one_connection") {
+        return;
+    }
+    let cluster = EtcdCluster::start(1, false);
+    cluster.run_in(|| {
+        let member: SocketAddr = cluster.endpoints()[0]
+            .trim_start_matches("http://")
+            .parse()
+            .unwrap();
+        let (port, accepted) = counting_relay(member);
+        let etcd = Etcd::connect(&config(vec![format!("http://127.0.0.1:{port}")])).unwrap();
+        let lease = etcd.lease_grant(30).unwrap();
+        for n in 0..5 {
+            let ttl = etcd.lease_keepalive(lease).unwrap();
+            assert!(matches!(ttl, Some(29..=30)), "renewal {n}: {ttl:?}");
+            etcd.put(b"/conn/k", n.to_string().as_bytes(), Some(lease))
+                .unwrap();
+            assert_eq!(
+                etcd.get(b"/conn/k").unwrap().unwrap().value,
+                n.to_string().as_bytes()
+            );
+        }
+        // A renewal that read only its answer left the rest of the stream unread, and the
+        // connection was closed: one connection per renewal.
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            1,
+            "5 renewals, 5 puts and 5 gets over one kept-alive connection"
+        );
     });
 }
 
