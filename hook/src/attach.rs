@@ -411,19 +411,19 @@ fn wire(
     let dns_route = dns_addr
         .map(|a| a.addr())
         .filter(|a| dns::needs_route(&record.addrs, *a));
+    // One entry into the container's namespace: the host's socket stays in the host's
+    // namespace, so the wait for the port needs no way back.
     target
         .container_ns
         .run_in(target.host_ns, || {
-            configure_inside(record, dns_route, gateway)
+            let (mut inside, ethwe) = configure_inside(record, dns_route, gateway)?;
+            wait_until_forwarding(&mut host, index, &record.veth)?;
+            match announce {
+                true => announce_inside(&mut inside, ethwe, record),
+                false => Ok(()),
+            }
         })
         .map_err(Error::io("enter the container's network namespace"))??;
-    wait_until_forwarding(&mut host, index, &record.veth)?;
-    if announce {
-        target
-            .container_ns
-            .run_in(target.host_ns, || announce_inside(record))
-            .map_err(Error::io("enter the container's network namespace"))??;
-    }
     Ok(())
 }
 
@@ -495,7 +495,8 @@ fn wait_until_forwarding(host: &mut Netlink, index: u32, veth: &str) -> Result<(
 /// packets show it did. A kernel that skips the notification for an unchanged MAC sends
 /// nothing: then the hook sends them from a packet socket, which costs an RCU grace period
 /// when it closes (about 8 ms here, against microseconds).
-fn announce_inside(record: &Record) -> Result<()> {
+/// `nl` is a socket of the container's namespace, `ethwe` the index there.
+fn announce_inside(nl: &mut Netlink, ethwe: u32, record: &Record) -> Result<()> {
     let Some(mac) = record.mac else {
         // Records of this version always have one (derived from the first address).
         tracing::warn!(veth = %record.veth, "ethwe's MAC is not recorded; neighbours not told");
@@ -503,17 +504,15 @@ fn announce_inside(record: &Record) -> Result<()> {
     };
     let sysctl = format!("/proc/sys/net/ipv4/conf/{CONTAINER_IFNAME}/arp_notify");
     fs::write(&sysctl, b"1").map_err(Error::io(format!("write {sysctl}")))?;
-    let mut nl = Netlink::open().map_err(Error::netlink("open netlink socket in the container"))?;
-    let ethwe = ethwe_of(&mut nl)?;
     let sent = |nl: &mut Netlink| {
         nl.tx_packets(ethwe)
             .map_err(Error::netlink("read ethwe's statistics"))
     };
-    let before = sent(&mut nl)?;
+    let before = sent(nl)?;
     nl.set_mac(ethwe, mac).map_err(Error::netlink(
         "announce ethwe's addresses (set its MAC again)",
     ))?;
-    let after = sent(&mut nl)?;
+    let after = sent(nl)?;
     let count = record.addrs.len() as u64;
     if before.zip(after).is_some_and(|(b, a)| a >= b + count) {
         return Ok(());
@@ -529,12 +528,13 @@ fn announce_inside(record: &Record) -> Result<()> {
 }
 
 /// Inside the container's namespace: addresses on ethwe, ethwe and lo up, and a route to
-/// weave DNS when no subnet of the container holds its address.
+/// weave DNS when no subnet of the container holds its address. Returns the socket it used
+/// (of the container's namespace) and ethwe's index, for the announcement.
 fn configure_inside(
     record: &Record,
     dns_route: Option<Ipv4Addr>,
     gateway: Option<(Ipv4Addr, bool)>,
-) -> Result<()> {
+) -> Result<(Netlink, u32)> {
     let mut nl = Netlink::open().map_err(Error::netlink("open netlink socket in the container"))?;
     let ethwe = ethwe_of(&mut nl)?;
     for addr in &record.addrs {
@@ -569,7 +569,7 @@ fn configure_inside(
     if !lo.up {
         nl.set_up(lo.index).map_err(Error::netlink("bring lo up"))?;
     }
-    Ok(())
+    Ok((nl, ethwe))
 }
 
 /// A host veth of this name that an earlier run of the same container id left (its hook was

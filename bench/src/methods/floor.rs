@@ -57,8 +57,9 @@ impl Floor {
     }
 }
 
-/// What weave-hook does inside the container's namespace, request for request.
-fn configure_inside(addr: Ipv4Net) -> io::Result<()> {
+/// What weave-hook does inside the container's namespace, request for request; returns the
+/// socket and ethwe's index for the announcement.
+fn configure_inside(addr: Ipv4Net) -> io::Result<(Netlink, u32)> {
     let mut nl = Netlink::open()?;
     let ethwe = nl
         .link_by_name("ethwe")?
@@ -71,18 +72,14 @@ fn configure_inside(addr: Ipv4Net) -> io::Result<()> {
     if !lo.up {
         nl.set_up(lo.index)?;
     }
-    Ok(())
+    Ok((nl, ethwe.index))
 }
 
 /// weave-hook's announcement, once the port forwards: `arp_notify`, then ethwe's MAC set
 /// to the one it has, which makes the kernel send the gratuitous ARP.
-fn announce_inside(mac: Mac) -> io::Result<()> {
+fn announce_inside(nl: &mut Netlink, ethwe: u32, mac: Mac) -> io::Result<()> {
     std::fs::write("/proc/sys/net/ipv4/conf/ethwe/arp_notify", b"1")?;
-    let mut nl = Netlink::open()?;
-    let ethwe = nl
-        .link_by_name("ethwe")?
-        .ok_or_else(|| io::Error::from_raw_os_error(libc::ENODEV))?;
-    nl.set_mac(ethwe.index, mac)
+    nl.set_mac(ethwe, mac)
 }
 
 impl Method for Floor {
@@ -136,12 +133,15 @@ impl Method for Floor {
         if !announce {
             host.forward_mac_to(index, mac)?;
         }
-        container_ns.run_in(home, || configure_inside(addr))??;
-        if announce {
-            // As weave-hook waits before it announces (its patience too).
-            host.wait_forwarding(index, Duration::from_millis(500))?;
-            container_ns.run_in(home, || announce_inside(mac))??;
-        }
+        container_ns.run_in(home, || -> io::Result<()> {
+            let (mut inside, ethwe) = configure_inside(addr)?;
+            if announce {
+                // As weave-hook waits before it announces (its patience too), from inside.
+                host.wait_forwarding(index, Duration::from_millis(500))?;
+                announce_inside(&mut inside, ethwe, mac)?;
+            }
+            Ok(())
+        })??;
         Ok(millis(start.elapsed()))
     }
 
