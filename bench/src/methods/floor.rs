@@ -135,9 +135,10 @@ impl Method for Floor {
         }
         container_ns.run_in(home, || -> io::Result<()> {
             let (mut inside, ethwe) = configure_inside(addr)?;
+            // As weave-hook waits for the port to forward (its patience too), from inside,
+            // announcing or not.
+            host.wait_forwarding(index, Duration::from_millis(500))?;
             if announce {
-                // As weave-hook waits before it announces (its patience too), from inside.
-                host.wait_forwarding(index, Duration::from_millis(500))?;
                 announce_inside(&mut inside, ethwe, mac)?;
             }
             Ok(())
