@@ -178,8 +178,9 @@ pub fn parent_dir(path: &Path) -> &Path {
 pub fn read_proc(path: &Path) -> io::Result<String> {
     let file = File::open(path)?;
     let mut data = Vec::with_capacity(4096);
-    // Through `Take`: `File`'s own read_to_end first asks the file's size and position.
-    file.take(1 << 20).read_to_end(&mut data)?;
+    // Through `Take` (with no limit that matters): `File`'s own read_to_end first asks the
+    // file's size and position, two more system calls.
+    file.take(u64::MAX).read_to_end(&mut data)?;
     String::from_utf8(data).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
