@@ -33,6 +33,15 @@ pub fn owner_alias(settings: &Settings) -> String {
 fn check_owner(host: &mut Netlink, link: &Link, settings: &Settings) -> Result<()> {
     let ours = owner_alias(settings);
     match link.alias.as_deref() {
+        // Marked by a version that left snooping on: turned off once, here.
+        Some(alias) if alias == ours && link.snooping => {
+            tracing::info!(bridge = %link.name, "turning multicast snooping off");
+            host.no_multicast_snooping(link.index)
+                .map_err(Error::netlink(format!(
+                    "turn multicast snooping off on {}",
+                    link.name
+                )))
+        }
         Some(alias) if alias == ours => Ok(()),
         Some(alias) => Err(Error::BridgeOwnedElsewhere {
             bridge: link.name.clone(),

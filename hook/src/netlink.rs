@@ -49,6 +49,9 @@ pub struct Link {
     /// bridge (at once with STP off, as on weave's bridge).
     pub forwarding: bool,
     pub mtu: u32,
+    /// A bridge that does IGMP/MLD snooping (`IFLA_BR_MCAST_SNOOPING` 1); false for
+    /// anything else.
+    pub snooping: bool,
 }
 
 /// What identifies a VXLAN device of weave-mesh's (the kernel cannot change these on an

@@ -905,6 +905,12 @@ fn weave_bridges_do_no_multicast_snooping() {
     let c2 = Container::start("mcold");
     attach(&s2, &c2.state("10.2.0.52/24")).unwrap();
     assert_eq!(snooping("weave2"), "0", "a bridge weave-hook adopts");
+    // A bridge weave-hook marked before it turned snooping off: off at the next attach.
+    sh("ip link set weave type bridge mcast_snooping 1");
+    assert_eq!(snooping("weave"), "1");
+    let c3 = Container::start("mcmarked");
+    attach(&settings(dir.path()), &c3.state("10.2.0.53/24")).unwrap();
+    assert_eq!(snooping("weave"), "0", "a bridge weave-hook marked before");
 }
 
 #[test]

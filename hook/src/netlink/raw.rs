@@ -19,6 +19,8 @@ const IFLA_LINKINFO: u16 = 18;
 const IFLA_IFALIAS: u16 = 20;
 const IFLA_STATS64: u16 = 23;
 const IFLA_INFO_KIND: u16 = 1;
+const IFLA_INFO_DATA: u16 = 2;
+const IFLA_BR_MCAST_SNOOPING: u16 = 23;
 const IFLA_INFO_SLAVE_KIND: u16 = 4;
 const IFLA_INFO_SLAVE_DATA: u16 = 5;
 const IFLA_BRPORT_STATE: u16 = 1;
@@ -39,6 +41,7 @@ pub(super) fn link(msg: &[u8]) -> Option<Link> {
         alias: None,
         forwarding: false,
         mtu: 0,
+        snooping: false,
     };
     let mut named = false;
     for (kind, value) in attributes(&body[IFINFO_LEN..]) {
@@ -53,9 +56,15 @@ pub(super) fn link(msg: &[u8]) -> Option<Link> {
             IFLA_LINKINFO => {
                 let mut bridge_port = false;
                 let mut state = None;
+                let mut snooping = None;
                 for (k, v) in attributes(value) {
                     match k {
                         IFLA_INFO_KIND => link.kind = Some(string(v)),
+                        IFLA_INFO_DATA => {
+                            snooping = attributes(v)
+                                .find(|(k, _)| *k == IFLA_BR_MCAST_SNOOPING)
+                                .and_then(|(_, v)| v.first().copied());
+                        }
                         IFLA_INFO_SLAVE_KIND => bridge_port = string(v) == "bridge",
                         IFLA_INFO_SLAVE_DATA => {
                             state = attributes(v)
@@ -66,6 +75,8 @@ pub(super) fn link(msg: &[u8]) -> Option<Link> {
                     }
                 }
                 link.forwarding = bridge_port && state == Some(BR_STATE_FORWARDING);
+                // Another kind's attribute 23 is not the bridge's.
+                link.snooping = link.kind.as_deref() == Some("bridge") && snooping == Some(1);
             }
             _ => {}
         }
@@ -159,8 +170,31 @@ mod tests {
                 alias: Some("weave-hook:/run/weave".into()),
                 forwarding: true,
                 mtu: 1450,
+                snooping: false,
             })
         );
+    }
+
+    #[test]
+    fn a_bridge_snoops_only_when_its_own_attribute_says_so() {
+        let with = |kind: &[u8], snooping: u8| {
+            let data = [nla(22, &[1]), nla(IFLA_BR_MCAST_SNOOPING, &[snooping])].concat();
+            let info = [
+                nla(IFLA_INFO_KIND, kind),
+                nla(IFLA_INFO_DATA | 0x8000, &data),
+            ]
+            .concat();
+            let msg = message(
+                RTM_NEWLINK,
+                9,
+                IFF_UP,
+                &[nla(IFLA_IFNAME, b"weave\0"), nla(IFLA_LINKINFO, &info)],
+            );
+            link(&msg).unwrap().snooping
+        };
+        assert!(with(b"bridge\0", 1));
+        assert!(!with(b"bridge\0", 0));
+        assert!(!with(b"vxlan\0", 1), "another kind's attribute 23");
     }
 
     #[test]
