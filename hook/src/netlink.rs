@@ -613,8 +613,7 @@ impl Netlink {
         let mut replies = Vec::new();
         let mut interrupted = false;
         loop {
-            self.buf.clear();
-            let len = self.socket.recv(&mut self.buf, 0)?.min(self.buf.len());
+            let len = nlmsg::recv(&self.socket, &mut self.buf)?;
             let mut offset = 0;
             while offset < len {
                 let header = nlmsg::header(&self.buf[offset..len])?;

@@ -17,7 +17,7 @@ use std::io;
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
 
 use crate::nlmsg::{
-    align, attributes, header, HEADER_LEN as NLMSG_HDRLEN, NLMSG_DONE, NLMSG_ERROR,
+    align, attributes, header, recv, HEADER_LEN as NLMSG_HDRLEN, NLMSG_DONE, NLMSG_ERROR,
 };
 
 const NFGENMSG_LEN: usize = 4;
@@ -267,14 +267,6 @@ fn ask(request: &[u8]) -> io::Result<Vec<u8>> {
     let mut buf = Vec::with_capacity(4096);
     recv(&socket, &mut buf)?;
     Ok(buf)
-}
-
-/// One datagram into `buf`'s reserved room (its earlier content dropped; pages the reply
-/// does not reach stay untouched); returns its length.
-fn recv(socket: &Socket, buf: &mut Vec<u8>) -> io::Result<usize> {
-    buf.clear();
-    socket.recv(buf, 0)?;
-    Ok(buf.len())
 }
 
 /// GETSETELEM for one key: table and set by name, the key nested as

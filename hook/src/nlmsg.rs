@@ -73,3 +73,18 @@ pub(crate) fn u16_at(buf: &[u8], at: usize) -> u16 {
 pub(crate) fn u32_at(buf: &[u8], at: usize) -> u32 {
     u32::from_ne_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]])
 }
+
+/// One datagram from `socket` into `buf`'s reserved room (its earlier content dropped; pages
+/// the reply does not reach stay untouched); returns its length.
+pub(crate) fn recv(socket: &netlink_sys::Socket, buf: &mut Vec<u8>) -> io::Result<usize> {
+    buf.clear();
+    socket.recv(buf, 0)?;
+    Ok(buf.len())
+}
+
+/// The first byte of attribute `kind` among `attrs` (a u8 attribute).
+pub(crate) fn u8_attribute(attrs: &[u8], kind: u16) -> Option<u8> {
+    attributes(attrs)
+        .find(|(k, _)| *k == kind)
+        .and_then(|(_, v)| v.first().copied())
+}

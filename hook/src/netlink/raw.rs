@@ -5,7 +5,7 @@
 //! Only the header and the attributes [`Link`] holds are read here.
 
 use super::Link;
-use crate::nlmsg::{attributes, header, u32_at, HEADER_LEN};
+use crate::nlmsg::{attributes, header, u32_at, u8_attribute, HEADER_LEN};
 
 const RTM_NEWLINK: u16 = 16;
 /// `struct ifinfomsg`.
@@ -60,17 +60,9 @@ pub(super) fn link(msg: &[u8]) -> Option<Link> {
                 for (k, v) in attributes(value) {
                     match k {
                         IFLA_INFO_KIND => link.kind = Some(string(v)),
-                        IFLA_INFO_DATA => {
-                            snooping = attributes(v)
-                                .find(|(k, _)| *k == IFLA_BR_MCAST_SNOOPING)
-                                .and_then(|(_, v)| v.first().copied());
-                        }
+                        IFLA_INFO_DATA => snooping = u8_attribute(v, IFLA_BR_MCAST_SNOOPING),
                         IFLA_INFO_SLAVE_KIND => bridge_port = string(v) == "bridge",
-                        IFLA_INFO_SLAVE_DATA => {
-                            state = attributes(v)
-                                .find(|(k, _)| *k == IFLA_BRPORT_STATE)
-                                .and_then(|(_, v)| v.first().copied());
-                        }
+                        IFLA_INFO_SLAVE_DATA => state = u8_attribute(v, IFLA_BRPORT_STATE),
                         _ => {}
                     }
                 }
