@@ -83,14 +83,21 @@ fn trusted_dir(path: &Path, meta: io::Result<std::fs::Metadata>) -> Result<(), D
 /// A lock file of the state directory (created 0600, never through a link), flock(2)ed
 /// exclusively; released when the returned value is dropped, or when the process dies.
 pub fn lock_file(path: &Path) -> io::Result<Flock<File>> {
+    lock_file_as(path, FlockArg::LockExclusive, true)
+}
+
+/// A lock file of the state directory (never through a link; created 0600 when `create`),
+/// flock(2)ed as `how` says; a non-blocking lock held elsewhere is `ErrorKind::WouldBlock`.
+pub fn lock_file_as(path: &Path, how: FlockArg, create: bool) -> io::Result<Flock<File>> {
     let file = std::fs::OpenOptions::new()
-        .create(true)
+        .create(create)
         .truncate(false)
-        .write(true)
+        .write(create)
+        .read(!create)
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)?;
-    Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| errno.into())
+    Flock::lock(file, how).map_err(|(_, errno)| errno.into())
 }
 
 /// How [`write_atomic`] writes.

@@ -11,6 +11,9 @@
 //! <state-dir>/mesh/peers.json   Peers: the other hosts and the addresses they hold, for
 //!                               `weave-hook ps` (written atomically)
 //! <state-dir>/mesh/agent.sock   one request line (JSON), one reply line (JSON)
+//! <state-dir>/mesh/blocks.lock  flock(2)ed: shared by the hook from its read of state.json
+//!                               until its addresses are in the store, exclusively by the
+//!                               agent while it takes an empty block out of state.json
 //! <state-dir>/mesh/names/<host>.json
 //!                               RemoteNames: the weave DNS containers of another live host,
 //!                               mirrored from etcd by the agent (written atomically, deleted
@@ -26,12 +29,21 @@
 //! only in the blocks it owns, and an explicit address in a block it owns needs no etcd. A
 //! subnet narrower than a block lives in one block, so one host allocates from it.
 //!
+//! **Giving blocks back.** A block that has held none of this host's addresses for
+//! `weave-mesh --release-empty-after` is given back, except the last one of the default
+//! range. Under the blocks lock, held alone, the agent checks the store's address files
+//! once more and writes state.json without the block; only then does it delete the block
+//! in etcd. An attach reads state.json again under the lock, held shared, and keeps it until
+//! its addresses are in the store: it either allocates in a block the agent then sees in
+//! use, or never sees the block.
+//!
 //! **Validity.** The agent renews its lease in etcd; after each renewal it sets `valid_until`
 //! (CLOCK_BOOTTIME, milliseconds) to the earliest moment another host could reclaim this
 //! host's blocks: renewal time + lease TTL + reclaim grace. Past it, the hook allocates
 //! nothing from the blocks (an agent that is dead or cut off from etcd for that long may have
 //! lost them).
 
+use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::Ipv4Addr;
 use std::os::unix::net::UnixStream;
@@ -39,6 +51,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use ipnet::Ipv4Net;
+use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 use crate::fsutil;
@@ -247,6 +260,14 @@ impl StateDir {
         self.mesh_dir().join("agent.sock")
     }
 
+    /// flock(2)ed shared by weave-hook from its read of state.json until its addresses are in
+    /// the store, and exclusively by weave-mesh while it takes an empty block out of
+    /// state.json: a block is never given back under an allocation that read it. The agent
+    /// makes it before it writes state.json; the hook never creates it.
+    pub fn mesh_blocks_lock(&self) -> PathBuf {
+        self.mesh_dir().join("blocks.lock")
+    }
+
     /// Taken by weave-hook while it asks for a new block, so that concurrent attaches of
     /// this host ask once (the mesh directory is the agent's: the lock is beside it).
     pub fn mesh_claim_lock(&self) -> PathBuf {
@@ -298,6 +319,36 @@ impl MeshState {
             .copied()
             .filter(|b| b.contains(&subnet.network()) || subnet.contains(&b.network()))
             .collect()
+    }
+}
+
+/// Held by weave-hook while it allocates from this host's blocks, or by weave-mesh while it
+/// takes an empty block out of state.json (see [`StateDir::mesh_blocks_lock`]); let go
+/// when dropped.
+#[derive(Debug)]
+pub struct BlocksHold {
+    _lock: Flock<File>,
+}
+
+/// weave-hook's hold, shared with the other attaches; waits while the agent takes a block
+/// out. `None` without a lock file: the agent that wrote state.json gives no block back (an
+/// earlier version).
+pub fn hold_blocks_shared(dir: &StateDir) -> io::Result<Option<BlocksHold>> {
+    match fsutil::lock_file_as(&dir.mesh_blocks_lock(), FlockArg::LockShared, false) {
+        Ok(lock) => Ok(Some(BlocksHold { _lock: lock })),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// weave-mesh's hold, alone (the lock file is made when missing); `None` while an attach
+/// holds it: the agent never waits for the hook.
+pub fn try_hold_blocks_alone(dir: &StateDir) -> io::Result<Option<BlocksHold>> {
+    let how = FlockArg::LockExclusiveNonblock;
+    match fsutil::lock_file_as(&dir.mesh_blocks_lock(), how, true) {
+        Ok(lock) => Ok(Some(BlocksHold { _lock: lock })),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+        Err(e) => Err(e),
     }
 }
 

@@ -119,6 +119,9 @@ pub fn attach(settings: &Settings, state: &State) -> Result<Option<Record>> {
         &facts,
         &mut claimed,
     );
+    if let Some(mesh) = claimed.mesh.as_deref_mut() {
+        mesh.allocated();
+    }
     let reserved = reserved.inspect_err(|_| claimed.release())?;
     failpoint::hit("reserved");
     // In a mesh an address may have been held on another host, whose store's marks this

@@ -11,7 +11,7 @@ use ipnet::Ipv4Net;
 use weave_core::fsutil;
 use weave_core::id::ContainerId;
 use weave_core::layout::StateDir;
-use weave_core::mesh::{self, MeshState, Reply, Request, REQUEST_TIMEOUT};
+use weave_core::mesh::{self, BlocksHold, MeshState, Reply, Request, REQUEST_TIMEOUT};
 use weave_core::store::MeshFacts;
 
 use crate::error::{Error, Result};
@@ -26,21 +26,34 @@ pub struct Mesh {
     state: MeshState,
     /// CLOCK_BOOTTIME when the state was read.
     read_at_ms: u64,
+    /// Until the addresses are in the store: the agent gives no block back meanwhile.
+    hold: Option<BlocksHold>,
 }
 
 impl Mesh {
     /// The agent's view of this host, or `None` when no agent runs on this state directory
-    /// (the single-host hook: nothing else of the mesh runs).
+    /// (the single-host hook: nothing else of the mesh runs). In a mesh, the blocks are
+    /// held (shared) until [`Mesh::allocated`], and the state is read again under the hold.
     pub fn load(dir: &StateDir) -> Result<Option<Self>> {
-        let state = MeshState::read(dir).map_err(|source| Error::MeshState {
-            path: dir.mesh_state(),
-            source,
-        })?;
-        Ok(state.map(|state| Self {
+        if read_state(dir)?.is_none() {
+            return Ok(None);
+        }
+        let hold = mesh::hold_blocks_shared(dir).map_err(Error::io(format!(
+            "lock {}",
+            dir.mesh_blocks_lock().display()
+        )))?;
+        Ok(read_state(dir)?.map(|state| Self {
             dir: dir.clone(),
             state,
             read_at_ms: mesh::boottime_ms(),
+            hold,
         }))
+    }
+
+    /// The attach's addresses are in the store (or it failed): the agent may give back
+    /// the blocks it sees empty.
+    pub fn allocated(&mut self) {
+        self.hold = None;
     }
 
     pub fn state(&self) -> &MeshState {
@@ -68,11 +81,12 @@ impl Mesh {
     /// Reads the agent's state again; returns whether this host's blocks changed (another
     /// attach had a block claimed meanwhile).
     pub fn refresh(&mut self) -> Result<bool> {
-        let Some(fresh) = Self::load(&self.dir)? else {
+        let Some(fresh) = read_state(&self.dir)? else {
             return Ok(false);
         };
-        let changed = fresh.state.blocks != self.state.blocks;
-        *self = fresh;
+        let changed = fresh.blocks != self.state.blocks;
+        self.state = fresh;
+        self.read_at_ms = mesh::boottime_ms();
         Ok(changed)
     }
 
@@ -99,7 +113,7 @@ impl Mesh {
                 why: format!("it granted block {block}, which is not in {subnet}"),
             });
         }
-        let Some(fresh) = Self::load(&self.dir)? else {
+        let Some(fresh) = read_state(&self.dir)? else {
             return Err(Error::AgentReply {
                 what,
                 why: format!(
@@ -108,7 +122,7 @@ impl Mesh {
                 ),
             });
         };
-        if !fresh.state.blocks.contains(&block) {
+        if !fresh.blocks.contains(&block) {
             return Err(Error::AgentReply {
                 what,
                 why: format!(
@@ -118,7 +132,8 @@ impl Mesh {
             });
         }
         tracing::info!(%block, %subnet, "weave-mesh claimed a new block for this host");
-        *self = fresh;
+        self.state = fresh;
+        self.read_at_ms = mesh::boottime_ms();
         Ok(())
     }
 
@@ -181,6 +196,14 @@ impl Mesh {
     }
 }
 
+/// The agent's state.json, `None` when there is none.
+fn read_state(dir: &StateDir) -> Result<Option<MeshState>> {
+    MeshState::read(dir).map_err(|source| Error::MeshState {
+        path: dir.mesh_state(),
+        source,
+    })
+}
+
 fn unexpected(what: &str, reply: &Reply) -> Error {
     Error::AgentReply {
         what: what.to_string(),
@@ -211,5 +234,42 @@ mod tests {
         assert_eq!(printable("held by\nhost b\x1b[31m"), "held by host b [31m");
         let long = "x".repeat(5000);
         assert_eq!(printable(&long).chars().count(), MAX_REASON_CHARS + 1);
+    }
+
+    #[test]
+    fn an_attach_holds_the_blocks_until_its_addresses_are_in_the_store() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = StateDir::new(tmp.path());
+        assert!(Mesh::load(&dir).unwrap().is_none(), "no agent: no mesh");
+        fsutil::ensure_private_dir(&dir.mesh_dir()).unwrap();
+        let state = MeshState {
+            version: mesh::VERSION,
+            host: "h".into(),
+            blocks: vec!["10.32.0.0/26".parse().unwrap()],
+            block_prefix: 26,
+            valid_until_ms: u64::MAX,
+            etcd_reachable: true,
+            mtu: None,
+        };
+        std::fs::write(dir.mesh_state(), serde_json::to_vec(&state).unwrap()).unwrap();
+        // An agent that made no lock file gives no block back: read without a hold.
+        let loaded = Mesh::load(&dir).unwrap().unwrap();
+        assert!(loaded.hold.is_none());
+        assert!(
+            !dir.mesh_blocks_lock().exists(),
+            "the hook makes no lock file"
+        );
+        // The agent makes it; from then on an attach holds it until it has allocated.
+        drop(mesh::try_hold_blocks_alone(&dir).unwrap().unwrap());
+        let mut loaded = Mesh::load(&dir).unwrap().unwrap();
+        assert_eq!(loaded.state().blocks, state.blocks);
+        let agent = mesh::try_hold_blocks_alone(&dir).unwrap();
+        assert!(agent.is_none(), "the agent took the blocks under an attach");
+        // Another attach reads at the same time.
+        let other = Mesh::load(&dir).unwrap().unwrap();
+        assert!(other.hold.is_some());
+        drop(other);
+        loaded.allocated();
+        assert!(mesh::try_hold_blocks_alone(&dir).unwrap().is_some());
     }
 }

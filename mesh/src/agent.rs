@@ -11,7 +11,7 @@
 //! expires after its TTL, and the blocks are reclaimed by the other hosts after the grace
 //! unless the agent is started again before.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -22,14 +22,17 @@ use std::time::Duration;
 use ipnet::Ipv4Net;
 use weave_core::fsutil::{self, WriteOptions};
 use weave_core::layout::StateDir;
-use weave_core::mesh::{boottime_ms, names_file_host, MeshState, NamedContainer, Peers, VERSION};
+use weave_core::mesh::{
+    self, boottime_ms, names_file_host, MeshState, NamedContainer, Peers, VERSION,
+};
 use weave_core::watch::{follow, DirWatch, Follower};
 
 use crate::cluster::{Claim, Cluster, MeshError};
 use crate::datapath::DataPath;
 use crate::etcd::{prefix_end, EtcdError, WatchEvent};
-use crate::local::local_addrs;
+use crate::local::{self, local_addrs};
 use crate::names::{self, local_named};
+use crate::release;
 use crate::view::{remote_names, HostNames, View};
 
 /// A claim of an address the hook has not written to its store yet is not taken back by the
@@ -57,6 +60,13 @@ pub struct Config {
     /// container's `net:` entries ask in, so without a bound, containers started by anyone
     /// who may annotate could make the host claim block after block of the network.
     pub max_blocks: usize,
+    /// A block that held none of this host's addresses this long is given back
+    /// (`--release-empty-after`), except the last one of `default_range`.
+    pub release_empty_after: Duration,
+    /// The hook's default allocation range (`--ipalloc-range`).
+    pub default_range: Ipv4Net,
+    /// The weave bridge (`--bridge`): its exposed addresses keep their blocks.
+    pub bridge: String,
 }
 
 impl Config {
@@ -107,6 +117,12 @@ struct Inner {
     last_repair_ms: u64,
     last_resync_ms: u64,
     warned: BTreeMap<Ipv4Addr, u64>,
+    /// This host's blocks holding none of its addresses, since when.
+    empty_since: BTreeMap<Ipv4Net, u64>,
+    /// Blocks taken out of state.json to be given back, with the revision of their delete
+    /// in etcd once done: until the view has caught up with it, the view's word that they
+    /// are this host's is not taken.
+    releasing: BTreeMap<Ipv4Net, Option<i64>>,
     /// This host's weave DNS containers as put in etcd, with the lease they were put with.
     names_published: Option<(i64, BTreeMap<String, NamedContainer>)>,
     /// The other hosts' containers as written to the mirror; `None` until the first write
@@ -194,6 +210,12 @@ impl Agent {
         fsutil::ensure_private_dir(layout.root())?;
         fsutil::ensure_private_dir(&layout.mesh_dir())?;
         fsutil::ensure_private_dir(&layout.mesh_names_dir())?;
+        // Made before state.json is written: an attach that finds no lock file reads
+        // state.json without it, which only an agent that gives no block back allows.
+        mesh::try_hold_blocks_alone(&layout).map_err(|source| AgentError::Write {
+            path: layout.mesh_blocks_lock(),
+            source,
+        })?;
         // The hook's records directory, watched for the names to publish (the hook makes it
         // the same way at its first attach).
         fsutil::ensure_private_dir(&layout.records_dir())?;
@@ -286,9 +308,12 @@ impl Agent {
             inner.valid_until_ms = self.cfg.valid_until(before, self.cfg.ttl_ms());
             let rev = view.revision;
             inner.blocks.retain(|_, claimed| *claimed > rev);
-            inner
-                .blocks
-                .extend(view.blocks_of(self.me()).into_iter().map(|b| (b, rev)));
+            let mine: Vec<Ipv4Net> = view
+                .blocks_of(self.me())
+                .into_iter()
+                .filter(|b| !inner.releasing.contains_key(b))
+                .collect();
+            inner.blocks.extend(mine.into_iter().map(|b| (b, rev)));
         }
         tracing::info!(
             "registered host {} ({}) with lease {lease:x}",
@@ -443,7 +468,11 @@ impl Agent {
                 return;
             };
             let before: Vec<Ipv4Net> = inner.blocks.keys().copied().collect();
-            let mine = view.blocks_of(self.me());
+            inner
+                .releasing
+                .retain(|_, deleted| deleted.is_none_or(|rev| rev > view.revision));
+            let mut mine = view.blocks_of(self.me());
+            mine.retain(|b| !inner.releasing.contains_key(b));
             inner
                 .blocks
                 .retain(|b, claimed| mine.contains(b) || *claimed > view.revision);
@@ -654,13 +683,18 @@ impl Agent {
     }
 
     fn write_state(&self) {
+        if let Err(e) = self.try_write_state() {
+            tracing::error!("{e}");
+        }
+    }
+
+    fn try_write_state(&self) -> Result<(), String> {
         let _files = lock(&self.files);
         let state = self.mesh_state();
         let path = self.cfg.layout().mesh_state();
         let text = serde_json::to_vec_pretty(&state).expect("state always serializes");
-        if let Err(e) = fsutil::write_atomic(&path, &text, &WriteOptions::STATE) {
-            tracing::error!("cannot write {}: {e}", path.display());
-        }
+        fsutil::write_atomic(&path, &text, &WriteOptions::STATE)
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))
     }
 
     fn write_peers(&self, peers: Peers) {
@@ -697,6 +731,7 @@ impl Agent {
         self.publish();
         self.publish_names();
         self.reclaim_gone();
+        self.release_empty_blocks();
         let (due, peers) = {
             let inner = lock(&self.inner);
             let due = now.saturating_sub(inner.last_repair_ms) >= REPAIR_EVERY_MS;
@@ -859,12 +894,137 @@ impl Agent {
         self.note_etcd(&claim);
         match claim? {
             Claim::Granted((block, rev)) => {
-                lock(&self.inner).blocks.insert(block, rev);
+                {
+                    let mut inner = lock(&self.inner);
+                    inner.blocks.insert(block, rev);
+                    // Given back earlier, granted again now: this host's from this claim on.
+                    inner.releasing.remove(&block);
+                    inner.empty_since.remove(&block);
+                }
                 self.write_state();
                 tracing::info!("claimed block {block}");
                 Ok(Claim::Granted(block))
             }
             Claim::Refused(reason) => Ok(Claim::Refused(reason)),
+        }
+    }
+
+    /// Gives back the blocks that held none of this host's addresses for
+    /// `--release-empty-after` (weave-core's mesh contract, "Giving blocks back"): out of
+    /// state.json under the blocks lock, then out of etcd. Only while etcd answers: a
+    /// block out of state.json and still in etcd stays unused until its delete is done.
+    pub fn release_empty_blocks(&self) {
+        match self.empty_blocks_due(boottime_ms()) {
+            Ok(due) if !due.is_empty() => self.take_out(&due),
+            Ok(_) => {}
+            Err(e) => tracing::error!("cannot read the address store: {e}"),
+        }
+        self.delete_released();
+    }
+
+    /// Tracks which blocks are empty; returns those due to be given back.
+    fn empty_blocks_due(&self, now: u64) -> std::io::Result<Vec<Ipv4Net>> {
+        let held = self.held_addrs()?;
+        let mut inner = lock(&self.inner);
+        let owned: Vec<Ipv4Net> = inner.blocks.keys().copied().collect();
+        release::track_empty(&mut inner.empty_since, &owned, &held, now);
+        if !inner.etcd_reachable || inner.view.is_none() {
+            return Ok(Vec::new());
+        }
+        let after_ms = self.cfg.release_empty_after.as_millis() as u64;
+        let range = self.cfg.default_range;
+        Ok(release::due(
+            &owned,
+            &inner.empty_since,
+            now,
+            after_ms,
+            range,
+        ))
+    }
+
+    /// The addresses that keep a block: the store's, the host's exposed ones, those claimed
+    /// through the socket and those etcd holds for this host.
+    fn held_addrs(&self) -> std::io::Result<BTreeSet<Ipv4Addr>> {
+        let mut held = local::held_addrs(&self.cfg.layout(), &self.cfg.bridge)?;
+        let inner = lock(&self.inner);
+        held.extend(inner.pending_claims.keys());
+        if let Some(view) = &inner.view {
+            held.extend(view.addrs_of(self.me()).keys());
+        }
+        Ok(held)
+    }
+
+    /// Takes the blocks out of state.json, under the blocks lock held alone, after a last
+    /// look at the store (no attach allocates meanwhile). When an attach holds the lock,
+    /// nothing is done: the next tick tries again.
+    fn take_out(&self, due: &[Ipv4Net]) {
+        let layout = self.cfg.layout();
+        let _hold = match mesh::try_hold_blocks_alone(&layout) {
+            Ok(Some(hold)) => hold,
+            Ok(None) => return,
+            Err(e) => {
+                let path = layout.mesh_blocks_lock();
+                return tracing::error!("cannot lock {}: {e}", path.display());
+            }
+        };
+        let held = match self.held_addrs() {
+            Ok(held) => held,
+            Err(e) => return tracing::error!("cannot read the address store: {e}"),
+        };
+        let out: Vec<(Ipv4Net, i64)> = {
+            let mut inner = lock(&self.inner);
+            let empty = |b: &Ipv4Net| !held.iter().any(|ip| b.contains(ip));
+            let out: Vec<(Ipv4Net, i64)> = due
+                .iter()
+                .filter(|b| empty(b))
+                .filter_map(|b| inner.blocks.remove(b).map(|rev| (*b, rev)))
+                .collect();
+            for (b, _) in &out {
+                inner.releasing.insert(*b, None);
+                inner.empty_since.remove(b);
+            }
+            out
+        };
+        if out.is_empty() {
+            return;
+        }
+        if let Err(e) = self.try_write_state() {
+            // state.json may still list them: they stay this host's.
+            let mut inner = lock(&self.inner);
+            for (b, rev) in &out {
+                inner.releasing.remove(b);
+                inner.blocks.insert(*b, *rev);
+            }
+            return tracing::error!("{e}; the empty blocks are kept");
+        }
+        let blocks: Vec<Ipv4Net> = out.iter().map(|(b, _)| *b).collect();
+        tracing::info!(
+            "giving back blocks {blocks:?}: empty for {:?}",
+            self.cfg.release_empty_after
+        );
+    }
+
+    /// Deletes in etcd the blocks taken out of state.json; what etcd refuses or misses is
+    /// tried again at the next tick.
+    fn delete_released(&self) {
+        let pending: Vec<Ipv4Net> = lock(&self.inner)
+            .releasing
+            .iter()
+            .filter(|(_, deleted)| deleted.is_none())
+            .map(|(b, _)| *b)
+            .collect();
+        for block in pending {
+            let done = self.cfg.cluster.release_block(self.me(), block);
+            self.note_etcd(&done);
+            match done {
+                Ok(rev) => {
+                    if let Some(deleted) = lock(&self.inner).releasing.get_mut(&block) {
+                        *deleted = Some(rev);
+                    }
+                    tracing::info!("gave back block {block}");
+                }
+                Err(e) => return self.etcd_failed(e),
+            }
         }
     }
 
@@ -967,6 +1127,9 @@ mod tests {
             lease_ttl: Duration::from_secs(ttl),
             reclaim_after: Duration::from_millis(grace_ms),
             max_blocks: 64,
+            release_empty_after: Duration::from_secs(600),
+            default_range: "10.32.0.0/12".parse().unwrap(),
+            bridge: "weave".into(),
         }
     }
 

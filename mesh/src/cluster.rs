@@ -401,6 +401,39 @@ impl Cluster {
         Ok(txn.succeeded)
     }
 
+    /// Deletes block `block` while host `me` owns it, unchanged since read. Returns a
+    /// revision from which etcd does not hold the block as `me`'s (the delete's, or the
+    /// read's when it was not `me`'s). An address of `me` left in it still keeps it from
+    /// other hosts' claims, as any address outside a block does.
+    pub fn release_block(&self, me: &str, block: Ipv4Net) -> Result<i64, MeshError> {
+        let key = self.keys.block(block);
+        for _ in 0..TXN_ATTEMPTS {
+            let read = self
+                .etcd
+                .txn(&[], &[range_op(key.clone(), None)], &[])
+                .map_err(ctx(format!("cannot read block {block} in etcd")))?;
+            let kv = match read.responses.first() {
+                Some(OpResponse::Range(r)) => r.kvs.first().cloned(),
+                _ => None,
+            };
+            let Some(kv) = kv.filter(|kv| owner_name(&kv.value) == me) else {
+                return Ok(read.revision);
+            };
+            let delete = Op::Delete {
+                key: key.clone(),
+                range_end: None,
+            };
+            let txn = self
+                .etcd
+                .txn(&[unchanged(key.clone(), kv.mod_revision)], &[delete], &[])
+                .map_err(ctx(format!("cannot give block {block} back in etcd")))?;
+            if txn.succeeded {
+                return Ok(txn.revision);
+            }
+        }
+        Err(MeshError::Contention(format!("giving back block {block}")))
+    }
+
     /// Removes the blocks and addresses of host `name`, guarded by its registration being
     /// absent and by every removed key being unchanged since read: racing reclaims, a host
     /// registering again, or a block claimed by someone else meanwhile are all harmless.

@@ -3,7 +3,8 @@
 //! - `etcd`: a small blocking client for etcd's v3 JSON gateway.
 //! - `keys`: the key layout under the prefix (documented there).
 //! - `view`: the mesh as read from etcd; `cluster`: the transactions on it.
-//! - `agent`, `server`, `local`, `datapath` (and `kernel`, the real one): `weave-mesh run`.
+//! - `agent`, `server`, `local`, `release`, `datapath` (and `kernel`, the real one):
+//!   `weave-mesh run`.
 //! - `status`: `weave-mesh status`.
 //! - `names`: weave DNS across hosts (issue 14): this host's weave DNS containers published
 //!   under `names/<host>/<id>` with its lease; the other live hosts' mirrored into
@@ -49,6 +50,7 @@ pub mod kernel;
 pub mod keys;
 pub mod local;
 pub mod names;
+pub mod release;
 pub mod server;
 pub mod status;
 pub mod view;

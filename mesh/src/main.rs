@@ -120,6 +120,10 @@ struct RunArgs {
     /// allocate in, and every new subnet costs a block (64 /26 blocks: 3968 addresses)
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=65536))]
     max_blocks: u32,
+    /// Give back a block that held none of this host's addresses this long (the last one of
+    /// --ipalloc-range stays): another host may then claim it
+    #[arg(long, default_value = "600", value_name = "SECONDS", value_parser = parse_secs)]
+    release_empty_after: Duration,
     /// Keep membership, blocks and addresses, but manage no VXLAN device (something else does)
     #[arg(long)]
     no_overlay: bool,
@@ -209,6 +213,9 @@ fn run_agent(cluster: Cluster, args: RunArgs) -> anyhow::Result<()> {
         lease_ttl: args.lease_ttl,
         reclaim_after: args.reclaim_after,
         max_blocks: args.max_blocks as usize,
+        release_empty_after: args.release_empty_after,
+        default_range: args.ipalloc_range,
+        bridge: args.bridge.clone(),
     };
     let socket_path = cfg.layout().mesh_socket();
     let agent = Arc::new(Agent::new(cfg, datapath));

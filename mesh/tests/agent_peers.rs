@@ -62,6 +62,9 @@ fn peers_follow_registrations_and_a_silent_host_leaves_within_ttl_plus_5s() {
             lease_ttl: Duration::from_secs(2),
             reclaim_after: Duration::from_secs(3),
             max_blocks: 64,
+            release_empty_after: Duration::from_secs(600),
+            default_range: "10.32.0.0/12".parse().unwrap(),
+            bridge: "weave".into(),
         },
         Box::new(recorder.clone()),
     ));

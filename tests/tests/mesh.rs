@@ -17,7 +17,9 @@
 //!    the agents recover without a restart and the address is granted;
 //! 7. host C killed (its agent SIGKILLed, its namespace deleted): it leaves A's and B's FDB
 //!    within lease TTL + 5 s; after the grace its explicit address is allocatable again,
-//!    exactly once (A and B race for it).
+//!    exactly once (A and B race for it);
+//! 8. B's container in a one-block subnet stops: B gives the block back after
+//!    `--release-empty-after`, and A, refused a block there before, gets it.
 
 use std::net::Ipv4Addr;
 use std::process::Output;
@@ -32,6 +34,8 @@ use weave_e2e::{
 /// The agents' lease TTL and reclaim grace in this test (defaults: 10 s and 300 s).
 const LEASE_TTL_SECS: u64 = 2;
 const RECLAIM_AFTER_SECS: u64 = 10;
+/// The agents' delay before an empty block goes back (default 600 s).
+const RELEASE_AFTER_SECS: u64 = 3;
 /// The etcd members' host numbers on the underlay.
 const ETCD_HOSTS: [u8; 3] = [201, 202, 203];
 
@@ -72,7 +76,15 @@ fn three_hosts_one_network_through_etcd_failures_and_a_dead_host() {
     let logs = tempfile::tempdir().unwrap();
     let names = ["hosta", "hostb", "hostc"];
     let (ttl, reclaim) = (LEASE_TTL_SECS.to_string(), RECLAIM_AFTER_SECS.to_string());
-    let flags = ["--lease-ttl", &ttl, "--reclaim-after", &reclaim];
+    let release = RELEASE_AFTER_SECS.to_string();
+    let flags = [
+        "--lease-ttl",
+        &ttl,
+        "--reclaim-after",
+        &reclaim,
+        "--release-empty-after",
+        &release,
+    ];
     let mut agents: Vec<Agent> = hosts
         .iter()
         .zip(names)
@@ -330,4 +342,56 @@ fn three_hosts_one_network_through_etcd_failures_and_a_dead_host() {
         text(&ob),
         dump(&agents)
     );
+
+    // 8. A subnet of one block, outside the default range, used on B only: A is refused a
+    // block there while B's container holds an address in it. Once that container is gone,
+    // B gives the block back (and keeps its default-range block), and A gets it.
+    let solo = "10.60.0.0/26";
+    let inside = format!("net:{solo}");
+    let blocks_of = |h: &SimHost| -> Vec<String> {
+        let state = h.mesh_state().unwrap();
+        let list = state["blocks"].as_array().unwrap();
+        list.iter()
+            .map(|b| b.as_str().unwrap().to_string())
+            .collect()
+    };
+    start(
+        &rb,
+        "solo-b",
+        &bundle(&b, &rootfs, &["sleep", "900"], &inside),
+    );
+    assert!(blocks_of(&b).iter().any(|n| n == solo));
+    let out = ra.run("solo-a", &bundle(&a, &rootfs, &["true"], &inside));
+    assert!(!out.status.success(), "A allocated in B's block {solo}");
+    assert!(text(&out).contains("no free block"), "{}", text(&out));
+    rb.remove("solo-b");
+    let emptied = Instant::now();
+    let gone = wait_for(Duration::from_secs(RELEASE_AFTER_SECS + 10), || {
+        !blocks_of(&b).iter().any(|n| n == solo)
+    });
+    assert!(
+        gone.is_some(),
+        "B kept its empty block {solo}:\n{}",
+        dump(&agents)
+    );
+    eprintln!(
+        "mesh: B gave back its empty block {:?} after its container was removed",
+        emptied.elapsed()
+    );
+    assert!(
+        blocks_of(&b).iter().any(|n| n.starts_with("10.4")),
+        "B keeps its default-range blocks: {:?}",
+        blocks_of(&b)
+    );
+    let ok = wait_for(Duration::from_secs(10), || {
+        ra.run("solo-a", &bundle(&a, &rootfs, &["true"], &inside))
+            .status
+            .success()
+    });
+    assert!(
+        ok.is_some(),
+        "A never got the given-back block {solo}:\n{}",
+        dump(&agents)
+    );
+    assert!(blocks_of(&a).iter().any(|n| n == solo));
 }

@@ -1,0 +1,116 @@
+//! Which of this host's blocks to give back: those that have held none of its addresses for
+//! `--release-empty-after`, except the last one of the default range (so that the common
+//! `net:default` attach still never waits on etcd). How they are given back safely is
+//! weave-core's mesh contract ("Giving blocks back") and [`crate::agent`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+
+/// Brings `empty_since` (block → CLOCK_BOOTTIME ms it was first seen empty) in step with the
+/// blocks `owned` now and the addresses `held` now: an owned block holding none keeps its
+/// time or starts at `now_ms`; every other block is dropped.
+pub fn track_empty(
+    empty_since: &mut BTreeMap<Ipv4Net, u64>,
+    owned: &[Ipv4Net],
+    held: &BTreeSet<Ipv4Addr>,
+    now_ms: u64,
+) {
+    let empty: BTreeSet<Ipv4Net> = owned
+        .iter()
+        .copied()
+        .filter(|b| !held.iter().any(|ip| b.contains(ip)))
+        .collect();
+    empty_since.retain(|b, _| empty.contains(b));
+    for b in empty {
+        empty_since.entry(b).or_insert(now_ms);
+    }
+}
+
+/// The blocks due at `now_ms`: owned, empty for at least `after_ms`. When every owned block
+/// of `default_range` is due, the lowest of them stays.
+pub fn due(
+    owned: &[Ipv4Net],
+    empty_since: &BTreeMap<Ipv4Net, u64>,
+    now_ms: u64,
+    after_ms: u64,
+    default_range: Ipv4Net,
+) -> Vec<Ipv4Net> {
+    let is_due = |b: &Ipv4Net| {
+        empty_since
+            .get(b)
+            .is_some_and(|since| now_ms.saturating_sub(*since) >= after_ms)
+    };
+    let in_range = |b: &Ipv4Net| default_range.contains(&b.network());
+    let mut due: Vec<Ipv4Net> = owned.iter().copied().filter(is_due).collect();
+    if owned.iter().filter(|b| in_range(b)).all(is_due) {
+        if let Some(keep) = owned.iter().copied().filter(in_range).min() {
+            due.retain(|b| *b != keep);
+        }
+    }
+    due
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nets(list: &[&str]) -> Vec<Ipv4Net> {
+        list.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    fn ips(list: &[&str]) -> BTreeSet<Ipv4Addr> {
+        list.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    const RANGE: &str = "10.32.0.0/12";
+
+    #[test]
+    fn a_block_is_due_once_empty_for_the_whole_delay() {
+        let owned = nets(&["10.32.0.0/26", "10.32.0.64/26", "10.50.0.0/26"]);
+        let mut since = BTreeMap::new();
+        track_empty(&mut since, &owned, &ips(&["10.32.0.5"]), 1000);
+        assert_eq!(since.keys().copied().collect::<Vec<_>>(), owned[1..]);
+        // Seen empty again later: the first time counts.
+        track_empty(&mut since, &owned, &ips(&["10.32.0.5"]), 5000);
+        let range = RANGE.parse().unwrap();
+        assert!(due(&owned, &since, 10_999, 10_000, range).is_empty());
+        assert_eq!(due(&owned, &since, 11_000, 10_000, range), owned[1..]);
+        // An address in it again: its clock starts over.
+        track_empty(
+            &mut since,
+            &owned,
+            &ips(&["10.32.0.5", "10.50.0.9"]),
+            12_000,
+        );
+        assert_eq!(due(&owned, &since, 12_000, 10_000, range), owned[1..2]);
+        // A block no longer owned is forgotten.
+        track_empty(&mut since, &owned[..1], &ips(&[]), 13_000);
+        assert_eq!(since.keys().copied().collect::<Vec<_>>(), owned[..1]);
+    }
+
+    #[test]
+    fn the_last_block_of_the_default_range_stays() {
+        let owned = nets(&["10.32.0.64/26", "10.32.0.0/26", "10.50.0.0/26"]);
+        let mut since = BTreeMap::new();
+        track_empty(&mut since, &owned, &ips(&[]), 0);
+        let range = RANGE.parse().unwrap();
+        assert_eq!(
+            due(&owned, &since, 100, 10, range),
+            nets(&["10.32.0.64/26", "10.50.0.0/26"]),
+            "the lowest block of the range stays"
+        );
+        // With an address in one block of the range, the other empty ones all go.
+        track_empty(&mut since, &owned, &ips(&["10.32.0.70"]), 50);
+        assert_eq!(
+            due(&owned, &since, 100, 10, range),
+            nets(&["10.32.0.0/26", "10.50.0.0/26"])
+        );
+        // Blocks only outside the range: all of them go.
+        let outside = nets(&["10.50.0.0/26", "10.50.0.64/26"]);
+        let mut since = BTreeMap::new();
+        track_empty(&mut since, &outside, &ips(&[]), 0);
+        assert_eq!(due(&outside, &since, 100, 10, range), outside);
+    }
+}

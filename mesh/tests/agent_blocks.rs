@@ -1,0 +1,143 @@
+//! Giving empty blocks back, in this process against real etcd: a block that held none of the
+//! host's addresses for `--release-empty-after` leaves state.json and etcd, and another host
+//! can claim it; a block with an address file stays, so does the last block of the default
+//! range, and nothing is given back while an attach holds the blocks lock.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::Ipv4Net;
+use weave_core::layout::StateDir;
+use weave_core::mesh::{hold_blocks_shared, MeshState};
+use weave_e2e::etcd::EtcdCluster;
+use weave_e2e::{root_or_skip, tool_or_skip};
+use weave_mesh::agent::{Agent, Config};
+use weave_mesh::cluster::{Claim, Cluster};
+use weave_mesh::datapath::Recorder;
+use weave_mesh::etcd::{Etcd, EtcdConfig};
+use weave_mesh::keys::{Keys, DEFAULT_PREFIX};
+
+const RELEASE_AFTER: Duration = Duration::from_millis(800);
+
+fn cluster_of(etcd: &EtcdCluster) -> Cluster {
+    Cluster {
+        etcd: Etcd::connect(&EtcdConfig {
+            endpoints: etcd.endpoints(),
+            cacert: None,
+            cert: None,
+            key: None,
+            timeout: Duration::from_secs(2),
+        })
+        .unwrap(),
+        keys: Keys::new(DEFAULT_PREFIX),
+        block_prefix: 26,
+    }
+}
+
+fn granted(claim: Claim<Ipv4Net>) -> Ipv4Net {
+    match claim {
+        Claim::Granted(block) => block,
+        Claim::Refused(why) => panic!("block refused: {why}"),
+    }
+}
+
+/// The blocks state.json lists.
+fn listed(layout: &StateDir) -> BTreeSet<Ipv4Net> {
+    let state = MeshState::read(layout).unwrap().unwrap();
+    state.blocks.into_iter().collect()
+}
+
+/// The blocks etcd holds for `host`.
+fn in_etcd(cluster: &Cluster, host: &str) -> BTreeSet<Ipv4Net> {
+    let view = cluster.snapshot().unwrap();
+    view.blocks_of(host).into_iter().collect()
+}
+
+#[test]
+fn empty_blocks_go_back_unless_held_or_the_last_of_the_default_range() {
+    let test = "empty_blocks_go_back_unless_held_or_the_last_of_the_default_range";
+    if !root_or_skip(test) || !tool_or_skip(test, "etcd") {
+        return;
+    }
+    let etcd = EtcdCluster::start(1, false);
+    let state = tempfile::tempdir().unwrap();
+    let cluster = cluster_of(&etcd);
+    let agent = Arc::new(Agent::new(
+        Config {
+            cluster: cluster.clone(),
+            name: "ha".into(),
+            advertise: "192.168.250.1".parse().unwrap(),
+            state_dir: state.path().join("s"),
+            lease_ttl: Duration::from_secs(5),
+            reclaim_after: Duration::from_secs(30),
+            max_blocks: 64,
+            release_empty_after: RELEASE_AFTER,
+            default_range: "10.32.0.0/12".parse().unwrap(),
+            bridge: "weave".into(),
+        },
+        Box::new(Arc::new(Recorder::default())),
+    ));
+    let layout = StateDir::new(state.path().join("s"));
+    etcd.run_in(|| {
+        agent.start().unwrap();
+        let watch = agent.clone();
+        std::thread::spawn(move || watch.watch_loop());
+        let default = granted(agent.claim_block("10.32.0.0/12".parse().unwrap()).unwrap());
+        let used = granted(agent.claim_block("10.50.0.0/24".parse().unwrap()).unwrap());
+        let idle = granted(agent.claim_block("10.60.0.0/26".parse().unwrap()).unwrap());
+        let all = BTreeSet::from([default, used, idle]);
+        assert_eq!(listed(&layout), all);
+        // An address of the store in `used` (as an attach leaves it).
+        std::fs::create_dir_all(layout.addrs_dir()).unwrap();
+        let addr = used.hosts().nth(3).unwrap();
+        std::fs::write(layout.addr(addr), "c1").unwrap();
+
+        // Empty from now on: not before the delay.
+        agent.release_empty_blocks();
+        assert_eq!(listed(&layout), all, "given back before the delay");
+        std::thread::sleep(RELEASE_AFTER + Duration::from_millis(100));
+        // An attach holds the blocks lock (between its read of state.json and its
+        // addresses in the store): nothing goes.
+        let hold = hold_blocks_shared(&layout)
+            .unwrap()
+            .expect("the agent made the lock");
+        agent.release_empty_blocks();
+        assert_eq!(listed(&layout), all, "given back under an attach's hold");
+        assert_eq!(in_etcd(&cluster, "ha"), all);
+        drop(hold);
+
+        agent.release_empty_blocks();
+        let kept = BTreeSet::from([default, used]);
+        assert_eq!(listed(&layout), kept, "the idle block leaves state.json");
+        assert_eq!(in_etcd(&cluster, "ha"), kept, "and etcd");
+        // A view change does not bring it back.
+        agent.resync().unwrap();
+        assert_eq!(listed(&layout), kept);
+
+        // Another host can claim it now.
+        cluster
+            .register("hb", "192.168.250.2".parse().unwrap(), 5, 30_000)
+            .unwrap();
+        match cluster.claim_block("hb", idle).unwrap() {
+            Claim::Granted((block, _)) => assert_eq!(block, idle),
+            Claim::Refused(why) => panic!("B cannot claim the given-back block: {why}"),
+        }
+
+        // The address goes: its block follows after the delay; the default range's last
+        // block stays, however long it is empty.
+        std::fs::remove_file(layout.addr(addr)).unwrap();
+        agent.release_empty_blocks();
+        assert!(listed(&layout).contains(&used), "given back at once");
+        std::thread::sleep(RELEASE_AFTER + Duration::from_millis(100));
+        agent.release_empty_blocks();
+        let last = BTreeSet::from([default]);
+        assert_eq!(listed(&layout), last);
+        assert_eq!(in_etcd(&cluster, "ha"), last);
+        // A block given back can be claimed again by the host that gave it.
+        let again = granted(agent.claim_block(used).unwrap());
+        assert_eq!(again, used);
+        assert!(listed(&layout).contains(&used));
+    });
+    agent.stop();
+}
