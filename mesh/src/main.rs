@@ -23,7 +23,7 @@ kernel's VXLAN, coordinated through etcd.
 
 `run` registers this host in etcd with a lease, keeps a VXLAN device on the weave bridge in step \
 with the other live hosts, claims address blocks for weave-hook (which allocates from them \
-locally) and publishes the host's addresses. Stopping it (SIGTERM, SIGINT) keeps the lease \
+locally), gives back those that stayed empty, and publishes the host's addresses. Stopping it (SIGTERM, SIGINT) keeps the lease \
 and the blocks: running containers keep their addresses and keep talking. A host whose agent \
 stays away longer than the lease TTL plus --reclaim-after loses its blocks and addresses to \
 the others; `rmhost` does that at once.";
@@ -137,7 +137,7 @@ fn parse_secs(text: &str) -> Result<Duration, String> {
         .ok()
         .filter(|s| s.is_finite() && *s > 0.0 && *s <= 86_400.0)
         .map(Duration::from_secs_f64)
-        .ok_or_else(|| format!("{text:?} is not a number of seconds from 0 to 86400"))
+        .ok_or_else(|| format!("{text:?} is not a number of seconds above 0 and at most 86400"))
 }
 
 fn main() -> ExitCode {
