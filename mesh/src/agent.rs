@@ -688,13 +688,13 @@ impl Agent {
         }
     }
 
-    fn try_write_state(&self) -> Result<(), String> {
+    fn try_write_state(&self) -> Result<(), AgentError> {
         let _files = lock(&self.files);
         let state = self.mesh_state();
         let path = self.cfg.layout().mesh_state();
         let text = serde_json::to_vec_pretty(&state).expect("state always serializes");
         fsutil::write_atomic(&path, &text, &WriteOptions::STATE)
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))
+            .map_err(|source| AgentError::Write { path, source })
     }
 
     fn write_peers(&self, peers: Peers) {
