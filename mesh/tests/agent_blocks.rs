@@ -1,7 +1,9 @@
 //! Giving empty blocks back, in this process against real etcd: a block that held none of the
 //! host's addresses for `--release-empty-after` leaves state.json and etcd, and another host
 //! can claim it; a block with an address file stays, so does the last block of the default
-//! range, and nothing is given back while an attach holds the blocks lock.
+//! range, and nothing is given back while an attach holds the blocks lock. A block whose
+//! delete etcd missed stays out of state.json, whatever the view says, and leaves etcd at
+//! the next tick once etcd is back.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -54,6 +56,26 @@ fn in_etcd(cluster: &Cluster, host: &str) -> BTreeSet<Ipv4Net> {
     view.blocks_of(host).into_iter().collect()
 }
 
+/// An agent of host "ha" on a state directory in `state`, its blocks given back after
+/// [`RELEASE_AFTER`].
+fn agent_of(cluster: &Cluster, state: &std::path::Path) -> Arc<Agent> {
+    Arc::new(Agent::new(
+        Config {
+            cluster: cluster.clone(),
+            name: "ha".into(),
+            advertise: "192.168.250.1".parse().unwrap(),
+            state_dir: state.join("s"),
+            lease_ttl: Duration::from_secs(5),
+            reclaim_after: Duration::from_secs(30),
+            max_blocks: 64,
+            release_empty_after: RELEASE_AFTER,
+            default_range: "10.32.0.0/12".parse().unwrap(),
+            bridge: "weave".into(),
+        },
+        Box::new(Arc::new(Recorder::default())),
+    ))
+}
+
 #[test]
 fn empty_blocks_go_back_unless_held_or_the_last_of_the_default_range() {
     let test = "empty_blocks_go_back_unless_held_or_the_last_of_the_default_range";
@@ -63,21 +85,7 @@ fn empty_blocks_go_back_unless_held_or_the_last_of_the_default_range() {
     let etcd = EtcdCluster::start(1, false);
     let state = tempfile::tempdir().unwrap();
     let cluster = cluster_of(&etcd);
-    let agent = Arc::new(Agent::new(
-        Config {
-            cluster: cluster.clone(),
-            name: "ha".into(),
-            advertise: "192.168.250.1".parse().unwrap(),
-            state_dir: state.path().join("s"),
-            lease_ttl: Duration::from_secs(5),
-            reclaim_after: Duration::from_secs(30),
-            max_blocks: 64,
-            release_empty_after: RELEASE_AFTER,
-            default_range: "10.32.0.0/12".parse().unwrap(),
-            bridge: "weave".into(),
-        },
-        Box::new(Arc::new(Recorder::default())),
-    ));
+    let agent = agent_of(&cluster, state.path());
     let layout = StateDir::new(state.path().join("s"));
     etcd.run_in(|| {
         agent.start().unwrap();
@@ -138,6 +146,44 @@ fn empty_blocks_go_back_unless_held_or_the_last_of_the_default_range() {
         let again = granted(agent.claim_block(used).unwrap());
         assert_eq!(again, used);
         assert!(listed(&layout).contains(&used));
+    });
+    agent.stop();
+}
+
+#[test]
+fn a_block_out_of_state_json_leaves_etcd_once_etcd_is_back() {
+    let test = "a_block_out_of_state_json_leaves_etcd_once_etcd_is_back";
+    if !root_or_skip(test) || !tool_or_skip(test, "etcd") {
+        return;
+    }
+    let mut etcd = EtcdCluster::start(1, false);
+    let state = tempfile::tempdir().unwrap();
+    let cluster = cluster_of(&etcd);
+    let agent = agent_of(&cluster, state.path());
+    let layout = StateDir::new(state.path().join("s"));
+    let idle = etcd.run_in(|| {
+        agent.start().unwrap();
+        let idle = granted(agent.claim_block("10.60.0.0/26".parse().unwrap()).unwrap());
+        agent.release_empty_blocks();
+        idle
+    });
+    std::thread::sleep(RELEASE_AFTER + Duration::from_millis(100));
+    // etcd goes before the agent has noticed: the block leaves state.json, its delete fails.
+    etcd.stop_all();
+    etcd.run_in(|| agent.release_empty_blocks());
+    assert!(!listed(&layout).contains(&idle), "still in state.json");
+    assert!(!agent.etcd_reachable(), "the failed delete went unnoticed");
+    etcd.restart_all();
+    etcd.run_in(|| {
+        // A fresh view still says the block is this host's: it stays out of state.json.
+        agent.resync().unwrap();
+        assert!(!listed(&layout).contains(&idle), "brought back by the view");
+        assert!(in_etcd(&cluster, "ha").contains(&idle));
+        // The next tick deletes it.
+        agent.release_empty_blocks();
+        assert!(!in_etcd(&cluster, "ha").contains(&idle), "left in etcd");
+        agent.resync().unwrap();
+        assert!(!listed(&layout).contains(&idle));
     });
     agent.stop();
 }
