@@ -330,14 +330,32 @@ pub struct BlocksHold {
     _lock: Flock<File>,
 }
 
+/// How long weave-hook waits while the agent holds the blocks lock alone: it does so for a
+/// look at the store and one write of state.json, so only a stuck agent exceeds it.
+pub const BLOCKS_PATIENCE: Duration = Duration::from_secs(5);
+
 /// weave-hook's hold, shared with the other attaches; waits while the agent takes a block
-/// out. `None` without a lock file: the agent that wrote state.json gives no block back (an
-/// earlier version).
-pub fn hold_blocks_shared(dir: &StateDir) -> io::Result<Option<BlocksHold>> {
-    match fsutil::lock_file_as(&dir.mesh_blocks_lock(), FlockArg::LockShared, false) {
-        Ok(lock) => Ok(Some(BlocksHold { _lock: lock })),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
+/// out, up to `patience` (then `ErrorKind::TimedOut`). `None` without a lock file: the agent
+/// that wrote state.json gives no block back (an earlier version).
+pub fn hold_blocks_shared(dir: &StateDir, patience: Duration) -> io::Result<Option<BlocksHold>> {
+    let deadline = std::time::Instant::now() + patience;
+    let how = FlockArg::LockSharedNonblock;
+    loop {
+        match fsutil::lock_file_as(&dir.mesh_blocks_lock(), how, false) {
+            Ok(lock) => return Ok(Some(BlocksHold { _lock: lock })),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "weave-mesh has held it alone for more than {patience:?}; restart `weave-mesh run`"
+                ),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 

@@ -11,7 +11,9 @@ use ipnet::Ipv4Net;
 use weave_core::fsutil;
 use weave_core::id::ContainerId;
 use weave_core::layout::StateDir;
-use weave_core::mesh::{self, BlocksHold, MeshState, Reply, Request, REQUEST_TIMEOUT};
+use weave_core::mesh::{
+    self, BlocksHold, MeshState, Reply, Request, BLOCKS_PATIENCE, REQUEST_TIMEOUT,
+};
 use weave_core::store::MeshFacts;
 
 use crate::error::{Error, Result};
@@ -38,7 +40,7 @@ impl Mesh {
         if read_state(dir)?.is_none() {
             return Ok(None);
         }
-        let hold = mesh::hold_blocks_shared(dir).map_err(Error::io(format!(
+        let hold = mesh::hold_blocks_shared(dir, BLOCKS_PATIENCE).map_err(Error::io(format!(
             "lock {}",
             dir.mesh_blocks_lock().display()
         )))?;
@@ -227,6 +229,8 @@ fn printable(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
@@ -270,6 +274,14 @@ mod tests {
         assert!(other.hold.is_some());
         drop(other);
         loaded.allocated();
-        assert!(mesh::try_hold_blocks_alone(&dir).unwrap().is_some());
+        // An agent stuck with the lock: the attach fails after its patience, saying so.
+        let stuck = mesh::try_hold_blocks_alone(&dir).unwrap().unwrap();
+        let e = mesh::hold_blocks_shared(&dir, Duration::from_millis(20)).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        assert!(e.to_string().contains("weave-mesh has held it"), "{e}");
+        drop(stuck);
+        assert!(mesh::hold_blocks_shared(&dir, Duration::ZERO)
+            .unwrap()
+            .is_some());
     }
 }

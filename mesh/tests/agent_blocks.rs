@@ -107,7 +107,7 @@ fn empty_blocks_go_back_unless_held_or_the_last_of_the_default_range() {
         std::thread::sleep(RELEASE_AFTER + Duration::from_millis(100));
         // An attach holds the blocks lock (between its read of state.json and its
         // addresses in the store): nothing goes.
-        let hold = hold_blocks_shared(&layout)
+        let hold = hold_blocks_shared(&layout, Duration::from_secs(1))
             .unwrap()
             .expect("the agent made the lock");
         agent.release_empty_blocks();
