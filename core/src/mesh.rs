@@ -30,7 +30,7 @@
 //! subnet narrower than a block lives in one block, so one host allocates from it.
 //!
 //! **Giving blocks back.** A block that has held none of this host's addresses for
-//! `weave-mesh --release-empty-after` is given back, except the last one of the default
+//! `weave-mesh --release-empty-after` is given back, except one empty block of the default
 //! range. Under the blocks lock, held alone, the agent checks the store's address files
 //! once more and writes state.json without the block; only then does it delete the block
 //! in etcd. An attach reads state.json again under the lock, held shared, and keeps it until

@@ -61,7 +61,7 @@ pub struct Config {
     /// who may annotate could make the host claim block after block of the network.
     pub max_blocks: usize,
     /// A block that held none of this host's addresses this long is given back
-    /// (`--release-empty-after`), except the last one of `default_range`.
+    /// (`--release-empty-after`), except one empty block of `default_range`.
     pub release_empty_after: Duration,
     /// The hook's default allocation range (`--ipalloc-range`).
     pub default_range: Ipv4Net,

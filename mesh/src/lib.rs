@@ -20,8 +20,8 @@
 //! exact addresses stay held, while a short one turns an agent restart or an etcd outage
 //! longer than TTL + grace into addresses handed out twice (the host's containers keep
 //! theirs). `weave-mesh rmhost` reclaims at once. A live host gives back a block that held
-//! none of its addresses for `--release-empty-after` (600 s), keeping its last block of the
-//! default range (`release`; the order that keeps the hook out of it is weave-core's mesh
+//! none of its addresses for `--release-empty-after` (600 s), keeping one empty block of
+//! the default range (`release`; the order that keeps the hook out of it is weave-core's mesh
 //! contract).
 //!
 //! **Running it under systemd**, one per host, after etcd is reachable:

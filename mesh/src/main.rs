@@ -120,8 +120,8 @@ struct RunArgs {
     /// allocate in, and every new subnet costs a block (64 /26 blocks: 3968 addresses)
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=65536))]
     max_blocks: u32,
-    /// Give back a block that held none of this host's addresses this long (the last one of
-    /// --ipalloc-range stays): another host may then claim it
+    /// Give back a block that held none of this host's addresses this long (one empty block
+    /// of --ipalloc-range stays): another host may then claim it
     #[arg(long, default_value = "600", value_name = "SECONDS", value_parser = parse_secs)]
     release_empty_after: Duration,
     /// Keep membership, blocks and addresses, but manage no VXLAN device (something else does)

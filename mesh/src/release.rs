@@ -1,6 +1,7 @@
 //! Which of this host's blocks to give back: those that have held none of its addresses for
-//! `--release-empty-after`, except the last one of the default range (so that the common
-//! `net:default` attach still never waits on etcd). How they are given back safely is
+//! `--release-empty-after`, except one empty block of the default range (so that the common
+//! `net:default` attach still never waits on etcd, even when the host's other blocks are
+//! full). How they are given back safely is
 //! weave-core's mesh contract ("Giving blocks back") and [`crate::agent`].
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -28,8 +29,8 @@ pub fn track_empty(
     }
 }
 
-/// The blocks due at `now_ms`: owned, empty for at least `after_ms`. When every owned block
-/// of `default_range` is due, the lowest of them stays.
+/// The blocks due at `now_ms`: owned, empty for at least `after_ms`, except the lowest empty
+/// block of `default_range`, which stays.
 pub fn due(
     owned: &[Ipv4Net],
     empty_since: &BTreeMap<Ipv4Net, u64>,
@@ -37,19 +38,22 @@ pub fn due(
     after_ms: u64,
     default_range: Ipv4Net,
 ) -> Vec<Ipv4Net> {
-    let is_due = |b: &Ipv4Net| {
-        empty_since
-            .get(b)
-            .is_some_and(|since| now_ms.saturating_sub(*since) >= after_ms)
-    };
     let in_range = |b: &Ipv4Net| default_range.contains(&b.network());
-    let mut due: Vec<Ipv4Net> = owned.iter().copied().filter(is_due).collect();
-    if owned.iter().filter(|b| in_range(b)).all(is_due) {
-        if let Some(keep) = owned.iter().copied().filter(in_range).min() {
-            due.retain(|b| *b != keep);
-        }
-    }
-    due
+    let spare = owned
+        .iter()
+        .copied()
+        .filter(|b| in_range(b) && empty_since.contains_key(b))
+        .min();
+    owned
+        .iter()
+        .copied()
+        .filter(|b| Some(*b) != spare)
+        .filter(|b| {
+            empty_since
+                .get(b)
+                .is_some_and(|since| now_ms.saturating_sub(*since) >= after_ms)
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -68,7 +72,7 @@ mod tests {
 
     #[test]
     fn a_block_is_due_once_empty_for_the_whole_delay() {
-        let owned = nets(&["10.32.0.0/26", "10.32.0.64/26", "10.50.0.0/26"]);
+        let owned = nets(&["10.32.0.0/26", "10.50.0.0/26", "10.60.0.0/26"]);
         let mut since = BTreeMap::new();
         track_empty(&mut since, &owned, &ips(&["10.32.0.5"]), 1000);
         assert_eq!(since.keys().copied().collect::<Vec<_>>(), owned[1..]);
@@ -84,28 +88,34 @@ mod tests {
             &ips(&["10.32.0.5", "10.50.0.9"]),
             12_000,
         );
-        assert_eq!(due(&owned, &since, 12_000, 10_000, range), owned[1..2]);
+        assert_eq!(due(&owned, &since, 12_000, 10_000, range), owned[2..]);
         // A block no longer owned is forgotten.
         track_empty(&mut since, &owned[..1], &ips(&[]), 13_000);
         assert_eq!(since.keys().copied().collect::<Vec<_>>(), owned[..1]);
     }
 
     #[test]
-    fn the_last_block_of_the_default_range_stays() {
-        let owned = nets(&["10.32.0.64/26", "10.32.0.0/26", "10.50.0.0/26"]);
+    fn one_empty_block_of_the_default_range_stays() {
+        let owned = nets(&[
+            "10.32.0.64/26",
+            "10.32.0.0/26",
+            "10.32.0.128/26",
+            "10.50.0.0/26",
+        ]);
+        let range = RANGE.parse().unwrap();
         let mut since = BTreeMap::new();
         track_empty(&mut since, &owned, &ips(&[]), 0);
-        let range = RANGE.parse().unwrap();
         assert_eq!(
             due(&owned, &since, 100, 10, range),
-            nets(&["10.32.0.64/26", "10.50.0.0/26"]),
-            "the lowest block of the range stays"
+            nets(&["10.32.0.64/26", "10.32.0.128/26", "10.50.0.0/26"]),
+            "the lowest empty block of the range stays"
         );
-        // With an address in one block of the range, the other empty ones all go.
-        track_empty(&mut since, &owned, &ips(&["10.32.0.70"]), 50);
+        // The lowest one holds an address (it may be full): the next empty one stays.
+        let mut since = BTreeMap::new();
+        track_empty(&mut since, &owned, &ips(&["10.32.0.7"]), 0);
         assert_eq!(
             due(&owned, &since, 100, 10, range),
-            nets(&["10.32.0.0/26", "10.50.0.0/26"])
+            nets(&["10.32.0.128/26", "10.50.0.0/26"])
         );
         // Blocks only outside the range: all of them go.
         let outside = nets(&["10.50.0.0/26", "10.50.0.64/26"]);

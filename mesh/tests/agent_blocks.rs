@@ -1,6 +1,6 @@
 //! Giving empty blocks back, in this process against real etcd: a block that held none of the
 //! host's addresses for `--release-empty-after` leaves state.json and etcd, and another host
-//! can claim it; a block with an address file stays, so does the last block of the default
+//! can claim it; a block with an address file stays, so does one empty block of the default
 //! range, and nothing is given back while an attach holds the blocks lock. A block whose
 //! delete etcd missed stays out of state.json, whatever the view says, and leaves etcd at
 //! the next tick once etcd is back.
@@ -77,8 +77,8 @@ fn agent_of(cluster: &Cluster, state: &std::path::Path) -> Arc<Agent> {
 }
 
 #[test]
-fn empty_blocks_go_back_unless_held_or_the_last_of_the_default_range() {
-    let test = "empty_blocks_go_back_unless_held_or_the_last_of_the_default_range";
+fn empty_blocks_go_back_unless_held_or_the_spare_of_the_default_range() {
+    let test = "empty_blocks_go_back_unless_held_or_the_spare_of_the_default_range";
     if !root_or_skip(test) || !tool_or_skip(test, "etcd") {
         return;
     }
@@ -132,7 +132,7 @@ fn empty_blocks_go_back_unless_held_or_the_last_of_the_default_range() {
             Claim::Refused(why) => panic!("B cannot claim the given-back block: {why}"),
         }
 
-        // The address goes: its block follows after the delay; the default range's last
+        // The address goes: its block follows after the delay; the default range's empty
         // block stays, however long it is empty.
         std::fs::remove_file(layout.addr(addr)).unwrap();
         agent.release_empty_blocks();
