@@ -973,10 +973,9 @@ impl Agent {
         };
         let out: Vec<(Ipv4Net, i64)> = {
             let mut inner = lock(&self.inner);
-            let empty = |b: &Ipv4Net| !held.iter().any(|ip| b.contains(ip));
             let out: Vec<(Ipv4Net, i64)> = due
                 .iter()
-                .filter(|b| empty(b))
+                .filter(|b| release::holds_none(**b, &held))
                 .filter_map(|b| inner.blocks.remove(b).map(|rev| (*b, rev)))
                 .collect();
             for (b, _) in &out {

@@ -21,12 +21,17 @@ pub fn track_empty(
     let empty: BTreeSet<Ipv4Net> = owned
         .iter()
         .copied()
-        .filter(|b| !held.iter().any(|ip| b.contains(ip)))
+        .filter(|b| holds_none(*b, held))
         .collect();
     empty_since.retain(|b, _| empty.contains(b));
     for b in empty {
         empty_since.entry(b).or_insert(now_ms);
     }
+}
+
+/// Whether `block` holds none of the addresses `held`.
+pub fn holds_none(block: Ipv4Net, held: &BTreeSet<Ipv4Addr>) -> bool {
+    !held.iter().any(|ip| block.contains(ip))
 }
 
 /// The blocks due at `now_ms`: owned, empty for at least `after_ms`, except the lowest empty
