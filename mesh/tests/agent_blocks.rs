@@ -11,6 +11,9 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod common;
+
+use common::cluster_of;
 use ipnet::Ipv4Net;
 use weave_core::layout::StateDir;
 use weave_core::mesh::{hold_blocks_shared, try_hold_blocks_alone, MeshState};
@@ -19,25 +22,8 @@ use weave_e2e::{root_or_skip, tool_or_skip};
 use weave_mesh::agent::{Agent, Config};
 use weave_mesh::cluster::{Claim, Cluster};
 use weave_mesh::datapath::Recorder;
-use weave_mesh::etcd::{Etcd, EtcdConfig};
-use weave_mesh::keys::{Keys, DEFAULT_PREFIX};
 
 const RELEASE_AFTER: Duration = Duration::from_millis(800);
-
-fn cluster_of(etcd: &EtcdCluster) -> Cluster {
-    Cluster {
-        etcd: Etcd::connect(&EtcdConfig {
-            endpoints: etcd.endpoints(),
-            cacert: None,
-            cert: None,
-            key: None,
-            timeout: Duration::from_secs(2),
-        })
-        .unwrap(),
-        keys: Keys::new(DEFAULT_PREFIX),
-        block_prefix: 26,
-    }
-}
 
 fn granted(claim: Claim<Ipv4Net>) -> Ipv4Net {
     match claim {

@@ -6,42 +6,18 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{cluster_of, wait_for};
 use weave_core::layout::StateDir;
 use weave_core::mesh::{MeshState, Peers};
 use weave_e2e::etcd::EtcdCluster;
 use weave_e2e::{root_or_skip, tool_or_skip};
 use weave_mesh::agent::{Agent, Config};
-use weave_mesh::cluster::Cluster;
 use weave_mesh::datapath::Recorder;
-use weave_mesh::etcd::{Etcd, EtcdConfig};
-use weave_mesh::keys::{Keys, DEFAULT_PREFIX};
-
-fn cluster_of(etcd: &EtcdCluster) -> Cluster {
-    Cluster {
-        etcd: Etcd::connect(&EtcdConfig {
-            endpoints: etcd.endpoints(),
-            cacert: None,
-            cert: None,
-            key: None,
-            timeout: Duration::from_secs(2),
-        })
-        .unwrap(),
-        keys: Keys::new(DEFAULT_PREFIX),
-        block_prefix: 26,
-    }
-}
 
 fn last_peers(rec: &Recorder) -> Option<Vec<Ipv4Addr>> {
     rec.calls.lock().unwrap().last().cloned()
-}
-
-fn wait_for(what: &str, within: Duration, mut ok: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !ok() {
-        assert!(start.elapsed() < within, "{what}: not within {within:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    start.elapsed()
 }
 
 #[test]
